@@ -1,0 +1,81 @@
+//! gantryd's configuration: embedded defaults, overridden by a TOML file,
+//! overridden by command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use gantry_imageservice::RegistryHostConfig;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/gantry/config.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent state: images, layers, metadata.
+    pub root: PathBuf,
+    /// Runtime state that does not survive a reboot.
+    pub state: PathBuf,
+    /// The CRI unix socket.
+    pub listen: PathBuf,
+    /// Permissions of the socket (octal in the file, e.g. `0o660`).
+    pub socket_mode: u32,
+    /// A `tracing` filter, e.g. `info` or `gantry_imageservice=debug`.
+    pub log_level: String,
+    /// Per-registry settings (mirrors, plain HTTP, CA file), keyed by host.
+    pub registries: BTreeMap<String, RegistryHostConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: "/var/lib/gantry".into(),
+            state: "/run/gantry".into(),
+            listen: "/run/gantry/gantry.sock".into(),
+            socket_mode: 0o660,
+            log_level: "info".into(),
+            registries: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing default config file is not an error, a missing
+    /// explicitly named one is.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading config file {}", path.display())),
+        };
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str(
+            r#"
+            root = "/tmp/r"
+            [registries."registry.k8s.io"]
+            mirrors = ["http://127.0.0.1:5000"]
+            skip_upstream = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/tmp/r"));
+        assert_eq!(c.listen, Config::default().listen);
+        assert!(c.registries["registry.k8s.io"].skip_upstream);
+        let err = toml::from_str::<Config>("rooot = \"/x\"").unwrap_err().to_string();
+        assert!(err.contains("rooot"), "{err}");
+    }
+}

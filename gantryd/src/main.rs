@@ -1,0 +1,167 @@
+//! gantryd: serves the Kubernetes CRI (ImageService and RuntimeService) on a
+//! unix socket.
+
+mod config;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use gantry_imageservice::{CriImageService, ImageStore, RegistryHosts};
+use gantry_runtime::CriRuntimeService;
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use config::Config;
+
+/// How long requests in flight may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// CRI messages can be large (ListContainers on a busy node); match kubelet's 16 MiB.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+#[derive(Parser, Debug)]
+#[command(name = "gantryd", version, about = "Gantry container runtime daemon (Kubernetes CRI v1)")]
+struct Args {
+    /// TOML configuration file [default: /etc/gantry/config.toml if it exists]
+    #[arg(long, env = "GANTRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for persistent state (images, layers) [default: /var/lib/gantry]
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Directory for runtime state [default: /run/gantry]
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Unix socket to serve CRI on [default: /run/gantry/gantry.sock]
+    #[arg(long)]
+    listen: Option<PathBuf>,
+    /// Log filter (tracing env-filter syntax) [default: info]
+    #[arg(long, env = "GANTRY_LOG")]
+    log_level: Option<String>,
+    /// Log as JSON lines instead of text
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(r) = args.root {
+        config.root = r;
+    }
+    if let Some(s) = args.state {
+        config.state = s;
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(l) = args.log_level {
+        config.log_level = l;
+    }
+    init_logging(&config.log_level, args.log_json)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(serve(config))
+}
+
+fn init_logging(filter: &str, json: bool) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("log level {filter:?}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    for dir in [&config.root, &config.state] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("setting permissions of {}", dir.display()))?;
+    }
+    let _root_lock = lock_root(&config.root)?;
+    let hosts = RegistryHosts::new(config.registries.clone())?;
+    let images = ImageStore::open(&config.root.join("images"), hosts).await.context("opening the image store")?;
+    let listener = bind_socket(&config.listen, config.socket_mode)?;
+    let config_json = serde_json::to_string(&config)?;
+
+    let image_service = ImageServiceServer::new(CriImageService::new(images))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tracing::info!(socket = %config.listen.display(), root = %config.root.display(), "gantryd serving CRI v1");
+    let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let serve = tonic::transport::Server::builder()
+        .add_service(runtime_service)
+        .add_service(image_service)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown_signal().await;
+            notify.notify_one();
+        });
+    // Clients such as kubelet keep their connection open forever; graceful
+    // shutdown gets a grace period for requests in flight, then we leave.
+    let result = tokio::select! {
+        r = serve => r,
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!("grace period over, closing open connections");
+            Ok(())
+        }
+    };
+    let _ = std::fs::remove_file(&config.listen);
+    result.context("serving CRI")?;
+    tracing::info!("gantryd stopped");
+    Ok(())
+}
+
+/// One daemon per root: a second one would fight over the same store.
+fn lock_root(root: &Path) -> anyhow::Result<Flock<std::fs::File>> {
+    let path = root.join("gantryd.lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| anyhow::anyhow!("another gantryd is using {} ({e})", root.display()))
+}
+
+/// Binds the CRI socket, replacing a stale one but never a live one.
+fn bind_socket(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("{} is in use by a running server", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting permissions of {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop gantryd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

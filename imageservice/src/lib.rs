@@ -1,0 +1,18 @@
+//! Gantry's image side: references, the registry client, the content store,
+//! the overlay snapshotter, image metadata and the CRI `ImageService`.
+
+pub mod content;
+pub mod fsutil;
+pub mod metadata;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod service;
+pub mod snapshot;
+pub mod store;
+
+pub use metadata::{ImageRecord, ImageSelector};
+pub use reference::{Digest, Reference};
+pub use registry::{Credentials, RegistryHostConfig, RegistryHosts};
+pub use service::CriImageService;
+pub use store::ImageStore;

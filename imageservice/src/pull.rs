@@ -1,0 +1,439 @@
+//! Pulling an image: resolve, pick the host's platform, fetch the config, then
+//! download every layer in parallel, decompressing and unpacking it while it
+//! streams, and record the image only once every digest checked out.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+use tracing::Instrument;
+
+use crate::content::{BlobWriter, ContentError};
+use crate::metadata::{BlobRef, ImageRecord, LayerRecord};
+use crate::reference::{Digest, Reference, ReferenceError};
+use crate::registry::{
+    Credentials, RegistryError, RepoSession, MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_SCHEMA1,
+    MEDIA_DOCKER_SCHEMA1_SIGNED, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
+};
+use crate::snapshot::apply::{apply_layer, ApplyError};
+use crate::snapshot::{chain_ids, SnapshotError, UnpackDir};
+use crate::store::{ImageStore, StoreError};
+
+/// Image configs are small; refuse to buffer anything absurd.
+const MAX_CONFIG_BYTES: usize = 8 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{reference}: {reason}")]
+    Unsupported { reference: String, reason: String },
+    #[error("{reference}: {reason}")]
+    BadImage { reference: String, reason: String },
+    #[error("{reference}: layer {digest}: {source}")]
+    Layer { reference: String, digest: Digest, source: LayerError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("uncompressed content has digest {actual}, but the image config says {expected}")]
+    DiffId { expected: Digest, actual: Digest },
+    #[error("blob is larger than the {expected} bytes its descriptor says")]
+    TooLarge { expected: u64 },
+    #[error("reading or decompressing the layer: {0}")]
+    Io(#[from] io::Error),
+    #[error("unpack task failed: {0}")]
+    Join(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Platform {
+    architecture: String,
+    os: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Index {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigRootfs {
+    rootfs: RootFs,
+}
+
+#[derive(Debug, Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// The platform images are chosen for: this host's.
+pub fn host_platform() -> (&'static str, &'static str, Option<&'static str>) {
+    match std::env::consts::ARCH {
+        "x86_64" => ("linux", "amd64", None),
+        "aarch64" => ("linux", "arm64", Some("v8")),
+        "arm" => ("linux", "arm", Some("v7")),
+        "x86" => ("linux", "386", None),
+        "powerpc64" => ("linux", "ppc64le", None),
+        "s390x" => ("linux", "s390x", None),
+        "riscv64" => ("linux", "riscv64", None),
+        other => ("linux", other, None),
+    }
+}
+
+fn is_manifest_type(t: &str) -> bool {
+    t == MEDIA_OCI_MANIFEST || t == MEDIA_DOCKER_MANIFEST
+}
+
+fn is_index_type(t: &str) -> bool {
+    t == MEDIA_OCI_INDEX || t == MEDIA_DOCKER_LIST
+}
+
+fn parse_digest(reference: &Reference, s: &str) -> Result<Digest, PullError> {
+    s.parse()
+        .map_err(|e: ReferenceError| PullError::BadImage { reference: reference.to_string(), reason: e.to_string() })
+}
+
+impl ImageStore {
+    /// Pulls `image` and returns its record (the ID is the config digest).
+    pub async fn pull(self: &Arc<Self>, image: &str, credentials: &Credentials) -> Result<ImageRecord, PullError> {
+        let reference = Reference::parse(image)?;
+        let span = tracing::info_span!("pull", image = %reference);
+        self.pull_reference(reference, credentials).instrument(span).await
+    }
+
+    async fn pull_reference(
+        self: &Arc<Self>,
+        reference: Reference,
+        credentials: &Credentials,
+    ) -> Result<ImageRecord, PullError> {
+        let started = std::time::Instant::now();
+        let _shared = self.gc_lock.read().await;
+        let bad = |reason: String| PullError::BadImage { reference: reference.to_string(), reason };
+        let (session, top) = self.registry.resolve(&reference, credentials).await?;
+        tracing::debug!(endpoint = %session.endpoint.base, media_type = %top.media_type, digest = %top.digest, "resolved");
+
+        let mut kept_blobs = Vec::new();
+        let manifest = if top.media_type == MEDIA_DOCKER_SCHEMA1 || top.media_type == MEDIA_DOCKER_SCHEMA1_SIGNED {
+            return Err(PullError::Unsupported {
+                reference: reference.to_string(),
+                reason: "Docker image manifest schema 1 is deprecated and not supported; push the image again with a current client (schema 2 or OCI)".into(),
+            });
+        } else if is_index_type(&top.media_type) {
+            let index: Index =
+                serde_json::from_slice(&top.bytes).map_err(|e| bad(format!("image index is malformed: {e}")))?;
+            let chosen = select_platform(&index.manifests).ok_or_else(|| {
+                let (os, arch, _) = host_platform();
+                let offered: Vec<String> = index
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)))
+                    .collect();
+                PullError::Registry(RegistryError::NotFound {
+                    reference: reference.to_string(),
+                    endpoint: session.endpoint.base.clone(),
+                    detail: format!(" (no image for platform {os}/{arch}; the index offers {})", offered.join(", ")),
+                })
+            })?;
+            kept_blobs.push(BlobRef {
+                digest: top.digest.clone(),
+                size: top.bytes.len() as u64,
+                media_type: top.media_type.clone(),
+            });
+            let digest = parse_digest(&reference, &chosen.digest)?;
+            let m = session.fetch_manifest(&digest.to_string(), Some(&digest)).await?;
+            if !is_manifest_type(&m.media_type) {
+                return Err(bad(format!("index entry {digest} is a {}, not an image manifest", m.media_type)));
+            }
+            m
+        } else if is_manifest_type(&top.media_type) {
+            top.clone()
+        } else {
+            return Err(PullError::Unsupported {
+                reference: reference.to_string(),
+                reason: format!("unsupported manifest media type {:?}", top.media_type),
+            });
+        };
+
+        let parsed: Manifest =
+            serde_json::from_slice(&manifest.bytes).map_err(|e| bad(format!("image manifest is malformed: {e}")))?;
+        let config_digest = parse_digest(&reference, &parsed.config.digest)?;
+        let config_bytes = match self.content.read(&config_digest) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(_) => session.fetch_small_blob(&config_digest, MAX_CONFIG_BYTES).await?,
+        };
+        let config: ConfigRootfs =
+            serde_json::from_slice(&config_bytes).map_err(|e| bad(format!("image config is malformed: {e}")))?;
+        if config.rootfs.diff_ids.len() != parsed.layers.len() {
+            return Err(bad(format!(
+                "manifest has {} layers but the config lists {} diff IDs",
+                parsed.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        let diff_ids =
+            config.rootfs.diff_ids.iter().map(|d| parse_digest(&reference, d)).collect::<Result<Vec<_>, _>>()?;
+        let chains = chain_ids(&diff_ids);
+
+        let mut layers = Vec::with_capacity(parsed.layers.len());
+        for ((desc, diff_id), chain_id) in parsed.layers.iter().zip(&diff_ids).zip(&chains) {
+            if desc.media_type.contains("encrypted") {
+                return Err(PullError::Unsupported {
+                    reference: reference.to_string(),
+                    reason: format!("layer {} is encrypted ({})", desc.digest, desc.media_type),
+                });
+            }
+            layers.push(LayerRecord {
+                blob: BlobRef {
+                    digest: parse_digest(&reference, &desc.digest)?,
+                    size: desc.size,
+                    media_type: desc.media_type.clone(),
+                },
+                diff_id: diff_id.clone(),
+                chain_id: chain_id.clone(),
+            });
+        }
+        let fetches = layers.iter().map(|l| self.fetch_layer(&session, &reference, l));
+        futures::future::try_join_all(fetches).await?;
+
+        // Small blobs are stored last, so a pull that failed on a layer leaves
+        // no config or manifest behind. (Layers it completed stay for a retry
+        // and are collected by the next GC if nothing uses them.)
+        self.content.write_all(&config_digest, &config_bytes).map_err(StoreError::from)?;
+        if is_index_type(&top.media_type) {
+            self.content.write_all(&top.digest, &top.bytes).map_err(StoreError::from)?;
+        }
+        self.content.write_all(&manifest.digest, &manifest.bytes).map_err(StoreError::from)?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+        let record = ImageRecord {
+            id: config_digest.clone(),
+            repo_tags: reference.tag.as_ref().map(|_| reference.to_string()).into_iter().collect(),
+            repo_digests: vec![reference.with_digest(&top.digest)],
+            manifest: BlobRef {
+                digest: manifest.digest.clone(),
+                size: manifest.bytes.len() as u64,
+                media_type: manifest.media_type.clone(),
+            },
+            config: BlobRef {
+                digest: config_digest,
+                size: config_bytes.len() as u64,
+                media_type: parsed.config.media_type.clone(),
+            },
+            layers,
+            kept_blobs,
+            created_unix_nanos: now,
+            pinned: false,
+        };
+        let meta = &self.meta;
+        let record = meta.put(record).map_err(StoreError::from)?;
+        tracing::info!(id = %record.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
+        Ok(record)
+    }
+
+    /// Makes sure one layer's blob and unpacked snapshot exist, fetching and
+    /// unpacking it once however many pulls ask at the same time.
+    async fn fetch_layer(
+        self: &Arc<Self>,
+        session: &Arc<RepoSession>,
+        reference: &Reference,
+        layer: &LayerRecord,
+    ) -> Result<(), PullError> {
+        let digest = layer.blob.digest.clone();
+        let err =
+            |source: LayerError| PullError::Layer { reference: reference.to_string(), digest: digest.clone(), source };
+        let _one_at_a_time = self.inflight.lock(layer.chain_id.hex()).await;
+        let have_blob = self.content.has(&digest);
+        let have_layer = self.snapshots.has_layer(&layer.chain_id);
+        if have_blob && have_layer {
+            return Ok(());
+        }
+        let unpack = if have_layer { None } else { Some(self.snapshots.begin_unpack().map_err(|e| err(e.into()))?) };
+        let this = Arc::clone(self);
+        let job = LayerJob { layer: layer.clone(), unpack };
+        if have_blob {
+            tracing::debug!(layer = %digest, "unpacking from the content store");
+            let path = self.content.path(&digest);
+            tokio::task::spawn_blocking(move || {
+                let file = std::fs::File::open(&path)?;
+                this.process_layer(file, None, job)
+            })
+            .await
+            .map_err(|e| err(LayerError::Join(e.to_string())))?
+            .map_err(err)?;
+            return Ok(());
+        }
+        let _permit = self.downloads.clone().acquire_owned().await.map_err(|e| err(LayerError::Join(e.to_string())))?;
+        tracing::debug!(layer = %digest, size = layer.blob.size, "downloading");
+        let stream = session.fetch_blob(&digest).await?;
+        let writer = self.content.writer().map_err(|e| err(e.into()))?;
+        let sync_reader = SyncIoBridge::new(StreamReader::new(Box::pin(stream)));
+        tokio::task::spawn_blocking(move || this.process_layer(sync_reader, Some(writer), job))
+            .await
+            .map_err(|e| err(LayerError::Join(e.to_string())))?
+            .map_err(err)
+    }
+
+    /// Runs on a blocking thread: tees the compressed bytes into the content
+    /// store while decompressing and unpacking them, then verifies both digests
+    /// before anything becomes visible.
+    fn process_layer(&self, reader: impl Read, writer: Option<BlobWriter>, job: LayerJob) -> Result<(), LayerError> {
+        let mut tee = TeeReader { inner: reader, writer, limit: job.layer.blob.size };
+        if let Some(unpack) = job.unpack {
+            let diff_id = {
+                let mut buffered = BufReader::with_capacity(256 << 10, &mut tee);
+                let head = buffered.fill_buf()?;
+                let mut hashing: HashingReader<Box<dyn Read + '_>> = if head.starts_with(&[0x1f, 0x8b]) {
+                    HashingReader::new(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
+                } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                    HashingReader::new(Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?))
+                } else {
+                    HashingReader::new(Box::new(buffered))
+                };
+                apply_layer(&mut hashing, &unpack.fs())?;
+                // The tar may carry padding after its end marker; it counts for the diff ID.
+                io::copy(&mut hashing, &mut io::sink())?;
+                hashing.digest()
+            };
+            if diff_id != job.layer.diff_id {
+                return Err(LayerError::DiffId { expected: job.layer.diff_id, actual: diff_id });
+            }
+            // The compressed stream may go on past the decompressor's end (gzip trailer padding).
+            io::copy(&mut tee, &mut io::sink())?;
+            if let Some(w) = tee.writer.take() {
+                w.commit(&job.layer.blob.digest, job.layer.blob.size)?;
+            }
+            self.snapshots.commit(unpack, &job.layer.chain_id)?;
+        } else {
+            io::copy(&mut tee, &mut io::sink())?;
+            if let Some(w) = tee.writer.take() {
+                w.commit(&job.layer.blob.digest, job.layer.blob.size)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct LayerJob {
+    layer: LayerRecord,
+    unpack: Option<UnpackDir>,
+}
+
+/// Copies every byte read into the blob writer, and stops a stream that runs
+/// past its descriptor's size.
+struct TeeReader<R> {
+    inner: R,
+    writer: Option<BlobWriter>,
+    limit: u64,
+}
+
+impl<R: Read> Read for TeeReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(w) = self.writer.as_mut() {
+            w.write_all(&buf[..n])?;
+            if w.written() > self.limit {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, LayerError::TooLarge { expected: self.limit }));
+            }
+        }
+        Ok(n)
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader { inner, hasher: Sha256::new() }
+    }
+    fn digest(self) -> Digest {
+        Digest::from_sha256(self.hasher)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Picks the manifest for this host: same OS and architecture, the host's
+/// variant preferred, else one without a variant, else any variant.
+fn select_platform(manifests: &[Descriptor]) -> Option<&Descriptor> {
+    let (os, arch, variant) = host_platform();
+    let candidates: Vec<&Descriptor> = manifests
+        .iter()
+        .filter(|m| m.media_type.is_empty() || is_manifest_type(&m.media_type))
+        .filter(|m| m.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == arch))
+        .collect();
+    let variant_of = |m: &&Descriptor| m.platform.as_ref().and_then(|p| p.variant.clone());
+    candidates
+        .iter()
+        .find(|m| variant_of(m).as_deref() == variant && variant.is_some())
+        .or_else(|| candidates.iter().find(|m| variant_of(m).is_none()))
+        .or_else(|| candidates.first())
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(arch: &str, variant: Option<&str>) -> Descriptor {
+        Descriptor {
+            media_type: MEDIA_OCI_MANIFEST.into(),
+            digest: format!("sha256:{arch}"),
+            size: 1,
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: variant.map(Into::into),
+            }),
+        }
+    }
+
+    #[test]
+    fn picks_the_host_platform() {
+        let (_, arch, _) = host_platform();
+        let list = vec![desc("s390x", None), desc(arch, None), desc("riscv64", None)];
+        assert_eq!(select_platform(&list).map(|d| d.digest.clone()), Some(format!("sha256:{arch}")));
+        assert!(select_platform(&[desc("s390x", None)]).is_none() || arch == "s390x");
+    }
+}

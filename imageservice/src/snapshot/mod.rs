@@ -1,0 +1,262 @@
+//! Overlay snapshotter: one read-only snapshot per layer, keyed by chain ID,
+//! unpacked once however many images share it; plus writable container
+//! snapshots (upper + work) stacked on them with overlayfs.
+//!
+//! Layout under `ROOT/snapshots`:
+//! - `layers/CHAINID/fs`: a committed layer, OCI whiteouts already converted
+//!   to overlayfs form;
+//! - `unpack/RANDOM/fs`: a layer being unpacked (renamed into `layers/` only
+//!   once its digests are verified; anything left here is from a crash);
+//! - `active/KEY/{upper,work}`: a container's writable layer.
+
+pub mod apply;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::fsutil::{fsync_dir, random_name};
+use crate::reference::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot {0} does not exist")]
+    NotFound(String),
+    #[error("snapshot {0} already exists")]
+    AlreadyExists(String),
+    #[error("invalid snapshot key {0:?}: use letters, digits, '-' and '_'")]
+    InvalidKey(String),
+    #[error("overlay mount options for {layers} layers are {len} bytes, over the kernel's page-size limit")]
+    TooManyLayers { layers: usize, len: usize },
+    #[error("snapshot {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("mount {target}: {source}")]
+    Mount { target: PathBuf, source: nix::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io { path: path.to_path_buf(), source }
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    layers: PathBuf,
+    unpack: PathBuf,
+    active: PathBuf,
+}
+
+/// A layer being unpacked. Removed on drop unless committed.
+pub struct UnpackDir {
+    dir: PathBuf,
+    committed: bool,
+}
+
+impl UnpackDir {
+    /// Where the layer's files go.
+    pub fn fs(&self) -> PathBuf {
+        self.dir.join("fs")
+    }
+}
+
+impl Drop for UnpackDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The mounts a writable container rootfs is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsLayout {
+    /// Topmost layer first, as overlayfs wants them.
+    pub lowerdirs: Vec<PathBuf>,
+    pub upperdir: PathBuf,
+    pub workdir: PathBuf,
+}
+
+impl RootfsLayout {
+    pub fn mount_options(&self) -> Result<String, SnapshotError> {
+        let lower: Vec<String> = self.lowerdirs.iter().map(|p| p.display().to_string()).collect();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={},index=off",
+            lower.join(":"),
+            self.upperdir.display(),
+            self.workdir.display()
+        );
+        // mount(2) copies at most one page of option data.
+        if opts.len() >= 4096 {
+            return Err(SnapshotError::TooManyLayers { layers: self.lowerdirs.len(), len: opts.len() });
+        }
+        Ok(opts)
+    }
+
+    /// Mounts the overlay at `target` (which must exist).
+    pub fn mount(&self, target: &Path) -> Result<(), SnapshotError> {
+        let opts = self.mount_options()?;
+        mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
+            .map_err(|source| SnapshotError::Mount { target: target.to_path_buf(), source })
+    }
+}
+
+/// Unmounts a rootfs mounted by [`RootfsLayout::mount`]; not mounted is fine.
+pub fn unmount(target: &Path) -> Result<(), SnapshotError> {
+    match umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(source) => Err(SnapshotError::Mount { target: target.to_path_buf(), source }),
+    }
+}
+
+impl Snapshotter {
+    pub fn open(root: &Path) -> Result<Self, SnapshotError> {
+        let s = Snapshotter { layers: root.join("layers"), unpack: root.join("unpack"), active: root.join("active") };
+        for d in [&s.layers, &s.unpack, &s.active] {
+            fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        Ok(s)
+    }
+
+    pub fn layer_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.layers.join(chain_id.hex()).join("fs")
+    }
+
+    pub fn has_layer(&self, chain_id: &Digest) -> bool {
+        self.layer_dir(chain_id).is_dir()
+    }
+
+    pub fn begin_unpack(&self) -> Result<UnpackDir, SnapshotError> {
+        let dir = self.unpack.join(random_name("layer"));
+        let fs_dir = dir.join("fs");
+        fs::create_dir_all(&fs_dir).map_err(io_err(&fs_dir))?;
+        Ok(UnpackDir { dir, committed: false })
+    }
+
+    /// Makes an unpacked layer visible under its chain ID. The data is flushed
+    /// first (one syncfs rather than an fsync per file) so that a committed
+    /// layer is complete after a crash.
+    pub fn commit(&self, mut unpacked: UnpackDir, chain_id: &Digest) -> Result<(), SnapshotError> {
+        let dir = fs::File::open(&unpacked.dir).map_err(io_err(&unpacked.dir))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
+            .map_err(|e| SnapshotError::Io { path: unpacked.dir.clone(), source: e.into() })?;
+        let target = self.layers.join(chain_id.hex());
+        match fs::rename(&unpacked.dir, &target) {
+            Ok(()) => {}
+            // Someone committed the same layer first: theirs is as good as ours.
+            // (rename fails with ENOTEMPTY; our copy is removed on drop).
+            Err(_) if target.is_dir() => return Ok(()),
+            Err(e) => return Err(SnapshotError::Io { path: target, source: e }),
+        }
+        unpacked.committed = true;
+        fsync_dir(&self.layers).map_err(io_err(&self.layers))
+    }
+
+    pub fn remove_layer(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
+        // Rename first so that a crash mid-delete never leaves a half-deleted
+        // layer under its chain ID.
+        let dir = self.layers.join(chain_id.hex());
+        let doomed = self.unpack.join(random_name("removing"));
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(SnapshotError::Io { path: dir, source: e }),
+        }
+        fs::remove_dir_all(&doomed).map_err(io_err(&doomed))
+    }
+
+    pub fn list_layers(&self) -> Result<Vec<Digest>, SnapshotError> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.layers).map_err(io_err(&self.layers))? {
+            let e = e.map_err(io_err(&self.layers))?;
+            if let Some(d) = e.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes unpack directories left by a crash or a failed pull. Only
+    /// called when no pull is running.
+    pub fn clean_unpack(&self) -> Result<usize, SnapshotError> {
+        let mut n = 0;
+        for e in fs::read_dir(&self.unpack).map_err(io_err(&self.unpack))? {
+            let e = e.map_err(io_err(&self.unpack))?;
+            fs::remove_dir_all(e.path()).map_err(io_err(&e.path()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Creates the writable layer `key` on top of `parents` (chain IDs, bottom
+    /// layer first, as in the image's rootfs) and returns how to mount it.
+    pub fn prepare_rw(&self, key: &str, parents: &[Digest]) -> Result<RootfsLayout, SnapshotError> {
+        validate_key(key)?;
+        for p in parents {
+            if !self.has_layer(p) {
+                return Err(SnapshotError::NotFound(p.to_string()));
+            }
+        }
+        let dir = self.active.join(key);
+        if dir.exists() {
+            return Err(SnapshotError::AlreadyExists(key.to_string()));
+        }
+        let layout = self.rw_layout(key, parents);
+        for d in [&layout.upperdir, &layout.workdir] {
+            fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        fsync_dir(&self.active).map_err(io_err(&self.active))?;
+        Ok(layout)
+    }
+
+    /// The layout of an existing writable layer (after a restart, say).
+    pub fn rw_layout(&self, key: &str, parents: &[Digest]) -> RootfsLayout {
+        let dir = self.active.join(key);
+        RootfsLayout {
+            lowerdirs: parents.iter().rev().map(|p| self.layer_dir(p)).collect(),
+            upperdir: dir.join("upper"),
+            workdir: dir.join("work"),
+        }
+    }
+
+    pub fn remove_rw(&self, key: &str) -> Result<(), SnapshotError> {
+        validate_key(key)?;
+        let dir = self.active.join(key);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(SnapshotError::Io { path: dir, source: e }),
+        }
+    }
+
+    pub fn disk_usage(&self) -> (u64, u64) {
+        let (b1, i1) = crate::fsutil::disk_usage(&self.layers);
+        let (b2, i2) = crate::fsutil::disk_usage(&self.active);
+        (b1 + b2, i1 + i2)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.layers.parent().unwrap_or(&self.layers)
+    }
+}
+
+fn validate_key(key: &str) -> Result<(), SnapshotError> {
+    if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(SnapshotError::InvalidKey(key.to_string()));
+    }
+    Ok(())
+}
+
+/// The chain IDs of a layer stack: `chain(0) = diff(0)`,
+/// `chain(n) = sha256(chain(n-1) + " " + diff(n))`, as the OCI image spec defines.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::of_bytes(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}

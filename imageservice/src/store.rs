@@ -1,0 +1,200 @@
+//! The image store: content, snapshots and metadata behind one API, with the
+//! locking that keeps pulls, removals and garbage collection consistent.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{Mutex, OwnedMutexGuard, RwLock, Semaphore};
+
+use crate::content::{ContentError, ContentStore};
+use crate::metadata::{ImageRecord, ImageSelector, MetadataError, MetadataStore};
+use crate::reference::Digest;
+use crate::registry::{RegistryClient, RegistryHosts};
+use crate::snapshot::{SnapshotError, Snapshotter};
+
+/// Layers downloaded at once per pull, as containerd's default.
+pub const MAX_CONCURRENT_DOWNLOADS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("registry configuration: {0}")]
+    Config(String),
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+/// What a garbage collection removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcStats {
+    pub blobs: usize,
+    pub layers: usize,
+    pub partial: usize,
+}
+
+pub struct ImageStore {
+    pub(crate) root: PathBuf,
+    pub(crate) content: ContentStore,
+    pub(crate) snapshots: Snapshotter,
+    pub(crate) meta: MetadataStore,
+    pub(crate) registry: RegistryClient,
+    /// Pulls hold it shared; removal and GC hold it exclusively, so GC never
+    /// sees a half-pulled image's blobs as garbage.
+    pub(crate) gc_lock: RwLock<()>,
+    /// One download/unpack per layer at a time, whoever asks for it.
+    pub(crate) inflight: KeyedLocks,
+    pub(crate) downloads: Arc<Semaphore>,
+    /// Layers held by something other than an image (containers' rootfs).
+    held_layers: std::sync::Mutex<HashMap<String, Vec<Digest>>>,
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the store at `root` and removes whatever a
+    /// crash left half-made.
+    pub async fn open(root: &Path, hosts: RegistryHosts) -> Result<Arc<Self>, StoreError> {
+        let root = root.to_path_buf();
+        let registry = RegistryClient::new(hosts).map_err(StoreError::Config)?;
+        let r = root.clone();
+        let (content, snapshots, meta) = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&r).map_err(|source| ContentError::Io { path: r.clone(), source })?;
+            let content = ContentStore::open(&r.join("content"))?;
+            let snapshots = Snapshotter::open(&r.join("snapshots"))?;
+            let meta = MetadataStore::open(&r.join("images.redb"))?;
+            Ok::<_, StoreError>((content, snapshots, meta))
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))??;
+        let store = Arc::new(ImageStore {
+            root,
+            content,
+            snapshots,
+            meta,
+            registry,
+            gc_lock: RwLock::new(()),
+            inflight: KeyedLocks::default(),
+            downloads: Arc::new(Semaphore::new(MAX_CONCURRENT_DOWNLOADS)),
+            held_layers: std::sync::Mutex::new(HashMap::new()),
+        });
+        let stats = store.collect_garbage().await?;
+        if stats != GcStats::default() {
+            tracing::info!(?stats, "removed leftovers of an earlier run");
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn snapshotter(&self) -> &Snapshotter {
+        &self.snapshots
+    }
+
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        Ok(self.meta.list()?)
+    }
+
+    pub fn resolve(&self, selector: &ImageSelector) -> Result<Option<ImageRecord>, StoreError> {
+        Ok(self.meta.resolve(selector)?)
+    }
+
+    /// Keeps `layers` alive under `holder` (a container) even if every image
+    /// using them is removed.
+    pub fn hold_layers(&self, holder: &str, layers: Vec<Digest>) {
+        self.held_layers.lock().unwrap_or_else(|e| e.into_inner()).insert(holder.to_string(), layers);
+    }
+
+    pub fn release_layers(&self, holder: &str) {
+        self.held_layers.lock().unwrap_or_else(|e| e.into_inner()).remove(holder);
+    }
+
+    /// Removes an image and then every blob and layer nothing references any
+    /// more. Returns the removed record, or `None` if there was no such image.
+    pub async fn remove(self: &Arc<Self>, selector: &ImageSelector) -> Result<Option<ImageRecord>, StoreError> {
+        let _exclusive = self.gc_lock.write().await;
+        let Some(image) = self.meta.resolve(selector)? else { return Ok(None) };
+        self.meta.remove(&image.id)?;
+        tracing::info!(image = %image.id, tags = ?image.repo_tags, "image removed");
+        self.sweep().await?;
+        Ok(Some(image))
+    }
+
+    pub async fn collect_garbage(self: &Arc<Self>) -> Result<GcStats, StoreError> {
+        let _exclusive = self.gc_lock.write().await;
+        self.sweep().await
+    }
+
+    /// Deletes unreferenced blobs and layers and partial downloads. The caller
+    /// holds `gc_lock` exclusively, so no pull is running.
+    async fn sweep(self: &Arc<Self>) -> Result<GcStats, StoreError> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let (live_blobs, mut live_layers) = this.meta.live_set()?;
+            let held: BTreeSet<Digest> = this
+                .held_layers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .flat_map(|v| v.iter().cloned())
+                .collect();
+            live_layers.extend(held);
+            let mut stats = GcStats::default();
+            for d in this.snapshots.list_layers()? {
+                if !live_layers.contains(&d) {
+                    this.snapshots.remove_layer(&d)?;
+                    stats.layers += 1;
+                }
+            }
+            for d in this.content.list()? {
+                if !live_blobs.contains(&d) {
+                    this.content.delete(&d)?;
+                    stats.blobs += 1;
+                }
+            }
+            stats.partial = this.content.clean_ingest()? + this.snapshots.clean_unpack()?;
+            Ok::<_, StoreError>(stats)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Bytes and inodes the store uses on disk.
+    pub async fn disk_usage(&self) -> (u64, u64) {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || crate::fsutil::disk_usage(&root)).await.unwrap_or((0, 0))
+    }
+}
+
+/// Per-key async locks that vanish when nobody holds or waits for them.
+#[derive(Default)]
+pub struct KeyedLocks {
+    map: std::sync::Mutex<HashMap<String, Weak<Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, w| w.strong_count() > 0);
+            match map.get(key).and_then(Weak::upgrade) {
+                Some(l) => l,
+                None => {
+                    let l = Arc::new(Mutex::new(()));
+                    map.insert(key.to_string(), Arc::downgrade(&l));
+                    l
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}

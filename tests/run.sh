@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Gantry's test command: installs what a fresh Debian machine lacks, checks
+# formatting and lints, builds, starts two local registries (plain and with
+# basic auth) on random 127.0.0.1 ports, builds the fixture images into them,
+# and runs every unit and integration test. Needs root (overlayfs, mknod,
+# trusted.* xattrs). Cleans up after itself, also on failure.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+cd "$repo"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh must run as root (overlay mounts, device nodes, trusted xattrs)" >&2
+    exit 1
+fi
+
+packages=(protobuf-compiler docker-registry skopeo umoci busybox-static containernetworking-plugins apache2-utils jq zstd python3 curl)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build"
+cargo build --workspace --all-targets --quiet
+
+work="$(mktemp -d /tmp/gantry-ci.XXXXXX)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_registry NAME [htpasswd-file] -> prints HOST:PORT
+start_registry() {
+    local name=$1 htpasswd=${2:-} port dir
+    port=$(free_port)
+    dir="$work/$name"
+    mkdir -p "$dir/storage"
+    {
+        echo "version: 0.1"
+        echo "log: { level: warn, accesslog: { disabled: true } }"
+        echo "storage: { filesystem: { rootdirectory: $dir/storage }, delete: { enabled: true } }"
+        echo "http: { addr: 127.0.0.1:$port }"
+        if [ -n "$htpasswd" ]; then
+            echo "auth: { htpasswd: { realm: gantry-test, path: $htpasswd } }"
+        fi
+    } >"$dir/config.yml"
+    /usr/bin/docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do
+        if curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; then
+            echo "127.0.0.1:$port"
+            return
+        fi
+        sleep 0.1
+    done
+    echo "registry $name did not start:" >&2
+    cat "$dir/log" >&2
+    return 1
+}
+
+echo "== starting registries"
+registry=$(start_registry plain)
+auth_user=gantry auth_password="secret-$RANDOM"
+htpasswd -Bbc "$work/htpasswd" "$auth_user" "$auth_password" 2>/dev/null
+auth_registry=$(start_registry auth "$work/htpasswd")
+echo "plain registry $registry, basic-auth registry $auth_registry"
+
+echo "== building fixture images"
+"$here/fixtures/build-images.sh" "$registry" "$work/fixtures"
+skopeo copy -q --src-tls-verify=false --dest-tls-verify=false --dest-creds "$auth_user:$auth_password" \
+    "docker://$registry/gantry/busybox:latest" "docker://$auth_registry/gantry/busybox:latest"
+
+export GANTRY_TEST_REGISTRY="$registry"
+export GANTRY_TEST_REGISTRY_STORAGE="$work/plain/storage"
+export GANTRY_TEST_AUTH_REGISTRY="$auth_registry"
+export GANTRY_TEST_AUTH_USER="$auth_user"
+export GANTRY_TEST_AUTH_PASSWORD="$auth_password"
+
+export RUST_BACKTRACE=0
+echo "== cargo test"
+cargo test --workspace --quiet -- --test-threads="${GANTRY_TEST_THREADS:-4}"
+
+leftover=$(grep -c gantry-test /proc/self/mountinfo || true)
+if [ "$leftover" -gt 0 ]; then
+    echo "tests left $leftover mounts behind" >&2
+    exit 1
+fi
+echo "== all tests passed"

@@ -1,0 +1,227 @@
+//! Helpers shared by the integration tests: a `gantryd` started on its own
+//! temp root and socket, a CRI client over that socket, and a small registry
+//! client to push hand-crafted (including malicious) images to the test registry.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub mod registry;
+
+pub use registry::PushClient;
+
+/// The plain-HTTP test registry started by `tests/run.sh` (`127.0.0.1:PORT`).
+pub fn test_registry() -> String {
+    std::env::var("GANTRY_TEST_REGISTRY")
+        .expect("GANTRY_TEST_REGISTRY is not set: run the integration tests through tests/run.sh")
+}
+
+/// Where the test registry keeps its blobs on disk (to corrupt one on purpose).
+pub fn test_registry_storage() -> PathBuf {
+    std::env::var("GANTRY_TEST_REGISTRY_STORAGE")
+        .expect("GANTRY_TEST_REGISTRY_STORAGE is not set: run the integration tests through tests/run.sh")
+        .into()
+}
+
+/// The test registry that requires HTTP basic auth, and its user and password.
+pub fn auth_registry() -> (String, String, String) {
+    let get = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through tests/run.sh"));
+    (get("GANTRY_TEST_AUTH_REGISTRY"), get("GANTRY_TEST_AUTH_USER"), get("GANTRY_TEST_AUTH_PASSWORD"))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The directory holding the workspace's built binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("GANTRY_BIN_DIR") {
+        return d.into();
+    }
+    // target/debug/deps/this-test → target/debug
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// A gantryd on a private root, state dir and socket. Stopped (by its pid)
+/// and its directories removed on drop, also when a test fails.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config_toml: &str) -> Daemon {
+        let dir = tempfile::Builder::new().prefix("gantry-test-").tempdir().expect("temp dir");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, config_toml).expect("write config");
+        let mut d = Daemon {
+            child: None,
+            socket: dir.path().join("gantry.sock"),
+            root: dir.path().join("root"),
+            state: dir.path().join("state"),
+            log: dir.path().join("gantryd.log"),
+            config,
+            dir,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let mut cmd = Command::new(bin_dir().join("gantryd"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--listen")
+            .arg(&self.socket)
+            .arg("--log-level")
+            .arg("info,gantry_imageservice=debug,gantryd=debug,gantry_runtime=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log);
+        // Its own process group, so that a test harness's signals do not reach it.
+        cmd.process_group(0);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", bin_dir().join("gantryd").display()));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("gantryd exited during start-up ({status}); log:\n{}", self.log_text());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("gantryd did not listen on {} within 30 s; log:\n{}", self.socket.display(), self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the clean shutdown path. Returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "daemon still running");
+        self.spawn();
+    }
+
+    pub async fn connect(&self) -> Cri {
+        let path = self.socket.clone();
+        let channel = Endpoint::try_from("http://gantry.invalid")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            }))
+            .await
+            .expect("connect to gantryd");
+        Cri {
+            images: ImageServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20),
+            runtime: RuntimeServiceClient::new(channel).max_decoding_message_size(16 << 20),
+        }
+    }
+
+    /// Appends to the daemon's config (takes effect on the next start).
+    pub fn append_config(&self, toml: &str) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.config).expect("config");
+        f.write_all(toml.as_bytes()).expect("write config");
+    }
+
+    pub fn images_root(&self) -> PathBuf {
+        self.root.join("images")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Clone)]
+pub struct Cri {
+    pub images: ImageServiceClient<Channel>,
+    pub runtime: RuntimeServiceClient<Channel>,
+}
+
+/// Lists regular files and directories below `dir` (relative paths), sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if let Ok(rd) = std::fs::read_dir(&p) {
+            for e in rd.flatten() {
+                let path = e.path();
+                out.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(path);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
