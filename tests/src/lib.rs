@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod registry;
+pub mod token_auth;
 
 pub use registry::PushClient;
 
@@ -169,19 +170,7 @@ impl Daemon {
     }
 
     pub async fn connect(&self) -> Cri {
-        let path = self.socket.clone();
-        let channel = Endpoint::try_from("http://gantry.invalid")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-            }))
-            .await
-            .expect("connect to gantryd");
-        Cri {
-            images: ImageServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20),
-            runtime: RuntimeServiceClient::new(channel).max_decoding_message_size(16 << 20),
-        }
+        connect(&self.socket).await.expect("connect to gantryd")
     }
 
     /// Appends to the daemon's config (takes effect on the next start).
@@ -199,6 +188,21 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A CRI client over a unix socket (gantryd's or containerd's).
+pub async fn connect(socket: &Path) -> Result<Cri, tonic::transport::Error> {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::try_from("http://gantry.invalid")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await?;
+    Ok(Cri {
+        images: ImageServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20),
+        runtime: RuntimeServiceClient::new(channel).max_decoding_message_size(16 << 20),
+    })
 }
 
 #[derive(Clone)]

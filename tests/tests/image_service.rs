@@ -465,3 +465,64 @@ async fn kill_9_mid_pull_then_restart_is_consistent() {
     let mut cri = d.connect().await;
     assert_eq!(list(&mut cri).await.len(), 1);
 }
+
+#[tokio::test]
+async fn bearer_token_flow_with_password_identity_and_registry_tokens() {
+    use gantry_tests::token_auth::{TokenAuthRegistry, PASSWORD, REFRESH_TOKEN, USER};
+    let front = TokenAuthRegistry::start(&test_registry()).await;
+    let d = Daemon::start("");
+    let mut cri = d.connect().await;
+    let image = format!("{}/gantry/busybox:latest", front.addr);
+
+    let err = pull(&mut cri, &image).await.expect_err("anonymous");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let wrong = AuthConfig { username: USER.into(), password: "nope".into(), ..Default::default() };
+    let err = pull_with(&mut cri, &image, wrong).await.expect_err("wrong password");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("token server"), "{err}");
+
+    let id = pull_with(
+        &mut cri,
+        &image,
+        AuthConfig { username: USER.into(), password: PASSWORD.into(), ..Default::default() },
+    )
+    .await
+    .expect("password exchanged for a token");
+    remove(&mut cri, &id).await;
+    let identity =
+        AuthConfig { username: "<token>".into(), identity_token: REFRESH_TOKEN.into(), ..Default::default() };
+    pull_with(&mut cri, &image, identity).await.expect("identity (refresh) token exchanged for a token");
+    remove(&mut cri, &id).await;
+    let registry_token = AuthConfig { registry_token: front.issue(), ..Default::default() };
+    pull_with(&mut cri, &image, registry_token).await.expect("registry token used as is");
+}
+
+#[tokio::test]
+async fn mirrors_are_tried_first_and_upstream_can_be_skipped() {
+    let upstream = test_registry();
+    let d = Daemon::start(&format!(
+        r#"
+[registries."mirrored.example.invalid"]
+mirrors = ["http://{upstream}"]
+skip_upstream = true
+
+[registries."{upstream}"]
+mirrors = ["http://127.0.0.1:1"]
+
+[registries."dead.example.invalid"]
+mirrors = ["http://127.0.0.1:1"]
+skip_upstream = true
+"#
+    ));
+    let mut cri = d.connect().await;
+    // Served entirely by the mirror, under the upstream's name.
+    let mirrored = "mirrored.example.invalid/gantry/busybox:latest";
+    let id = pull(&mut cri, mirrored).await.expect("pull through mirror");
+    assert_eq!(status(&mut cri, mirrored).await.map(|i| i.id), Some(id));
+    // A dead mirror falls through to the upstream.
+    pull(&mut cri, &reg("gantry/app1:latest")).await.expect("fallback to upstream");
+    // Mirrors only, all dead: unavailable, and the real host is never asked.
+    let err = pull(&mut cri, "dead.example.invalid/gantry/busybox:latest").await.expect_err("dead mirror");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("127.0.0.1:1"), "{err}");
+}
