@@ -44,7 +44,8 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_registry NAME [htpasswd-file] -> prints HOST:PORT
+# start_registry NAME [htpasswd-file]: sets $started to HOST:PORT. Not run in
+# a subshell, so that its pid reaches the cleanup trap.
 start_registry() {
     local name=$1 htpasswd=${2:-} port dir
     port=$(free_port)
@@ -63,7 +64,7 @@ start_registry() {
     pids+=($!)
     for _ in $(seq 100); do
         if curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; then
-            echo "127.0.0.1:$port"
+            started="127.0.0.1:$port"
             return
         fi
         sleep 0.1
@@ -74,10 +75,12 @@ start_registry() {
 }
 
 echo "== starting registries"
-registry=$(start_registry plain)
+start_registry plain
+registry=$started
 auth_user=gantry auth_password="secret-$RANDOM"
 htpasswd -Bbc "$work/htpasswd" "$auth_user" "$auth_password" 2>/dev/null
-auth_registry=$(start_registry auth "$work/htpasswd")
+start_registry auth "$work/htpasswd"
+auth_registry=$started
 echo "plain registry $registry, basic-auth registry $auth_registry"
 
 echo "== building fixture images"

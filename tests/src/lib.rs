@@ -229,3 +229,30 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The chain IDs of an image's layers, bottom first (from verbose ImageStatus).
+pub async fn image_chain_ids(cri: &mut Cri, image: &str) -> Vec<gantry_imageservice::Digest> {
+    let spec = Some(k8s_cri::v1::ImageSpec { image: image.to_string(), ..Default::default() });
+    let resp = cri
+        .images
+        .image_status(k8s_cri::v1::ImageStatusRequest { image: spec, verbose: true })
+        .await
+        .expect("image status")
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&resp.info["info"]).expect("verbose info is JSON");
+    info["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["chain_id"].as_str().expect("chain_id").parse().expect("digest"))
+        .collect()
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+pub struct MountGuard(pub PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = gantry_imageservice::snapshot::unmount(&self.0);
+    }
+}

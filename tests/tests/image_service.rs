@@ -180,31 +180,12 @@ async fn whiteouts_and_opaque_dirs_work_in_a_mounted_overlay() {
 
     // Mount the image as a container rootfs would be, and look.
     let store = gantry_imageservice::snapshot::Snapshotter::open(&d.images_root().join("snapshots")).expect("open");
-    let record = status(&mut cri, &reg("gantry/whiteout:latest")).await.expect("image");
-    let info = cri
-        .images
-        .image_status(ImageStatusRequest { image: spec(&record.id), verbose: true })
-        .await
-        .expect("status")
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&info.info["info"]).expect("json");
-    let chains: Vec<gantry_imageservice::Digest> = info["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| l["chain_id"].as_str().expect("chain").parse().expect("digest"))
-        .collect();
+    let chains = gantry_tests::image_chain_ids(&mut cri, &reg("gantry/whiteout:latest")).await;
     let layout = store.prepare_rw("test-rootfs", &chains).expect("prepare rw");
     let target = d.dir.path().join("rootfs");
     std::fs::create_dir_all(&target).expect("mkdir");
     layout.mount(&target).expect("mount overlay");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = gantry_imageservice::snapshot::unmount(self.0);
-        }
-    }
-    let guard = Unmount(&target);
+    let guard = gantry_tests::MountGuard(target.clone());
     assert!(!target.join("etc/removed-file").exists(), "whiteout hides the lower file");
     assert!(target.join("etc/passwd").exists());
     let data: Vec<String> = tree(&target.join("data"));

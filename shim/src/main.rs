@@ -1,0 +1,124 @@
+//! gantry-shim: one per container. Creates the container from an OCI bundle,
+//! holds its stdio (written to the CRI log file) and its exit status, and
+//! answers gantryd on a unix socket. Single-threaded by design: it is
+//! resident once per container on every node, so it must stay tiny.
+//!
+//! Usage: gantry-shim --id ID --bundle DIR --socket PATH --log FILE
+//!
+//! It detaches at once (own session, re-parented to init or the nearest
+//! subreaper) and prints one line on stdout before the launching process
+//! exits: `ready CONTAINER_PID SHIM_PID` or `error: MESSAGE`.
+
+mod container;
+mod log;
+mod server;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use nix::fcntl::OFlag;
+use nix::unistd::{dup2, fork, pipe2, setsid, ForkResult};
+
+pub struct Args {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut id = None;
+    let mut bundle = None;
+    let mut socket = None;
+    let mut log = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let slot = match flag.as_str() {
+            "--id" => &mut id,
+            "--bundle" => &mut bundle,
+            "--socket" => &mut socket,
+            "--log" => &mut log,
+            "--version" => {
+                println!("gantry-shim {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        };
+        *slot = Some(it.next().ok_or_else(|| format!("{flag} needs a value"))?);
+    }
+    let need = |v: Option<String>, name: &str| v.ok_or_else(|| format!("missing {name}"));
+    Ok(Args {
+        id: need(id, "--id")?,
+        bundle: need(bundle, "--bundle")?.into(),
+        socket: need(socket, "--socket")?.into(),
+        log: need(log, "--log")?.into(),
+    })
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("gantry-shim: {e}\nusage: gantry-shim --id ID --bundle DIR --socket PATH --log FILE");
+            std::process::exit(2);
+        }
+    };
+    let (ready_r, ready_w) = match pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("error: pipe: {e}");
+            std::process::exit(1);
+        }
+    };
+    // SAFETY: nothing has started a thread yet; the shim never does.
+    match unsafe { fork() } {
+        Err(e) => {
+            println!("error: fork: {e}");
+            std::process::exit(1);
+        }
+        Ok(ForkResult::Parent { .. }) => {
+            // Relay the detached child's first word, then leave it to init.
+            drop(ready_w);
+            // One line, not EOF: the container's process holds a copy of the
+            // pipe until it execs, which is only after Start.
+            let mut msg = String::new();
+            let _ = BufReader::new(File::from(ready_r)).read_line(&mut msg);
+            if msg.is_empty() {
+                msg = "error: shim died during start-up\n".into();
+            }
+            print!("{msg}");
+            std::process::exit(if msg.starts_with("ready") { 0 } else { 1 });
+        }
+        Ok(ForkResult::Child) => {
+            drop(ready_r);
+            let mut ready = File::from(ready_w);
+            let _ = setsid();
+            match server::Shim::create(&args) {
+                Ok(mut shim) => {
+                    let _ = writeln!(ready, "ready {} {}", shim.pid(), std::process::id());
+                    drop(ready);
+                    detach_stdio(&args);
+                    shim.serve();
+                    std::process::exit(0);
+                }
+                Err(e) => {
+                    let _ = writeln!(ready, "error: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}
+
+/// stdin/stdout to /dev/null, stderr to `BUNDLE/shim.log` for post-mortems.
+fn detach_stdio(args: &Args) {
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        let _ = dup2(null.as_raw_fd(), 0);
+        let _ = dup2(null.as_raw_fd(), 1);
+    }
+    if let Ok(log) = File::options().create(true).append(true).open(args.bundle.join("shim.log")) {
+        let _ = dup2(log.as_raw_fd(), 2);
+    }
+}

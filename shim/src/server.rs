@@ -1,0 +1,351 @@
+//! The shim's event loop: one `poll` over SIGCHLD (a signalfd), the API
+//! socket, its connections and the container's stdout/stderr pipes.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gantry_proto::shim::{frame, request, response, Request, Response, State, Status, MAX_FRAME};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+use prost::Message;
+
+use crate::container;
+use crate::log::{CriLog, LineBuffer};
+use crate::Args;
+
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    waiting: bool,
+}
+
+struct Pipe {
+    fd: OwnedFd,
+    name: &'static str,
+    pending: LineBuffer,
+}
+
+pub struct Shim {
+    state: State,
+    state_file: PathBuf,
+    socket_path: PathBuf,
+    signals: SignalFd,
+    listener: UnixListener,
+    conns: Vec<Conn>,
+    pipes: Vec<Pipe>,
+    log: CriLog,
+    start: Option<OwnedFd>,
+    exec_status: Option<File>,
+    shutdown: bool,
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
+}
+
+/// Writes the state durably: temp file, fsync, rename, fsync the directory.
+fn persist(path: &Path, state: &State) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(".state.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(&state.encode_to_vec())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+impl Shim {
+    pub fn create(args: &Args) -> Result<Shim, String> {
+        // SIGCHLD is read from a signalfd, so it must not be delivered normally.
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block().map_err(|e| format!("blocking SIGCHLD: {e}"))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| format!("signalfd: {e}"))?;
+        // Orphans of the container (its init's double-forked children) come to us.
+        nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+
+        let spec_path = args.bundle.join("config.json");
+        let spec = Spec::load(&spec_path).map_err(|e| format!("loading {}: {e}", spec_path.display()))?;
+        if let Some(dir) = args.log.parent() {
+            fs::create_dir_all(dir).map_err(|e| format!("creating log directory {}: {e}", dir.display()))?;
+        }
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(&args.log)
+            .map_err(|e| format!("opening log {}: {e}", args.log.display()))?;
+        let _ = fs::remove_file(&args.socket);
+        let listener =
+            UnixListener::bind(&args.socket).map_err(|e| format!("binding {}: {e}", args.socket.display()))?;
+
+        let spawned = container::create(&args.bundle, &spec)?;
+        drop(spec);
+        for fd in [&spawned.stdout, &spawned.stderr] {
+            set_nonblocking(fd).map_err(|e| format!("O_NONBLOCK: {e}"))?;
+        }
+        let state = State {
+            id: args.id.clone(),
+            status: Status::Created as i32,
+            pid: spawned.pid.as_raw() as u32,
+            created_at: now_nanos(),
+            ..Default::default()
+        };
+        let state_file = args.bundle.join("state.pb");
+        persist(&state_file, &state).map_err(|e| format!("writing {}: {e}", state_file.display()))?;
+        Ok(Shim {
+            state,
+            state_file,
+            socket_path: args.socket.clone(),
+            signals,
+            listener,
+            conns: Vec::new(),
+            pipes: vec![
+                Pipe { fd: spawned.stdout, name: "stdout", pending: LineBuffer::default() },
+                Pipe { fd: spawned.stderr, name: "stderr", pending: LineBuffer::default() },
+            ],
+            log: CriLog::new(log_file),
+            start: Some(spawned.start),
+            exec_status: Some(spawned.status),
+            shutdown: false,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.state.pid
+    }
+
+    fn save(&self) {
+        if let Err(e) = persist(&self.state_file, &self.state) {
+            eprintln!("gantry-shim {}: writing state: {e}", self.state.id);
+        }
+    }
+
+    pub fn serve(&mut self) {
+        while !self.shutdown {
+            // Readiness is collected first (the PollFds borrow our fds), handled after.
+            let (sig_ready, accept_ready, pipes_ready, conns_ready) = {
+                let mut fds = vec![
+                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                ];
+                fds.extend(self.pipes.iter().map(|p| PollFd::new(p.fd.as_fd(), PollFlags::POLLIN)));
+                fds.extend(self.conns.iter().map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)));
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::Error::EINTR) => continue,
+                    Err(e) => {
+                        eprintln!("gantry-shim: poll: {e}");
+                        return;
+                    }
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                let n_pipes = self.pipes.len();
+                (
+                    ready(&fds[0]),
+                    ready(&fds[1]),
+                    fds[2..2 + n_pipes].iter().map(ready).collect::<Vec<_>>(),
+                    fds[2 + n_pipes..].iter().map(ready).collect::<Vec<_>>(),
+                )
+            };
+            for (i, r) in pipes_ready.iter().enumerate().rev() {
+                if *r {
+                    self.drain_pipe(i);
+                }
+            }
+            if sig_ready {
+                self.reap();
+            }
+            if accept_ready {
+                if let Ok((stream, _)) = self.listener.accept() {
+                    self.conns.push(Conn { stream, buf: Vec::new(), waiting: false });
+                }
+            }
+            for (i, r) in conns_ready.iter().enumerate().rev() {
+                if *r {
+                    self.read_conn(i);
+                }
+            }
+        }
+        let _ = fs::remove_file(&self.socket_path);
+    }
+
+    /// Reads what a pipe has into the log; at EOF, flushes and drops it.
+    fn drain_pipe(&mut self, i: usize) {
+        let mut buf = [0u8; 8192];
+        loop {
+            let pipe = &mut self.pipes[i];
+            match nix::unistd::read(pipe.fd.as_raw_fd(), &mut buf) {
+                Ok(0) => {
+                    let _ = self.log.finish(pipe.name, &mut pipe.pending);
+                    self.pipes.remove(i);
+                    return;
+                }
+                Ok(n) => {
+                    if let Err(e) = self.log.feed(pipe.name, &mut pipe.pending, &buf[..n]) {
+                        eprintln!("gantry-shim: writing log: {e}");
+                    }
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => return, // EAGAIN: nothing more for now
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        while self.signals.read_signal().ok().flatten().is_some() {}
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.exited(pid, code, 0),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.exited(pid, 128 + sig as i32, sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: Pid, code: i32, signal: i32) {
+        if pid.as_raw() as u32 != self.state.pid || self.state.status == Status::Stopped as i32 {
+            return;
+        }
+        // Log what the process wrote before it died, then record the exit.
+        for i in (0..self.pipes.len()).rev() {
+            self.drain_pipe(i);
+        }
+        self.state.status = Status::Stopped as i32;
+        self.state.exit_code = code;
+        self.state.exit_signal = signal;
+        self.state.finished_at = now_nanos();
+        self.start = None;
+        self.save();
+        let state = self.state.clone();
+        for c in self.conns.iter_mut().filter(|c| c.waiting) {
+            c.waiting = false;
+            let _ = c.stream.write_all(&frame(&Response { kind: Some(response::Kind::State(state.clone())) }));
+        }
+    }
+
+    fn read_conn(&mut self, i: usize) {
+        let mut buf = [0u8; 4096];
+        let n = match self.conns[i].stream.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                self.conns.remove(i);
+                return;
+            }
+            Ok(n) => n,
+        };
+        self.conns[i].buf.extend_from_slice(&buf[..n]);
+        loop {
+            let conn = &mut self.conns[i];
+            if conn.buf.len() < 4 {
+                return;
+            }
+            let len = u32::from_be_bytes([conn.buf[0], conn.buf[1], conn.buf[2], conn.buf[3]]) as usize;
+            if len > MAX_FRAME {
+                self.conns.remove(i);
+                return;
+            }
+            if conn.buf.len() < 4 + len {
+                return;
+            }
+            let body: Vec<u8> = conn.buf.drain(..4 + len).skip(4).collect();
+            let reply = match Request::decode(body.as_slice()) {
+                Ok(req) => self.handle(i, req),
+                Err(e) => Some(Response { kind: Some(response::Kind::Error(format!("bad request: {e}"))) }),
+            };
+            if let Some(reply) = reply {
+                if self.conns[i].stream.write_all(&frame(&reply)).is_err() {
+                    self.conns.remove(i);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn state_reply(&self) -> Option<Response> {
+        Some(Response { kind: Some(response::Kind::State(self.state.clone())) })
+    }
+
+    fn error_reply(msg: String) -> Option<Response> {
+        Some(Response { kind: Some(response::Kind::Error(msg)) })
+    }
+
+    /// Answers a request; `None` when the answer comes later (Wait).
+    fn handle(&mut self, conn: usize, req: Request) -> Option<Response> {
+        match req.kind {
+            Some(request::Kind::State(_)) => self.state_reply(),
+            Some(request::Kind::Start(_)) => self.start(),
+            Some(request::Kind::Kill(k)) => {
+                if self.state.status != Status::Stopped as i32 {
+                    let sig = match Signal::try_from(k.signal) {
+                        Ok(s) => s,
+                        Err(_) => return Self::error_reply(format!("invalid signal {}", k.signal)),
+                    };
+                    if let Err(e) = kill(Pid::from_raw(self.state.pid as i32), sig) {
+                        if e != nix::Error::ESRCH {
+                            return Self::error_reply(format!("kill {}: {e}", self.state.pid));
+                        }
+                    }
+                }
+                self.state_reply()
+            }
+            Some(request::Kind::Wait(_)) => {
+                if self.state.status == Status::Stopped as i32 {
+                    self.state_reply()
+                } else {
+                    self.conns[conn].waiting = true;
+                    None
+                }
+            }
+            Some(request::Kind::Shutdown(_)) => {
+                if self.state.status != Status::Stopped as i32 {
+                    return Self::error_reply(format!("container {} is still running", self.state.id));
+                }
+                self.shutdown = true;
+                self.state_reply()
+            }
+            None => Self::error_reply("empty request".into()),
+        }
+    }
+
+    fn start(&mut self) -> Option<Response> {
+        if self.state.status != Status::Created as i32 {
+            let status = Status::try_from(self.state.status).unwrap_or(Status::Unknown);
+            return Self::error_reply(format!("container {} is {}, not created", self.state.id, status.as_str_name()));
+        }
+        let (Some(start), Some(mut exec_status)) = (self.start.take(), self.exec_status.take()) else {
+            return Self::error_reply("container already started".into());
+        };
+        if let Err(e) = File::from(start).write_all(b"s") {
+            return Self::error_reply(format!("starting container: {e}"));
+        }
+        // EOF: the pipe was closed by a successful exec. Data: why it failed.
+        let mut msg = String::new();
+        let _ = exec_status.read_to_string(&mut msg);
+        self.state.started_at = now_nanos();
+        if let Some(err) = msg.strip_prefix('E') {
+            self.state.error = err.to_string();
+            self.save();
+            return Self::error_reply(err.to_string());
+        }
+        if self.state.status == Status::Created as i32 {
+            self.state.status = Status::Running as i32;
+        }
+        self.save();
+        self.state_reply()
+    }
+}

@@ -1,0 +1,208 @@
+//! gantry-shim on its own: a real container (namespaces, overlay rootfs from
+//! a pulled image, pivot_root) driven over the shim API.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gantry_runtime::shim_client::{ShimClient, Status};
+use gantry_tests::{bin_dir, image_chain_ids, test_registry, Daemon, MountGuard};
+use k8s_cri::v1::{ImageSpec, PullImageRequest};
+
+/// One container's bundle: overlay rootfs mounted, config.json written.
+struct Bundle {
+    dir: PathBuf,
+    _mount: MountGuard,
+    snapshots: gantry_imageservice::snapshot::Snapshotter,
+    key: String,
+    /// (container pid, shim pid) once a shim runs: killed on drop if a test
+    /// failed before shutting it down.
+    pids: std::sync::Mutex<Option<(i32, i32)>>,
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        if let Some((container, shim)) = self.pids.lock().ok().and_then(|p| *p) {
+            for pid in [container, shim] {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let _ = gantry_imageservice::snapshot::unmount(&self.dir.join("rootfs"));
+        let _ = self.snapshots.remove_rw(&self.key);
+    }
+}
+
+async fn bundle(d: &Daemon, name: &str, args: &[&str]) -> Bundle {
+    let mut cri = d.connect().await;
+    let image = format!("{}/gantry/busybox:latest", test_registry());
+    cri.images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec { image: image.clone(), ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull busybox");
+    let chains = image_chain_ids(&mut cri, &image).await;
+    let snapshots =
+        gantry_imageservice::snapshot::Snapshotter::open(&d.images_root().join("snapshots")).expect("snapshotter");
+    let layout = snapshots.prepare_rw(name, &chains).expect("prepare rw");
+    let dir = d.dir.path().join("bundles").join(name);
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).expect("mkdir rootfs");
+    layout.mount(&rootfs).expect("mount rootfs");
+    let mount = MountGuard(rootfs);
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=hi"],
+            "cwd": "/tmp",
+            "user": {"uid": 0, "gid": 0},
+        },
+        "root": {"path": "rootfs"},
+        "hostname": "shimtest",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
+            "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"],
+        },
+    });
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config).expect("json")).expect("config");
+    Bundle { dir, _mount: mount, snapshots, key: name.to_string(), pids: Default::default() }
+}
+
+/// Starts a shim for the bundle; returns its socket and the log path.
+fn run_shim(b: &Bundle, id: &str) -> Result<(PathBuf, PathBuf), String> {
+    let socket = b.dir.join("shim.sock");
+    let log = b.dir.join("logs").join(format!("{id}.log"));
+    let out = Command::new(bin_dir().join("gantry-shim"))
+        .args(["--id", id, "--bundle"])
+        .arg(&b.dir)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--log")
+        .arg(&log)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run gantry-shim");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let words: Vec<i32> = stdout.split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect();
+    if out.status.success() && stdout.starts_with("ready ") && words.len() == 2 {
+        *b.pids.lock().expect("lock") = Some((words[0], words[1]));
+        Ok((socket, log))
+    } else {
+        Err(stdout)
+    }
+}
+
+/// Fails the test instead of hanging it.
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(30), f).await.expect("timed out after 30 s")
+}
+
+fn log_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_once(' ').map_or("", |x| x.1).to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn container_runs_in_its_own_namespaces_and_logs_in_cri_format() {
+    let d = Daemon::start("");
+    let script = "echo hello; echo oops >&2; echo pid=$$ host=$(hostname) cwd=$(pwd) g=$GREETING; \
+                  test -e /proc/kcore && echo kcore-visible; touch /proc/sys/x 2>/dev/null || echo sys-ro; \
+                  ls /dev; exit 3";
+    let b = bundle(&d, "print", &["sh", "-c", script]).await;
+    let (socket, log) = run_shim(&b, "print").expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect shim");
+    let created = shim.state().await.expect("state");
+    assert_eq!(created.status, Status::Created as i32);
+    assert!(created.pid > 1 && created.created_at > 0);
+    assert!(log_lines(&log).is_empty(), "nothing runs before Start");
+
+    let started = shim.start().await.expect("start");
+    assert_eq!(started.status, Status::Running as i32);
+    let done = within(shim.wait()).await.expect("wait");
+    assert_eq!((done.status, done.exit_code, done.exit_signal), (Status::Stopped as i32, 3, 0));
+    assert!(done.finished_at >= done.started_at && done.started_at > 0);
+
+    let lines = log_lines(&log);
+    // Each stream keeps its order; the two interleave as the pipes are read.
+    assert_eq!(lines.iter().find(|l| l.starts_with("stdout")).map(String::as_str), Some("stdout F hello"));
+    assert!(lines.contains(&"stderr F oops".to_string()), "{lines:?}");
+    assert!(lines.contains(&"stdout F pid=1 host=shimtest cwd=/tmp g=hi".to_string()), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("kcore-visible")), "masked path is hidden: {lines:?}");
+    assert!(lines.contains(&"stdout F sys-ro".to_string()), "{lines:?}");
+    for dev in ["null", "zero", "urandom", "tty", "pts", "shm", "mqueue"] {
+        assert!(lines.contains(&format!("stdout F {dev}")), "/dev/{dev} missing: {lines:?}");
+    }
+    // The exit is on disk for a gantryd that restarts later.
+    let state = std::fs::read(b.dir.join("state.pb")).expect("state file");
+    assert!(!state.is_empty());
+
+    shim.shutdown().await.expect("shutdown");
+    drop(shim);
+    // The shim is gone and removed its socket.
+    for _ in 0..100 {
+        if !socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!socket.exists());
+}
+
+#[tokio::test]
+async fn kill_stops_a_running_container_and_shutdown_waits_for_it() {
+    let d = Daemon::start("");
+    let b = bundle(&d, "sleeper", &["sleep", "1000"]).await;
+    let (socket, _log) = run_shim(&b, "sleeper").expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    shim.start().await.expect("start");
+    let err = shim.shutdown().await.expect_err("running");
+    assert!(err.to_string().contains("still running"), "{err}");
+    let mut waiter = ShimClient::connect(&socket).await.expect("second connection");
+    let wait = tokio::spawn(async move { waiter.wait().await });
+    shim.kill(9).await.expect("kill");
+    let done = within(wait).await.expect("join").expect("wait");
+    assert_eq!((done.exit_code, done.exit_signal), (137, 9));
+    shim.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_missing_command_fails_start_clearly() {
+    let d = Daemon::start("");
+    let b = bundle(&d, "missing", &["no-such-command"]).await;
+    let (socket, _log) = run_shim(&b, "missing").expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    let err = shim.start().await.expect_err("exec fails");
+    assert!(err.to_string().contains("no-such-command"), "{err}");
+    let done = within(shim.wait()).await.expect("wait");
+    assert_eq!(done.status, Status::Stopped as i32);
+    assert_ne!(done.exit_code, 0);
+    shim.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_bind_mount_of_a_missing_source_fails_creation() {
+    let d = Daemon::start("");
+    let b = bundle(&d, "badmount", &["true"]).await;
+    let config_path = b.dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).expect("read")).expect("json");
+    config["mounts"].as_array_mut().expect("mounts").push(serde_json::json!({
+        "destination": "/data", "type": "bind", "source": "/nonexistent/gantry-test", "options": ["rbind", "ro"]
+    }));
+    std::fs::write(&config_path, config.to_string()).expect("write");
+    let err = run_shim(&b, "badmount").expect_err("creation fails");
+    assert!(err.contains("/nonexistent/gantry-test"), "{err}");
+}
