@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::fsutil::{fsync_dir, random_name};
+use crate::fsutil::{digest_entries, fsync_dir, random_name, remove_entries};
 use crate::reference::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,26 +88,13 @@ impl ContentStore {
     }
 
     pub fn list(&self) -> Result<Vec<Digest>, ContentError> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.blobs).map_err(io_err(&self.blobs))? {
-            let entry = entry.map_err(io_err(&self.blobs))?;
-            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
-                out.push(d);
-            }
-        }
-        Ok(out)
+        digest_entries(&self.blobs).map_err(io_err(&self.blobs))
     }
 
     /// Removes ingest files a crash or a failed pull left behind. Only called
     /// when no pull is running.
     pub fn clean_ingest(&self) -> Result<usize, ContentError> {
-        let mut n = 0;
-        for entry in fs::read_dir(&self.ingest).map_err(io_err(&self.ingest))? {
-            let entry = entry.map_err(io_err(&self.ingest))?;
-            fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
-            n += 1;
-        }
-        Ok(n)
+        remove_entries(&self.ingest).map_err(io_err(&self.ingest))
     }
 }
 

@@ -28,6 +28,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// The entries of `dir` named by a sha256 hex digest (blobs, layers); others are ignored.
+pub fn digest_entries(dir: &Path) -> io::Result<Vec<crate::reference::Digest>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        if let Some(d) = entry?.file_name().to_str().and_then(|n| crate::reference::Digest::from_hex(n).ok()) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Removes everything inside `dir` (files and trees); returns how many entries.
+pub fn remove_entries(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(entry.path())?;
+        } else {
+            fs::remove_file(entry.path())?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 pub fn random_name(prefix: &str) -> String {
     let n: u64 = rand::thread_rng().gen();
     format!("{prefix}-{}-{n:016x}", std::process::id())

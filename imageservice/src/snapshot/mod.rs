@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::fsutil::{fsync_dir, random_name};
+use crate::fsutil::{digest_entries, fsync_dir, random_name, remove_entries};
 use crate::reference::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -166,26 +166,13 @@ impl Snapshotter {
     }
 
     pub fn list_layers(&self) -> Result<Vec<Digest>, SnapshotError> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(&self.layers).map_err(io_err(&self.layers))? {
-            let e = e.map_err(io_err(&self.layers))?;
-            if let Some(d) = e.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
-                out.push(d);
-            }
-        }
-        Ok(out)
+        digest_entries(&self.layers).map_err(io_err(&self.layers))
     }
 
     /// Removes unpack directories left by a crash or a failed pull. Only
     /// called when no pull is running.
     pub fn clean_unpack(&self) -> Result<usize, SnapshotError> {
-        let mut n = 0;
-        for e in fs::read_dir(&self.unpack).map_err(io_err(&self.unpack))? {
-            let e = e.map_err(io_err(&self.unpack))?;
-            fs::remove_dir_all(e.path()).map_err(io_err(&e.path()))?;
-            n += 1;
-        }
-        Ok(n)
+        remove_entries(&self.unpack).map_err(io_err(&self.unpack))
     }
 
     /// Creates the writable layer `key` on top of `parents` (chain IDs, bottom
