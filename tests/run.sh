@@ -15,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(protobuf-compiler docker-registry skopeo umoci busybox-static containernetworking-plugins apache2-utils jq zstd python3 curl)
+packages=(protobuf-compiler docker-registry skopeo umoci busybox-static containernetworking-plugins apache2-utils jq zstd python3 curl openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -44,10 +44,10 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_registry NAME [htpasswd-file]: sets $started to HOST:PORT. Not run in
-# a subshell, so that its pid reaches the cleanup trap.
+# start_registry NAME [htpasswd-file] [tls-dir]: sets $started to HOST:PORT.
+# Not run in a subshell, so that its pid reaches the cleanup trap.
 start_registry() {
-    local name=$1 htpasswd=${2:-} port dir
+    local name=$1 htpasswd=${2:-} tls=${3:-} port dir scheme=http
     port=$(free_port)
     dir="$work/$name"
     mkdir -p "$dir/storage"
@@ -55,15 +55,21 @@ start_registry() {
         echo "version: 0.1"
         echo "log: { level: warn, accesslog: { disabled: true } }"
         echo "storage: { filesystem: { rootdirectory: $dir/storage }, delete: { enabled: true } }"
-        echo "http: { addr: 127.0.0.1:$port }"
+        if [ -z "$tls" ]; then
+            echo "http: { addr: 127.0.0.1:$port }"
+        fi
         if [ -n "$htpasswd" ]; then
             echo "auth: { htpasswd: { realm: gantry-test, path: $htpasswd } }"
         fi
+        if [ -n "$tls" ]; then
+            echo "http: { addr: 127.0.0.1:$port, tls: { certificate: $tls/cert.pem, key: $tls/key.pem } }"
+        fi
     } >"$dir/config.yml"
+    [ -z "$tls" ] || scheme=https
     /usr/bin/docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do
-        if curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; then
+        if curl -sk -o /dev/null "$scheme://127.0.0.1:$port/v2/"; then
             started="127.0.0.1:$port"
             return
         fi
@@ -81,18 +87,27 @@ auth_user=gantry auth_password="secret-$RANDOM"
 htpasswd -Bbc "$work/htpasswd" "$auth_user" "$auth_password" 2>/dev/null
 start_registry auth "$work/htpasswd"
 auth_registry=$started
-echo "plain registry $registry, basic-auth registry $auth_registry"
+mkdir -p "$work/tls"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+start_registry tls "" "$work/tls"
+tls_registry=$started
+echo "plain registry $registry, basic-auth registry $auth_registry, TLS registry $tls_registry"
 
 echo "== building fixture images"
 "$here/fixtures/build-images.sh" "$registry" "$work/fixtures"
 skopeo copy -q --src-tls-verify=false --dest-tls-verify=false --dest-creds "$auth_user:$auth_password" \
     "docker://$registry/gantry/busybox:latest" "docker://$auth_registry/gantry/busybox:latest"
+skopeo copy -q --src-tls-verify=false --dest-tls-verify=false \
+    "docker://$registry/gantry/busybox:latest" "docker://$tls_registry/gantry/busybox:latest"
 
 export GANTRY_TEST_REGISTRY="$registry"
 export GANTRY_TEST_REGISTRY_STORAGE="$work/plain/storage"
 export GANTRY_TEST_AUTH_REGISTRY="$auth_registry"
 export GANTRY_TEST_AUTH_USER="$auth_user"
 export GANTRY_TEST_AUTH_PASSWORD="$auth_password"
+export GANTRY_TEST_TLS_REGISTRY="$tls_registry"
+export GANTRY_TEST_TLS_CA="$work/tls/cert.pem"
 
 export RUST_BACKTRACE=0
 echo "== cargo test"

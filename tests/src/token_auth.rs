@@ -4,7 +4,7 @@
 //! The real registry only offers htpasswd (basic) auth without a JWT signing
 //! setup, so this is how the bearer path is exercised end to end.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +22,7 @@ pub const REFRESH_TOKEN: &str = "refresh-secret";
 pub struct TokenAuthRegistry {
     pub addr: String,
     issued: Arc<Mutex<HashSet<String>>>,
+    raw: Arc<Mutex<HashMap<String, (String, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -31,7 +32,9 @@ impl TokenAuthRegistry {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let issued: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let raw: Arc<Mutex<HashMap<String, (String, String)>>> = Arc::default();
         let state = Arc::new(State {
+            raw: raw.clone(),
             upstream: format!("http://{upstream}"),
             realm: format!("http://{addr}/token"),
             issued: issued.clone(),
@@ -48,7 +51,13 @@ impl TokenAuthRegistry {
                 });
             }
         });
-        TokenAuthRegistry { addr, issued, task }
+        TokenAuthRegistry { addr, issued, raw, task }
+    }
+
+    /// Serves `body` at `path` as is, without auth: for manifests the real
+    /// registry will not store (Docker schema 1).
+    pub fn serve_raw(&self, path: &str, content_type: &str, body: &str) {
+        self.raw.lock().expect("lock").insert(path.to_string(), (content_type.to_string(), body.to_string()));
     }
 
     /// Issues a token directly, as a CRI `registry_token` would carry.
@@ -66,6 +75,7 @@ impl Drop for TokenAuthRegistry {
 }
 
 struct State {
+    raw: Arc<Mutex<HashMap<String, (String, String)>>>,
     upstream: String,
     realm: String,
     issued: Arc<Mutex<HashSet<String>>>,
@@ -89,6 +99,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     use base64::Engine as _;
     use http_body_util::BodyExt;
     let path = req.uri().path().to_string();
+    let canned = state.raw.lock().ok().and_then(|r| r.get(&path).cloned());
+    if let Some((content_type, body)) = canned {
+        let mut r = reply(StatusCode::OK, &body);
+        if let Ok(v) = content_type.parse() {
+            r.headers_mut().insert("content-type", v);
+        }
+        return Ok(r);
+    }
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     if path == "/token" {
         let expected =

@@ -507,3 +507,45 @@ skip_upstream = true
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.message().contains("127.0.0.1:1"), "{err}");
 }
+
+#[tokio::test]
+async fn tls_registry_is_trusted_through_its_ca_file() {
+    let tls = std::env::var("GANTRY_TEST_TLS_REGISTRY").expect("GANTRY_TEST_TLS_REGISTRY: run through tests/run.sh");
+    let ca = std::env::var("GANTRY_TEST_TLS_CA").expect("GANTRY_TEST_TLS_CA");
+    let image = format!("{tls}/gantry/busybox:latest");
+    // Without the CA the certificate is not trusted.
+    let d = Daemon::start(&format!("[registries.\"{tls}\"]\nplain_http = false\n"));
+    let mut cri = d.connect().await;
+    let err = pull(&mut cri, &image).await.expect_err("untrusted certificate");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().to_lowercase().contains("certificate"), "{err}");
+    drop(cri);
+    drop(d);
+    let d = Daemon::start(&format!("[registries.\"{tls}\"]\nplain_http = false\nca_file = \"{ca}\"\n"));
+    let mut cri = d.connect().await;
+    pull(&mut cri, &image).await.expect("pull over TLS with the CA file");
+}
+
+#[tokio::test]
+async fn schema_1_manifests_are_refused_clearly() {
+    let front = gantry_tests::token_auth::TokenAuthRegistry::start(&test_registry()).await;
+    let schema1 = serde_json::json!({
+        "schemaVersion": 1,
+        "name": "gantry/old",
+        "tag": "latest",
+        "architecture": "amd64",
+        "fsLayers": [],
+        "history": [],
+    });
+    front.serve_raw(
+        "/v2/gantry/old/manifests/latest",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        &schema1.to_string(),
+    );
+    let d = Daemon::start("");
+    let mut cri = d.connect().await;
+    let err = pull(&mut cri, &format!("{}/gantry/old:latest", front.addr)).await.expect_err("schema 1");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("schema 1"), "{err}");
+    assert_store_empty(&d);
+}
