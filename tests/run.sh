@@ -88,8 +88,15 @@ htpasswd -Bbc "$work/htpasswd" "$auth_user" "$auth_password" 2>/dev/null
 start_registry auth "$work/htpasswd"
 auth_registry=$started
 mkdir -p "$work/tls"
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
-    -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+# A throwaway CA and a server certificate it signs (rustls refuses a
+# self-signed CA certificate used as the server's own).
+(
+    cd "$work/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=gantry-test-ca -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out cert.pem
+) >/dev/null 2>&1
 start_registry tls "" "$work/tls"
 tls_registry=$started
 echo "plain registry $registry, basic-auth registry $auth_registry, TLS registry $tls_registry"
@@ -107,7 +114,7 @@ export GANTRY_TEST_AUTH_REGISTRY="$auth_registry"
 export GANTRY_TEST_AUTH_USER="$auth_user"
 export GANTRY_TEST_AUTH_PASSWORD="$auth_password"
 export GANTRY_TEST_TLS_REGISTRY="$tls_registry"
-export GANTRY_TEST_TLS_CA="$work/tls/cert.pem"
+export GANTRY_TEST_TLS_CA="$work/tls/ca.pem"
 
 export RUST_BACKTRACE=0
 echo "== cargo test"
