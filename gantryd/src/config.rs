@@ -25,6 +25,9 @@ pub struct Config {
     pub log_level: String,
     /// Per-registry settings (mirrors, plain HTTP, CA file), keyed by host.
     pub registries: BTreeMap<String, RegistryHostConfig>,
+    /// The gantry-shim binary [default: next to gantryd].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shim_binary: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -36,6 +39,7 @@ impl Default for Config {
             socket_mode: 0o660,
             log_level: "info".into(),
             registries: BTreeMap::new(),
+            shim_binary: None,
         }
     }
 }

@@ -91,10 +91,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = bind_socket(&config.listen, config.socket_mode)?;
     let config_json = serde_json::to_string(&config)?;
 
-    let image_service = ImageServiceServer::new(CriImageService::new(images))
+    let image_service = ImageServiceServer::new(CriImageService::new(images.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json))
+    let shim = match &config.shim_binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("locating gantryd")?.with_file_name("gantry-shim"),
+    };
+    let runtime = gantry_runtime::Runtime::open(images.clone(), &config.state, shim)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
+    let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json, std::sync::Arc::new(runtime)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(socket = %config.listen.display(), root = %config.root.display(), "gantryd serving CRI v1");

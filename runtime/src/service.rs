@@ -1,19 +1,25 @@
-//! The CRI v1 `RuntimeService`. This first cut answers `Version` and
-//! `Status`; the pod and container RPCs land with the runtime issue and
-//! answer `Unimplemented` until then, never panicking.
+//! The CRI v1 `RuntimeService`: pod sandboxes and containers through
+//! `Runtime`; RPCs not built yet (exec, attach, stats, events...) answer
+//! `Unimplemented`, never panicking.
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::runtime::{ContainerRecord, Runtime, RuntimeError, SandboxRecord};
+use crate::shim_client::{State as ShimState, Status as ShimStatus};
 
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::{
-    AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse, ContainerEventResponse,
-    ContainerStatsRequest, ContainerStatsResponse, ContainerStatusRequest, ContainerStatusResponse,
-    CreateContainerRequest, CreateContainerResponse, ExecRequest, ExecResponse, ExecSyncRequest, ExecSyncResponse,
-    GetEventsRequest, ListContainerStatsRequest, ListContainerStatsResponse, ListContainersRequest,
-    ListContainersResponse, ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
+    AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse, Container,
+    ContainerEventResponse, ContainerState, ContainerStatsRequest, ContainerStatsResponse, ContainerStatus,
+    ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest, CreateContainerResponse, ExecRequest,
+    ExecResponse, ExecSyncRequest, ExecSyncResponse, GetEventsRequest, ImageSpec, LinuxPodSandboxStatus,
+    ListContainerStatsRequest, ListContainerStatsResponse, ListContainersRequest, ListContainersResponse,
+    ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
     ListPodSandboxMetricsResponse, ListPodSandboxRequest, ListPodSandboxResponse, ListPodSandboxStatsRequest,
-    ListPodSandboxStatsResponse, PodSandboxStatsRequest, PodSandboxStatsResponse, PodSandboxStatusRequest,
+    ListPodSandboxStatsResponse, Namespace, PodSandbox, PodSandboxNetworkStatus, PodSandboxState,
+    PodSandboxStatsRequest, PodSandboxStatsResponse, PodSandboxStatus, PodSandboxStatusRequest,
     PodSandboxStatusResponse, PortForwardRequest, PortForwardResponse, RemoveContainerRequest, RemoveContainerResponse,
     RemovePodSandboxRequest, RemovePodSandboxResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
     RunPodSandboxRequest, RunPodSandboxResponse, RuntimeCondition, RuntimeConfigRequest, RuntimeConfigResponse,
@@ -33,12 +39,45 @@ pub const KUBELET_API_VERSION: &str = "0.1.0";
 pub struct CriRuntimeService {
     /// The daemon's effective configuration, returned by verbose `Status`.
     config_json: String,
+    runtime: Arc<Runtime>,
 }
 
 impl CriRuntimeService {
-    pub fn new(config_json: String) -> Self {
-        CriRuntimeService { config_json }
+    pub fn new(config_json: String, runtime: Arc<Runtime>) -> Self {
+        CriRuntimeService { config_json, runtime }
     }
+}
+
+fn status(e: RuntimeError) -> Status {
+    match e {
+        RuntimeError::InvalidArgument(m) => Status::invalid_argument(m),
+        RuntimeError::NotFound(m) => Status::not_found(m),
+        RuntimeError::AlreadyExists(m) => Status::already_exists(m),
+        RuntimeError::FailedPrecondition(m) => Status::failed_precondition(m),
+        RuntimeError::Internal(m) => Status::internal(m),
+    }
+}
+
+fn sandbox_state(s: &SandboxRecord) -> i32 {
+    if s.ready {
+        PodSandboxState::SandboxReady as i32
+    } else {
+        PodSandboxState::SandboxNotready as i32
+    }
+}
+
+fn container_state(s: &ShimState) -> i32 {
+    match ShimStatus::try_from(s.status) {
+        Ok(ShimStatus::Created) => ContainerState::ContainerCreated as i32,
+        Ok(ShimStatus::Running) => ContainerState::ContainerRunning as i32,
+        Ok(ShimStatus::Stopped) => ContainerState::ContainerExited as i32,
+        _ => ContainerState::ContainerUnknown as i32,
+    }
+}
+
+/// Every selector label must be present with the same value.
+fn labels_match(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 fn not_yet(rpc: &str) -> Status {
@@ -91,79 +130,205 @@ impl RuntimeService for CriRuntimeService {
 
     async fn run_pod_sandbox(
         &self,
-        _: Request<RunPodSandboxRequest>,
+        request: Request<RunPodSandboxRequest>,
     ) -> Result<Response<RunPodSandboxResponse>, Status> {
-        Err(not_yet("RunPodSandbox"))
+        let config =
+            request.into_inner().config.ok_or_else(|| Status::invalid_argument("missing pod sandbox config"))?;
+        let pod_sandbox_id = self.runtime.run_sandbox(config).await.map_err(status)?;
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _: Request<StopPodSandboxRequest>,
+        request: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
-        Err(not_yet("StopPodSandbox"))
+        self.runtime.stop_sandbox(&request.into_inner().pod_sandbox_id).await.map_err(status)?;
+        Ok(Response::new(StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _: Request<RemovePodSandboxRequest>,
+        request: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        Err(not_yet("RemovePodSandbox"))
+        self.runtime.remove_sandbox(&request.into_inner().pod_sandbox_id).await.map_err(status)?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _: Request<PodSandboxStatusRequest>,
+        request: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        Err(not_yet("PodSandboxStatus"))
+        let req = request.into_inner();
+        let sandbox = self.runtime.sandbox(&req.pod_sandbox_id).await.map_err(status)?;
+        let mut info = HashMap::new();
+        if req.verbose {
+            let verbose = serde_json::json!({"pid": sandbox.pause_pid, "config": sandbox.config});
+            info.insert("info".to_string(), verbose.to_string());
+        }
+        let options = sandbox
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
+        Ok(Response::new(PodSandboxStatusResponse {
+            status: Some(PodSandboxStatus {
+                id: sandbox.id.clone(),
+                metadata: sandbox.config.metadata.clone(),
+                state: sandbox_state(&sandbox),
+                created_at: sandbox.created_at,
+                network: Some(PodSandboxNetworkStatus::default()),
+                linux: Some(LinuxPodSandboxStatus { namespaces: Some(Namespace { options }) }),
+                labels: sandbox.config.labels.clone(),
+                annotations: sandbox.config.annotations.clone(),
+                runtime_handler: String::new(),
+            }),
+            info,
+            ..Default::default()
+        }))
     }
 
     async fn list_pod_sandbox(
         &self,
-        _: Request<ListPodSandboxRequest>,
+        request: Request<ListPodSandboxRequest>,
     ) -> Result<Response<ListPodSandboxResponse>, Status> {
-        Err(not_yet("ListPodSandbox"))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let sandboxes = self.runtime.sandboxes.lock().await;
+        let items = sandboxes
+            .values()
+            .filter(|s| filter.id.is_empty() || s.id.starts_with(&filter.id))
+            .filter(|s| filter.state.as_ref().is_none_or(|f| f.state == sandbox_state(s)))
+            .filter(|s| labels_match(&filter.label_selector, &s.config.labels))
+            .map(|s| PodSandbox {
+                id: s.id.clone(),
+                metadata: s.config.metadata.clone(),
+                state: sandbox_state(s),
+                created_at: s.created_at,
+                labels: s.config.labels.clone(),
+                annotations: s.config.annotations.clone(),
+                runtime_handler: String::new(),
+            })
+            .collect();
+        Ok(Response::new(ListPodSandboxResponse { items }))
     }
 
     async fn create_container(
         &self,
-        _: Request<CreateContainerRequest>,
+        request: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
-        Err(not_yet("CreateContainer"))
+        let req = request.into_inner();
+        let config = req.config.ok_or_else(|| Status::invalid_argument("missing container config"))?;
+        let container_id = self.runtime.create_container(&req.pod_sandbox_id, config).await.map_err(status)?;
+        Ok(Response::new(CreateContainerResponse { container_id }))
     }
 
     async fn start_container(
         &self,
-        _: Request<StartContainerRequest>,
+        request: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        Err(not_yet("StartContainer"))
+        self.runtime.start_container(&request.into_inner().container_id).await.map_err(status)?;
+        Ok(Response::new(StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _: Request<StopContainerRequest>,
+        request: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
-        Err(not_yet("StopContainer"))
+        let req = request.into_inner();
+        self.runtime.stop_container(&req.container_id, req.timeout).await.map_err(status)?;
+        Ok(Response::new(StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _: Request<RemoveContainerRequest>,
+        request: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
-        Err(not_yet("RemoveContainer"))
+        self.runtime.remove_container(&request.into_inner().container_id).await.map_err(status)?;
+        Ok(Response::new(RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _: Request<ListContainersRequest>,
+        request: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        Err(not_yet("ListContainers"))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let records: Vec<ContainerRecord> = self.runtime.containers.lock().await.values().cloned().collect();
+        let mut containers = Vec::new();
+        for c in records {
+            if !filter.id.is_empty() && !c.id.starts_with(&filter.id)
+                || !filter.pod_sandbox_id.is_empty() && !c.sandbox_id.starts_with(&filter.pod_sandbox_id)
+                || !labels_match(&filter.label_selector, &c.config.labels)
+            {
+                continue;
+            }
+            let state = container_state(&self.runtime.container_state(&c.id).await);
+            if filter.state.as_ref().is_some_and(|f| f.state != state) {
+                continue;
+            }
+            containers.push(Container {
+                id: c.id.clone(),
+                pod_sandbox_id: c.sandbox_id.clone(),
+                metadata: c.config.metadata.clone(),
+                image: Some(ImageSpec { image: c.image_name.clone(), ..Default::default() }),
+                image_ref: c.image_id.clone(),
+                state,
+                created_at: c.created_at,
+                labels: c.config.labels.clone(),
+                annotations: c.config.annotations.clone(),
+                image_id: c.image_id.clone(),
+            });
+        }
+        Ok(Response::new(ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _: Request<ContainerStatusRequest>,
+        request: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
-        Err(not_yet("ContainerStatus"))
+        let req = request.into_inner();
+        let c = self.runtime.container(&req.container_id).await.map_err(status)?;
+        let shim = self.runtime.container_state(&c.id).await;
+        let state = container_state(&shim);
+        let (reason, message) = if state == ContainerState::ContainerExited as i32 {
+            let reason = if shim.oom_killed {
+                "OOMKilled"
+            } else if shim.exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            };
+            (reason.to_string(), shim.error.clone())
+        } else {
+            (String::new(), String::new())
+        };
+        let mut info = HashMap::new();
+        if req.verbose {
+            info.insert(
+                "info".to_string(),
+                serde_json::json!({"pid": shim.pid, "sandboxID": c.sandbox_id}).to_string(),
+            );
+        }
+        Ok(Response::new(ContainerStatusResponse {
+            status: Some(ContainerStatus {
+                id: c.id.clone(),
+                metadata: c.config.metadata.clone(),
+                state,
+                created_at: c.created_at,
+                started_at: shim.started_at,
+                finished_at: shim.finished_at,
+                exit_code: shim.exit_code,
+                image: Some(ImageSpec { image: c.image_name.clone(), ..Default::default() }),
+                image_ref: c.image_id.clone(),
+                reason,
+                message,
+                labels: c.config.labels.clone(),
+                annotations: c.config.annotations.clone(),
+                mounts: c.config.mounts.clone(),
+                log_path: c.log_path.clone(),
+                ..Default::default()
+            }),
+            info,
+        }))
     }
 
     async fn update_container_resources(

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use gantry_proto::shim::{frame, request, response, Request, Response, State, MAX_FRAME};
+use gantry_proto::shim::{frame, request, response, Request, Response, MAX_FRAME};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-pub use gantry_proto::shim::{KillRequest, ShutdownRequest, StartRequest, StateRequest, Status, WaitRequest};
+pub use gantry_proto::shim::{KillRequest, ShutdownRequest, StartRequest, State, StateRequest, Status, WaitRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {

@@ -173,10 +173,11 @@ fn init(
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
         .is_some_and(|n| n.iter().any(|ns| ns.typ() == LinuxNamespaceType::Mount));
-    if !new_mount_ns {
-        return Err("the spec must give the container a mount namespace".into());
+    // Without a mount namespace (a pod sandbox's pause process) the process
+    // runs in the host's filesystem view and nothing is mounted.
+    if new_mount_ns {
+        setup_rootfs(bundle, spec)?;
     }
-    setup_rootfs(bundle, spec)?;
     if let Some(h) = spec.hostname() {
         if !h.is_empty() {
             sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;

@@ -4,6 +4,7 @@
 //! resident once per container on every node, so it must stay tiny.
 //!
 //! Usage: gantry-shim --id ID --bundle DIR --socket PATH --log FILE
+//!        gantry-shim pause   (a pod sandbox's process, see `pause`)
 //!
 //! It detaches at once (own session, re-parented to init or the nearest
 //! subreaper) and prints one line on stdout before the launching process
@@ -11,6 +12,7 @@
 
 mod container;
 mod log;
+mod pause;
 mod server;
 
 use std::fs::File;
@@ -58,6 +60,9 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("pause") {
+        pause::run();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

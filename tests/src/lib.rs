@@ -187,6 +187,41 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        reap_leftovers(self.dir.path());
+    }
+}
+
+/// Kills what a failed test left running under `dir` (shims started with a
+/// bundle below it, and their children: containers and pause processes)
+/// and unmounts whatever is mounted below it. Only our own processes match:
+/// their command lines name our private temp directory.
+pub fn reap_leftovers(dir: &Path) {
+    let marker = dir.display().to_string();
+    let mut procs: Vec<(i32, i32, String)> = Vec::new(); // pid, ppid, cmdline
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            procs.push((pid, ppid.unwrap_or(0), String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+        }
+    }
+    let shims: Vec<i32> = procs.iter().filter(|(_, _, c)| c.contains(&marker)).map(|(p, _, _)| *p).collect();
+    for (pid, ppid, _) in &procs {
+        if shims.contains(ppid) {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+    }
+    for pid in &shims {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut ours: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|m| m.starts_with(&marker)).collect();
+    ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in ours {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

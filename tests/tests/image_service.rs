@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use gantry_tests::registry::{tar_of, Entry, Layer};
 use gantry_tests::{auth_registry, test_registry, test_registry_storage, tree, Cri, Daemon, PushClient};
 use k8s_cri::v1::{
-    AuthConfig, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListContainersRequest, ListImagesRequest,
+    AuthConfig, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest, ListMetricDescriptorsRequest,
     PullImageRequest, RemoveImageRequest, StatusRequest, VersionRequest,
 };
 use tonic::Code;
@@ -84,9 +84,10 @@ async fn version_status_and_unimplemented() {
     assert!(conditions.iter().any(|c| c.r#type == "NetworkReady" && !c.status && !c.reason.is_empty()));
     let config: serde_json::Value = serde_json::from_str(&s.info["config"]).expect("verbose config is JSON");
     assert_eq!(config["listen"], d.socket.display().to_string());
-    let err = cri.runtime.list_containers(ListContainersRequest::default()).await.expect_err("unimplemented");
+    let err =
+        cri.runtime.list_metric_descriptors(ListMetricDescriptorsRequest::default()).await.expect_err("unimplemented");
     assert_eq!(err.code(), Code::Unimplemented, "{err}");
-    assert!(err.message().contains("ListContainers"), "{err}");
+    assert!(err.message().contains("ListMetricDescriptors"), "{err}");
     // SIGTERM shuts down cleanly and removes the socket.
     assert_eq!(d.stop(), Some(0), "log:\n{}", d.log_text());
     assert!(!d.socket.exists());

@@ -1,0 +1,590 @@
+//! Pod sandboxes and containers: their records, their shims, their rootfs.
+//!
+//! A sandbox is a shim whose process is `gantry-shim pause`, holding the
+//! pod's network, IPC and UTS namespaces (and PID with a pod-shared PID
+//! namespace); containers join them through `/proc/PAUSE_PID/ns/*`. Each
+//! container is a shim over a bundle in `STATE/containers/ID` whose rootfs is
+//! an overlay of the image's layers and the container's writable layer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gantry_imageservice::{fsutil, Digest, ImageSelector, ImageStore};
+use k8s_cri::v1::{ContainerConfig, NamespaceMode, PodSandboxConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::shim_client::{ShimClient, ShimError, State, Status};
+use crate::spec::{self, ImageConfig, PodContext, ProcessIdentity};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn internal(what: &str) -> impl Fn(&dyn std::fmt::Display) -> RuntimeError + '_ {
+    move |e| RuntimeError::Internal(format!("{what}: {e}"))
+}
+
+pub fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+fn new_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::thread_rng().gen();
+    hex::encode(bytes)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub created_at: i64,
+    pub pause_pid: u32,
+    pub ready: bool,
+}
+
+impl SandboxRecord {
+    pub fn namespace_mode(&self, which: fn(&k8s_cri::v1::NamespaceOption) -> i32) -> i32 {
+        self.config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .map(which)
+            .unwrap_or(NamespaceMode::Pod as i32)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub config: ContainerConfig,
+    pub image_id: String,
+    pub image_name: String,
+    pub created_at: i64,
+    pub log_path: String,
+    pub stop_signal: String,
+}
+
+pub struct Runtime {
+    pub images: Arc<ImageStore>,
+    state_dir: PathBuf,
+    shim_binary: PathBuf,
+    pub sandboxes: Mutex<HashMap<String, SandboxRecord>>,
+    pub containers: Mutex<HashMap<String, ContainerRecord>>,
+}
+
+/// Start a shim for `bundle`; returns the container's pid.
+async fn launch_shim(binary: &Path, id: &str, bundle: &Path, socket: &Path, log: &Path) -> Result<u32, RuntimeError> {
+    let out = tokio::process::Command::new(binary)
+        .arg("--id")
+        .arg(id)
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--log")
+        .arg(log)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| RuntimeError::Internal(format!("starting {}: {e}", binary.display())))?;
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match line.strip_prefix("ready ") {
+        Some(rest) => rest
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| RuntimeError::Internal(format!("shim answered {line:?}"))),
+        None => Err(RuntimeError::FailedPrecondition(line.strip_prefix("error: ").unwrap_or(&line).to_string())),
+    }
+}
+
+fn shim_state_file(bundle: &Path) -> Option<State> {
+    use prost::Message;
+    let bytes = std::fs::read(bundle.join("state.pb")).ok()?;
+    State::decode(bytes.as_slice()).ok()
+}
+
+impl Runtime {
+    pub async fn open(images: Arc<ImageStore>, state_dir: &Path, shim_binary: PathBuf) -> Result<Self, RuntimeError> {
+        for d in ["sandboxes", "containers", "s"] {
+            tokio::fs::create_dir_all(state_dir.join(d)).await.map_err(|e| internal("creating state dirs")(&e))?;
+        }
+        let rt = Runtime {
+            images,
+            state_dir: state_dir.to_path_buf(),
+            shim_binary,
+            sandboxes: Mutex::new(HashMap::new()),
+            containers: Mutex::new(HashMap::new()),
+        };
+        rt.load().await;
+        Ok(rt)
+    }
+
+    /// Reads the records a previous gantryd left (it may have been killed).
+    async fn load(&self) {
+        let mut sandboxes = self.sandboxes.lock().await;
+        let mut containers = self.containers.lock().await;
+        for (kind, dir) in
+            [("sandboxes", self.state_dir.join("sandboxes")), ("containers", self.state_dir.join("containers"))]
+        {
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let Ok(bytes) = std::fs::read(e.path().join("record.json")) else { continue };
+                if kind == "sandboxes" {
+                    if let Ok(r) = serde_json::from_slice::<SandboxRecord>(&bytes) {
+                        sandboxes.insert(r.id.clone(), r);
+                    }
+                } else if let Ok(r) = serde_json::from_slice::<ContainerRecord>(&bytes) {
+                    self.images.hold_layers(&r.id, self.chain_ids_of(&r.image_id));
+                    containers.insert(r.id.clone(), r);
+                }
+            }
+        }
+        tracing::info!(sandboxes = sandboxes.len(), containers = containers.len(), "runtime state loaded");
+    }
+
+    fn chain_ids_of(&self, image_id: &str) -> Vec<Digest> {
+        ImageSelector::parse(image_id)
+            .ok()
+            .and_then(|s| self.images.resolve(&s).ok().flatten())
+            .map(|i| i.chain_ids())
+            .unwrap_or_default()
+    }
+
+    /// Shim sockets live apart from the bundles, under short names: a unix
+    /// socket path must fit in 108 bytes.
+    fn socket_path(&self, id: &str) -> PathBuf {
+        self.state_dir.join("s").join(format!("{}.sock", &id[..id.len().min(24)]))
+    }
+
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("sandboxes").join(id)
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("containers").join(id)
+    }
+
+    fn persist<T: Serialize>(dir: &Path, record: &T) -> Result<(), RuntimeError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| internal("encoding record")(&e))?;
+        fsutil::write_atomic(&dir.join("record.json"), &bytes).map_err(|e| internal("writing record")(&e))
+    }
+
+    // ---- sandboxes -------------------------------------------------------
+
+    pub async fn run_sandbox(&self, config: PodSandboxConfig) -> Result<String, RuntimeError> {
+        let meta = config.metadata.clone().unwrap_or_default();
+        if meta.name.is_empty() || meta.namespace.is_empty() {
+            return Err(RuntimeError::InvalidArgument("pod sandbox metadata needs a name and a namespace".into()));
+        }
+        {
+            let sandboxes = self.sandboxes.lock().await;
+            if let Some(other) = sandboxes.values().find(|s| s.config.metadata.as_ref() == Some(&meta)) {
+                return Err(RuntimeError::AlreadyExists(format!(
+                    "pod sandbox {}/{} attempt {} already exists as {}",
+                    meta.namespace, meta.name, meta.attempt, other.id
+                )));
+            }
+        }
+        let id = new_id();
+        let dir = self.sandbox_dir(&id);
+        let result = self.create_sandbox(&id, &dir, config).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        }
+        let record = result?;
+        self.sandboxes.lock().await.insert(id.clone(), record);
+        tracing::info!(pod = %id, name = %meta.name, namespace = %meta.namespace, "pod sandbox running");
+        Ok(id)
+    }
+
+    async fn create_sandbox(
+        &self,
+        id: &str,
+        dir: &Path,
+        config: PodSandboxConfig,
+    ) -> Result<SandboxRecord, RuntimeError> {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| internal("creating sandbox dir")(&e))?;
+        let opts = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let node = NamespaceMode::Node as i32;
+        let mut namespaces = vec![];
+        if opts.network != node {
+            namespaces.push(serde_json::json!({"type": "network"}));
+            namespaces.push(serde_json::json!({"type": "uts"}));
+        }
+        if opts.ipc != node {
+            namespaces.push(serde_json::json!({"type": "ipc"}));
+        }
+        if opts.pid == NamespaceMode::Pod as i32 {
+            namespaces.push(serde_json::json!({"type": "pid"}));
+        }
+        let hostname = if opts.network == node { String::new() } else { config.hostname.clone() };
+        let spec = serde_json::json!({
+            "ociVersion": "1.1.0",
+            "process": {"args": ["/proc/self/exe", "pause"], "env": [], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "/"},
+            "hostname": hostname,
+            "linux": {"namespaces": namespaces},
+        });
+        fsutil::write_atomic(&dir.join("config.json"), spec.to_string().as_bytes())
+            .map_err(|e| internal("writing sandbox spec")(&e))?;
+        self.write_etc_files(dir, &config)?;
+        let pid = launch_shim(&self.shim_binary, id, dir, &self.socket_path(id), &dir.join("pause.log")).await?;
+        let mut shim =
+            ShimClient::connect(&self.socket_path(id)).await.map_err(|e| internal("connecting to sandbox shim")(&e))?;
+        shim.start().await.map_err(|e| internal("starting pause process")(&e))?;
+        let record = SandboxRecord { id: id.to_string(), config, created_at: now_nanos(), pause_pid: pid, ready: true };
+        Self::persist(dir, &record)?;
+        Ok(record)
+    }
+
+    /// /etc/hosts, /etc/resolv.conf and /etc/hostname shared by the pod's containers.
+    fn write_etc_files(&self, dir: &Path, config: &PodSandboxConfig) -> Result<(), RuntimeError> {
+        let hostname = if config.hostname.is_empty() {
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+        } else {
+            config.hostname.clone()
+        };
+        let hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+        let resolv = match &config.dns_config {
+            Some(dns) if !dns.servers.is_empty() || !dns.searches.is_empty() || !dns.options.is_empty() => {
+                let mut s = String::new();
+                if !dns.searches.is_empty() {
+                    s += &format!("search {}\n", dns.searches.join(" "));
+                }
+                for server in &dns.servers {
+                    s += &format!("nameserver {server}\n");
+                }
+                if !dns.options.is_empty() {
+                    s += &format!("options {}\n", dns.options.join(" "));
+                }
+                s
+            }
+            _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        };
+        for (name, content) in [("hosts", hosts), ("resolv.conf", resolv), ("hostname", format!("{hostname}\n"))] {
+            fsutil::write_atomic(&dir.join(name), content.as_bytes()).map_err(|e| internal("writing etc files")(&e))?;
+        }
+        Ok(())
+    }
+
+    pub async fn stop_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(record) = self.sandboxes.lock().await.get(id).cloned() else {
+            // CRI: stopping an unknown or removed sandbox is not an error.
+            return Ok(());
+        };
+        let members: Vec<String> =
+            self.containers.lock().await.values().filter(|c| c.sandbox_id == id).map(|c| c.id.clone()).collect();
+        // All of the pod's containers at once, not one by one.
+        let stops = members.iter().map(|c| self.stop_container(c, 0));
+        for r in futures::future::join_all(stops).await {
+            r?;
+        }
+        let dir = self.sandbox_dir(id);
+        if let Ok(mut shim) = ShimClient::connect(&self.socket_path(id)).await {
+            let _ = shim.kill(9).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), shim.wait()).await;
+        }
+        let mut sandboxes = self.sandboxes.lock().await;
+        if let Some(r) = sandboxes.get_mut(id) {
+            r.ready = false;
+            Self::persist(&dir, r)?;
+        }
+        tracing::info!(pod = %record.id, "pod sandbox stopped");
+        Ok(())
+    }
+
+    pub async fn remove_sandbox(&self, id: &str) -> Result<(), RuntimeError> {
+        if !self.sandboxes.lock().await.contains_key(id) {
+            return Ok(());
+        }
+        self.stop_sandbox(id).await?;
+        let members: Vec<String> =
+            self.containers.lock().await.values().filter(|c| c.sandbox_id == id).map(|c| c.id.clone()).collect();
+        for c in members {
+            self.remove_container(&c).await?;
+        }
+        let dir = self.sandbox_dir(id);
+        if let Ok(mut shim) = ShimClient::connect(&self.socket_path(id)).await {
+            let _ = shim.shutdown().await;
+        }
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        self.sandboxes.lock().await.remove(id);
+        tracing::info!(pod = %id, "pod sandbox removed");
+        Ok(())
+    }
+
+    pub async fn sandbox(&self, id: &str) -> Result<SandboxRecord, RuntimeError> {
+        self.sandboxes
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound(format!("pod sandbox {id:?} not found")))
+    }
+
+    // ---- containers ------------------------------------------------------
+
+    pub async fn create_container(&self, sandbox_id: &str, config: ContainerConfig) -> Result<String, RuntimeError> {
+        let sandbox = self.sandbox(sandbox_id).await?;
+        if !sandbox.ready {
+            return Err(RuntimeError::FailedPrecondition(format!("pod sandbox {sandbox_id} is not ready")));
+        }
+        let meta = config.metadata.clone().unwrap_or_default();
+        if meta.name.is_empty() {
+            return Err(RuntimeError::InvalidArgument("container metadata needs a name".into()));
+        }
+        if let Some(other) = self
+            .containers
+            .lock()
+            .await
+            .values()
+            .find(|c| c.sandbox_id == sandbox_id && c.config.metadata.as_ref() == Some(&meta))
+        {
+            return Err(RuntimeError::AlreadyExists(format!(
+                "container {:?} attempt {} already exists in pod sandbox {sandbox_id} as {}",
+                meta.name, meta.attempt, other.id
+            )));
+        }
+        let image_ref = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let selector = ImageSelector::parse(&image_ref)
+            .map_err(|e| RuntimeError::InvalidArgument(format!("container image: {e}")))?;
+        let image = self
+            .images
+            .resolve(&selector)
+            .map_err(|e| internal("resolving image")(&e))?
+            .ok_or_else(|| RuntimeError::NotFound(format!("image {image_ref:?} not found: pull it first")))?;
+        let image_config: ImageConfig = self
+            .images
+            .content()
+            .read(&image.config.digest)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| serde_json::from_value(v.get("config").cloned().unwrap_or_default()).ok())
+            .unwrap_or_default();
+
+        let id = new_id();
+        let dir = self.container_dir(&id);
+        let chains = image.chain_ids();
+        self.images.hold_layers(&id, chains.clone());
+        let result = self.prepare_container(&id, &dir, &sandbox, &config, &image_ref, &image_config, &chains).await;
+        let (log_path, stop_signal) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                self.discard_container_files(&id, &dir).await;
+                return Err(e);
+            }
+        };
+        let record = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox_id.to_string(),
+            config,
+            image_id: image.id.to_string(),
+            image_name: image_ref,
+            created_at: now_nanos(),
+            log_path,
+            stop_signal,
+        };
+        if let Err(e) = Self::persist(&dir, &record) {
+            self.discard_container_files(&id, &dir).await;
+            return Err(e);
+        }
+        self.containers.lock().await.insert(id.clone(), record);
+        tracing::info!(container = %id, pod = %sandbox_id, name = %meta.name, "container created");
+        Ok(id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_container(
+        &self,
+        id: &str,
+        dir: &Path,
+        sandbox: &SandboxRecord,
+        config: &ContainerConfig,
+        image_ref: &str,
+        image_config: &ImageConfig,
+        chains: &[Digest],
+    ) -> Result<(String, String), RuntimeError> {
+        let rootfs = dir.join("rootfs");
+        tokio::fs::create_dir_all(&rootfs).await.map_err(|e| internal("creating bundle")(&e))?;
+        let layout = self
+            .images
+            .snapshotter()
+            .prepare_rw(id, chains)
+            .map_err(|e| internal("preparing the writable layer")(&e))?;
+        layout.mount(&rootfs).map_err(|e| internal("mounting the rootfs")(&e))?;
+
+        let security = config.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default();
+        let user = if let Some(uid) = security.run_as_user.as_ref() {
+            uid.value.to_string()
+        } else if !security.run_as_username.is_empty() {
+            security.run_as_username.clone()
+        } else {
+            image_config.user.clone().unwrap_or_default()
+        };
+        let (uid, mut gid) =
+            spec::resolve_user(&rootfs, &user).map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+        if let Some(g) = security.run_as_group.as_ref() {
+            gid = g.value as u32;
+        }
+        let who = ProcessIdentity {
+            uid,
+            gid,
+            additional_gids: security.supplemental_groups.iter().map(|g| *g as u32).collect(),
+        };
+        let sdir = self.sandbox_dir(&sandbox.id);
+        let etc = [
+            ("/etc/hosts", sdir.join("hosts")),
+            ("/etc/resolv.conf", sdir.join("resolv.conf")),
+            ("/etc/hostname", sdir.join("hostname")),
+        ];
+        let ns_dir = PathBuf::from(format!("/proc/{}/ns", sandbox.pause_pid));
+        let node = NamespaceMode::Node as i32;
+        let pod = PodContext {
+            ns_dir: &ns_dir,
+            share_pid: sandbox.namespace_mode(|n| n.pid) == NamespaceMode::Pod as i32,
+            host_network: sandbox.namespace_mode(|n| n.network) == node,
+            host_ipc: sandbox.namespace_mode(|n| n.ipc) == node,
+            host_pid: sandbox.namespace_mode(|n| n.pid) == node,
+            etc_files: &etc,
+        };
+        let oci = spec::build(config, image_ref, image_config, &pod, &who).map_err(|e| match e {
+            spec::SpecError::Oci(m) => RuntimeError::Internal(m),
+            other => RuntimeError::InvalidArgument(other.to_string()),
+        })?;
+        oci.save(dir.join("config.json")).map_err(|e| internal("writing config.json")(&e))?;
+
+        let log_dir = sandbox.config.log_directory.clone();
+        let log_path = if !log_dir.is_empty() && !config.log_path.is_empty() {
+            Path::new(&log_dir).join(&config.log_path)
+        } else {
+            dir.join("container.log")
+        };
+        launch_shim(&self.shim_binary, id, dir, &self.socket_path(id), &log_path).await?;
+        let stop_signal = image_config.stop_signal.clone().unwrap_or_default();
+        Ok((log_path.display().to_string(), stop_signal))
+    }
+
+    /// Undoes a container's files: shim, mount, writable layer, bundle.
+    async fn discard_container_files(&self, id: &str, dir: &Path) {
+        if let Ok(mut shim) = ShimClient::connect(&self.socket_path(id)).await {
+            let _ = shim.kill(9).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), shim.wait()).await;
+            let _ = shim.shutdown().await;
+        }
+        let _ = gantry_imageservice::snapshot::unmount(&dir.join("rootfs"));
+        let _ = self.images.snapshotter().remove_rw(id);
+        let _ = tokio::fs::remove_dir_all(dir).await;
+        self.images.release_layers(id);
+    }
+
+    pub async fn container(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+        self.containers
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?} not found")))
+    }
+
+    async fn shim(&self, id: &str) -> Result<ShimClient, ShimError> {
+        ShimClient::connect(&self.socket_path(id)).await
+    }
+
+    /// The container's state from its shim, or from the state file the shim
+    /// left if it is gone.
+    pub async fn container_state(&self, id: &str) -> State {
+        if let Ok(mut shim) = self.shim(id).await {
+            if let Ok(s) = shim.state().await {
+                return s;
+            }
+        }
+        shim_state_file(&self.container_dir(id)).unwrap_or_default()
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        self.container(id).await?;
+        let mut shim = self.shim(id).await.map_err(|e| internal("connecting to shim")(&e))?;
+        shim.start().await.map_err(|e| match e {
+            ShimError::Shim(m) => RuntimeError::FailedPrecondition(format!("starting container {id}: {m}")),
+            other => internal("starting container")(&other),
+        })?;
+        tracing::info!(container = %id, "container started");
+        Ok(())
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<(), RuntimeError> {
+        let Ok(record) = self.container(id).await else { return Ok(()) };
+        let Ok(mut shim) = self.shim(id).await else { return Ok(()) };
+        let state = shim.state().await.map_err(|e| internal("container state")(&e))?;
+        if state.status == Status::Stopped as i32 {
+            return Ok(());
+        }
+        if state.status == Status::Running as i32 && timeout_secs > 0 {
+            let sig = parse_signal(&record.stop_signal).unwrap_or(libc_sigterm());
+            shim.kill(sig).await.map_err(|e| internal("signalling container")(&e))?;
+            if tokio::time::timeout(Duration::from_secs(timeout_secs as u64), shim.wait()).await.is_ok() {
+                tracing::info!(container = %id, "container stopped");
+                return Ok(());
+            }
+            shim = self.shim(id).await.map_err(|e| internal("connecting to shim")(&e))?;
+        }
+        shim.kill(9).await.map_err(|e| internal("killing container")(&e))?;
+        tokio::time::timeout(Duration::from_secs(30), shim.wait())
+            .await
+            .map_err(|_| RuntimeError::Internal(format!("container {id} did not die from SIGKILL")))?
+            .map_err(|e| internal("waiting for container")(&e))?;
+        tracing::info!(container = %id, "container killed");
+        Ok(())
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.container(id).await.is_err() {
+            return Ok(());
+        }
+        self.stop_container(id, 0).await?;
+        let dir = self.container_dir(id);
+        self.discard_container_files(id, &dir).await;
+        self.containers.lock().await.remove(id);
+        tracing::info!(container = %id, "container removed");
+        Ok(())
+    }
+}
+
+fn libc_sigterm() -> i32 {
+    nix::sys::signal::Signal::SIGTERM as i32
+}
+
+/// `SIGTERM`, `TERM` or `15`.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return Some(n);
+    }
+    let name = if s.starts_with("SIG") { s.to_string() } else { format!("SIG{s}") };
+    name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+}

@@ -1,0 +1,280 @@
+//! Builds a container's OCI runtime spec from the image config and the CRI
+//! container config, with kubelet's rules for command and args.
+
+use std::path::Path;
+
+use k8s_cri::v1::{ContainerConfig, NamespaceMode};
+use oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+
+/// The parts of an image config (`config` in the OCI image config) a container uses.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("container has no command: neither the CRI config nor the image {image} gives one")]
+    NoCommand { image: String },
+    #[error("user {0:?} not found in the image's /etc/passwd")]
+    UnknownUser(String),
+    #[error("mount {container_path:?}: host path {host_path:?} does not exist")]
+    MountSource { container_path: String, host_path: String },
+    #[error("mount {0:?}: container path must be absolute")]
+    MountTarget(String),
+    #[error("building the OCI spec: {0}")]
+    Oci(String),
+}
+
+/// kubelet's rule: CRI `command` replaces the image entrypoint, CRI `args`
+/// replace the image cmd; args alone run after the image entrypoint.
+pub fn process_args(config: &ContainerConfig, image: &ImageConfig) -> Vec<String> {
+    let entrypoint = image.entrypoint.clone().unwrap_or_default();
+    let cmd = image.cmd.clone().unwrap_or_default();
+    match (config.command.is_empty(), config.args.is_empty()) {
+        (false, false) => config.command.iter().chain(&config.args).cloned().collect(),
+        (false, true) => config.command.clone(),
+        (true, false) => entrypoint.into_iter().chain(config.args.iter().cloned()).collect(),
+        (true, true) => entrypoint.into_iter().chain(cmd).collect(),
+    }
+}
+
+/// Image env first, CRI env overriding by name.
+pub fn merge_env(config: &ContainerConfig, image: &ImageConfig) -> Vec<String> {
+    let mut env: Vec<String> = image.env.clone().unwrap_or_default();
+    for kv in &config.envs {
+        let entry = format!("{}={}", kv.key, kv.value);
+        match env.iter_mut().find(|e| e.split('=').next() == Some(kv.key.as_str())) {
+            Some(existing) => *existing = entry,
+            None => env.push(entry),
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    env
+}
+
+/// Resolves `user[:group]` against the rootfs's /etc/passwd and /etc/group.
+pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), SpecError> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let entry = |name: &str| {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[0] == name).then(|| (f[2].parse::<u32>().ok(), f[3].parse::<u32>().ok()))
+        })
+    };
+    let (uid, default_gid) = if u.is_empty() {
+        (0, 0)
+    } else if let Ok(uid) = u.parse::<u32>() {
+        let gid = passwd
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 4 && f[2] == u).then(|| f[3].parse::<u32>().ok()).flatten()
+            })
+            .unwrap_or(0);
+        (uid, gid)
+    } else {
+        match entry(u) {
+            Some((Some(uid), Some(gid))) => (uid, gid),
+            _ => return Err(SpecError::UnknownUser(u.to_string())),
+        }
+    };
+    let gid = match g {
+        None | Some("") => default_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+                groups
+                    .lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.len() >= 3 && f[0] == g).then(|| f[2].parse::<u32>().ok()).flatten()
+                    })
+                    .ok_or_else(|| SpecError::UnknownUser(user.to_string()))?
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// What the spec needs from the pod.
+pub struct PodContext<'a> {
+    /// `/proc/PID/ns` of the pod's pause process.
+    pub ns_dir: &'a Path,
+    pub share_pid: bool,
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
+    /// Files bind-mounted at /etc/hosts, /etc/resolv.conf, /etc/hostname.
+    pub etc_files: &'a [(&'a str, std::path::PathBuf)],
+}
+
+pub struct ProcessIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+pub fn build(
+    config: &ContainerConfig,
+    image_name: &str,
+    image: &ImageConfig,
+    pod: &PodContext<'_>,
+    who: &ProcessIdentity,
+) -> Result<Spec, SpecError> {
+    let args = process_args(config, image);
+    if args.is_empty() {
+        return Err(SpecError::NoCommand { image: image_name.to_string() });
+    }
+    let cwd = Some(config.working_dir.clone())
+        .filter(|w| !w.is_empty())
+        .or_else(|| image.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    let security = config.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default();
+
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+    ];
+    for (dest, source) in pod.etc_files {
+        if !config.mounts.iter().any(|m| m.container_path == *dest) {
+            mounts.push(
+                json!({"destination": dest, "type": "bind", "source": source, "options": ["rbind", "rprivate", "rw"]}),
+            );
+        }
+    }
+    for m in &config.mounts {
+        if !m.container_path.starts_with('/') {
+            return Err(SpecError::MountTarget(m.container_path.clone()));
+        }
+        if !Path::new(&m.host_path).exists() {
+            return Err(SpecError::MountSource {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.clone(),
+            });
+        }
+        let propagation = match m.propagation {
+            1 => "rslave",  // PROPAGATION_HOST_TO_CONTAINER
+            2 => "rshared", // PROPAGATION_BIDIRECTIONAL
+            _ => "rprivate",
+        };
+        let rw = if m.readonly { "ro" } else { "rw" };
+        mounts.push(json!({"destination": m.container_path, "type": "bind", "source": m.host_path, "options": ["rbind", propagation, rw]}));
+    }
+
+    let ns_path = |name: &str| pod.ns_dir.join(name).display().to_string();
+    let mut namespaces = vec![json!({"type": "mount"})];
+    if !pod.host_network {
+        namespaces.push(json!({"type": "network", "path": ns_path("net")}));
+        namespaces.push(json!({"type": "uts", "path": ns_path("uts")}));
+    }
+    if !pod.host_ipc {
+        namespaces.push(json!({"type": "ipc", "path": ns_path("ipc")}));
+    }
+    let container_pid_mode = security.namespace_options.as_ref().map(|n| n.pid).unwrap_or(0);
+    if pod.share_pid || container_pid_mode == NamespaceMode::Pod as i32 {
+        namespaces.push(json!({"type": "pid", "path": ns_path("pid")}));
+    } else if !(pod.host_pid || container_pid_mode == NamespaceMode::Node as i32) {
+        namespaces.push(json!({"type": "pid"}));
+    }
+
+    let spec: Value = json!({
+        "ociVersion": "1.1.0",
+        "process": {
+            "args": args,
+            "env": merge_env(config, image),
+            "cwd": cwd,
+            "user": {"uid": who.uid, "gid": who.gid, "additionalGids": who.additional_gids},
+            "terminal": config.tty,
+        },
+        "root": {"path": "rootfs", "readonly": security.readonly_rootfs},
+        "mounts": mounts,
+        "annotations": config.annotations,
+        "linux": {
+            "namespaces": namespaces,
+            "maskedPaths": if security.privileged { vec![] } else { vec![
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+            ] },
+            "readonlyPaths": if security.privileged { vec![] } else { vec![
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+            ] },
+        },
+    });
+    serde_json::from_value(spec).map_err(|e| SpecError::Oci(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(command: &[&str], args: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn command_and_args_follow_kubelet_rules() {
+        let image = ImageConfig {
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["default".into()]),
+            ..Default::default()
+        };
+        assert_eq!(process_args(&cfg(&[], &[]), &image), ["/entry", "default"]);
+        assert_eq!(process_args(&cfg(&[], &["a"]), &image), ["/entry", "a"]);
+        assert_eq!(process_args(&cfg(&["sh"], &[]), &image), ["sh"]);
+        assert_eq!(process_args(&cfg(&["sh"], &["-c", "x"]), &image), ["sh", "-c", "x"]);
+    }
+
+    #[test]
+    fn env_is_merged_by_name() {
+        let image = ImageConfig { env: Some(vec!["PATH=/bin".into(), "A=1".into()]), ..Default::default() };
+        let mut c = cfg(&[], &[]);
+        c.envs = vec![
+            k8s_cri::v1::KeyValue { key: "A".into(), value: "2".into() },
+            k8s_cri::v1::KeyValue { key: "B".into(), value: "3".into() },
+        ];
+        assert_eq!(merge_env(&c, &image), ["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn users_resolve_against_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/:/bin/sh\napp:x:1234:4321::/:/bin/sh\n").unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(resolve_user(dir.path(), "").unwrap(), (0, 0));
+        assert_eq!(resolve_user(dir.path(), "app").unwrap(), (1234, 4321));
+        assert_eq!(resolve_user(dir.path(), "1234").unwrap(), (1234, 4321));
+        assert_eq!(resolve_user(dir.path(), "999").unwrap(), (999, 0));
+        assert_eq!(resolve_user(dir.path(), "app:staff").unwrap(), (1234, 50));
+        assert!(resolve_user(dir.path(), "nobody").is_err());
+    }
+}

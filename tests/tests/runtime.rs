@@ -1,0 +1,348 @@
+//! gantryd's CRI RuntimeService: pods and containers for real (namespaces,
+//! overlay rootfs, gantry-shim), driven through the CRI client.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gantry_tests::{test_registry, Cri, Daemon};
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
+    Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+};
+use tonic::Code;
+
+fn busybox() -> String {
+    format!("{}/gantry/busybox:latest", test_registry())
+}
+
+struct Pod {
+    id: String,
+    logs: PathBuf,
+}
+
+async fn setup(d: &Daemon) -> Cri {
+    let mut cri = d.connect().await;
+    cri.images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec { image: busybox(), ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull busybox");
+    cri
+}
+
+async fn run_pod(cri: &mut Cri, d: &Daemon, name: &str, pid: NamespaceMode) -> Pod {
+    let logs = d.dir.path().join("pod-logs").join(name);
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let config = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: format!("uid-{name}"),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: logs.display().to_string(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption { pid: pid as i32, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config), ..Default::default() })
+        .await
+        .expect("run pod sandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    Pod { id, logs }
+}
+
+fn container(name: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(ImageSpec { image: busybox(), ..Default::default() }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+async fn create(cri: &mut Cri, pod: &Pod, config: ContainerConfig) -> Result<String, tonic::Status> {
+    cri.runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
+async fn start(cri: &mut Cri, id: &str) {
+    cri.runtime.start_container(StartContainerRequest { container_id: id.into() }).await.expect("start");
+}
+
+async fn status(cri: &mut Cri, id: &str) -> k8s_cri::v1::ContainerStatus {
+    cri.runtime
+        .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
+        .await
+        .expect("container status")
+        .into_inner()
+        .status
+        .expect("status")
+}
+
+async fn wait_exited(cri: &mut Cri, id: &str) -> k8s_cri::v1::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(cri, id).await;
+        if s.state == ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "container {id} did not exit: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn log_of(pod: &Pod, name: &str) -> Vec<String> {
+    std::fs::read_to_string(pod.logs.join(format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_once(' ').map_or("", |x| x.1).to_string())
+        .collect()
+}
+
+async fn remove_pod(cri: &mut Cri, pod: &Pod) {
+    cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("stop pod");
+    cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("rm pod");
+}
+
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn containers_run_exit_and_log_with_codes_and_reasons() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "exits", NamespaceMode::Container).await;
+
+    let ok = create(&mut cri, &pod, container("ok", &["sh", "-c", "echo hello; echo warn >&2"])).await.expect("create");
+    assert_eq!(status(&mut cri, &ok).await.state, ContainerState::ContainerCreated as i32);
+    start(&mut cri, &ok).await;
+    let s = wait_exited(&mut cri, &ok).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+    assert!(s.started_at > 0 && s.finished_at >= s.started_at);
+    assert_eq!(s.log_path, pod.logs.join("ok.log").display().to_string());
+    let log = log_of(&pod, "ok");
+    assert!(log.contains(&"stdout F hello".to_string()) && log.contains(&"stderr F warn".to_string()), "{log:?}");
+
+    let bad = create(&mut cri, &pod, container("bad", &["sh", "-c", "exit 3"])).await.expect("create");
+    start(&mut cri, &bad).await;
+    let s = wait_exited(&mut cri, &bad).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (3, "Error"));
+
+    let listed =
+        cri.runtime.list_containers(ListContainersRequest::default()).await.expect("list").into_inner().containers;
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|c| c.pod_sandbox_id == pod.id));
+    remove_pod(&mut cri, &pod).await;
+    assert!(cri
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .containers
+        .is_empty());
+    assert_eq!(count(&d.images_root().join("snapshots/active")), 0, "writable layers removed");
+    assert_eq!(count(&d.state.join("containers")), 0, "bundles removed");
+}
+
+#[tokio::test]
+async fn stop_uses_sigterm_then_sigkill_after_the_timeout() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "stops", NamespaceMode::Container).await;
+    // Exits on SIGTERM.
+    let polite = create(&mut cri, &pod, container("polite", &["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"]))
+        .await
+        .expect("create");
+    // Ignores SIGTERM: only SIGKILL ends it.
+    let stubborn =
+        create(&mut cri, &pod, container("stubborn", &["sh", "-c", "trap '' TERM; sleep 1000"])).await.expect("create");
+    start(&mut cri, &polite).await;
+    start(&mut cri, &stubborn).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let t = Instant::now();
+    cri.runtime.stop_container(StopContainerRequest { container_id: polite.clone(), timeout: 10 }).await.expect("stop");
+    assert!(t.elapsed() < Duration::from_secs(5), "SIGTERM was enough: {:?}", t.elapsed());
+    assert_eq!(status(&mut cri, &polite).await.exit_code, 0);
+
+    let t = Instant::now();
+    cri.runtime
+        .stop_container(StopContainerRequest { container_id: stubborn.clone(), timeout: 1 })
+        .await
+        .expect("stop");
+    assert!(t.elapsed() >= Duration::from_secs(1), "waited for the timeout");
+    let s = status(&mut cri, &stubborn).await;
+    assert_eq!((s.state, s.exit_code), (ContainerState::ContainerExited as i32, 137));
+    // Stopping again, and stopping or removing unknown containers, is fine.
+    cri.runtime
+        .stop_container(StopContainerRequest { container_id: stubborn.clone(), timeout: 1 })
+        .await
+        .expect("again");
+    cri.runtime
+        .stop_container(StopContainerRequest { container_id: "nope".into(), timeout: 1 })
+        .await
+        .expect("unknown");
+    cri.runtime.remove_container(RemoveContainerRequest { container_id: "nope".into() }).await.expect("unknown");
+    remove_pod(&mut cri, &pod).await;
+    // Removing a removed pod is not an error either.
+    remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
+async fn containers_of_a_pod_share_its_namespaces() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "shared", NamespaceMode::Pod).await;
+    let server = create(&mut cri, &pod, container("server", &["sh", "-c", "hostname > /dev/shm/x 2>&1; sleep 1000"]))
+        .await
+        .expect("create");
+    start(&mut cri, &server).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = create(
+        &mut cri,
+        &pod,
+        container("client", &["sh", "-c", "hostname; ps -o comm | grep -c sleep; ip addr show lo | grep -c UP"]),
+    )
+    .await
+    .expect("create");
+    start(&mut cri, &client).await;
+    let s = wait_exited(&mut cri, &client).await;
+    let log = log_of(&pod, "client");
+    assert_eq!(s.exit_code, 0, "{log:?}");
+    assert_eq!(log.first().map(String::as_str), Some("stdout F shared-host"), "UTS shared: {log:?}");
+    assert_eq!(log.get(1).map(String::as_str), Some("stdout F 1"), "PID namespace shared: {log:?}");
+    assert_eq!(log.get(2).map(String::as_str), Some("stdout F 1"), "loopback up in the pod netns: {log:?}");
+    remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
+async fn env_args_workdir_user_readonly_rootfs_and_mounts_are_applied() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "config", NamespaceMode::Container).await;
+    let host = d.dir.path().join("host-data");
+    std::fs::create_dir_all(&host).expect("host dir");
+    std::fs::write(host.join("file"), "from-host").expect("host file");
+    let mut c = container(
+        "cfg",
+        &["sh", "-c", "echo $FOO $(pwd) $(id -u):$(id -g); cat /data/file; echo; touch /data/x || echo data-ro; touch /y || echo root-ro"],
+    );
+    c.envs = vec![KeyValue { key: "FOO".into(), value: "bar".into() }];
+    c.working_dir = "/tmp".into();
+    c.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: host.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1234 }),
+            readonly_rootfs: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&mut cri, &pod, c).await.expect("create");
+    start(&mut cri, &id).await;
+    wait_exited(&mut cri, &id).await;
+    let log = log_of(&pod, "cfg");
+    for want in ["stdout F bar /tmp 1234:1234", "stdout F from-host", "stdout F data-ro", "stdout F root-ro"] {
+        assert!(log.contains(&want.to_string()), "{want:?} missing from {log:?}");
+    }
+    assert!(!host.join("x").exists());
+    remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_leaves_nothing_behind() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "bad", NamespaceMode::Container).await;
+
+    let mut c = container("x", &["true"]);
+    c.image =
+        Some(ImageSpec { image: format!("{}/gantry/never-pulled:latest", test_registry()), ..Default::default() });
+    let err = create(&mut cri, &pod, c).await.expect_err("unknown image");
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    assert!(err.message().contains("never-pulled"), "{err}");
+
+    let other = Pod { id: "no-such-pod".into(), logs: pod.logs.clone() };
+    let err = create(&mut cri, &other, container("x", &["true"])).await.expect_err("unknown pod");
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    assert!(err.message().contains("no-such-pod"), "{err}");
+
+    let mut c = container("x", &["true"]);
+    c.mounts =
+        vec![Mount { container_path: "/data".into(), host_path: "/nonexistent/gantry".into(), ..Default::default() }];
+    let err = create(&mut cri, &pod, c).await.expect_err("missing mount source");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("/nonexistent/gantry"), "{err}");
+
+    create(&mut cri, &pod, container("dup", &["true"])).await.expect("first");
+    let err = create(&mut cri, &pod, container("dup", &["true"])).await.expect_err("name conflict");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err}");
+
+    let err = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: "no-such-pod".into(), verbose: false })
+        .await
+        .expect_err("unknown pod status");
+    assert_eq!(err.code(), Code::NotFound);
+    // Only the one good container exists.
+    assert_eq!(count(&d.state.join("containers")), 1);
+    assert_eq!(count(&d.images_root().join("snapshots/active")), 1);
+    remove_pod(&mut cri, &pod).await;
+    assert_eq!(count(&d.state.join("containers")), 0);
+    assert_eq!(count(&d.images_root().join("snapshots/active")), 0);
+}
+
+#[tokio::test]
+async fn containers_outlive_a_killed_gantryd() {
+    let mut d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "survivor", NamespaceMode::Container).await;
+    let long = create(&mut cri, &pod, container("long", &["sleep", "1000"])).await.expect("create");
+    let short = create(&mut cri, &pod, container("short", &["sh", "-c", "sleep 1; exit 7"])).await.expect("create");
+    start(&mut cri, &long).await;
+    start(&mut cri, &short).await;
+    d.kill9();
+    // `short` exits while gantryd is down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    d.start_again();
+    let mut cri = d.connect().await;
+    assert_eq!(status(&mut cri, &long).await.state, ContainerState::ContainerRunning as i32);
+    let s = status(&mut cri, &short).await;
+    assert_eq!((s.state, s.exit_code), (ContainerState::ContainerExited as i32, 7));
+    let pods = cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.expect("list").into_inner().items;
+    assert_eq!(pods.len(), 1);
+    cri.runtime.stop_container(StopContainerRequest { container_id: long.clone(), timeout: 1 }).await.expect("stop");
+    assert_eq!(status(&mut cri, &long).await.state, ContainerState::ContainerExited as i32);
+    remove_pod(&mut cri, &pod).await;
+}
