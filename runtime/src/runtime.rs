@@ -237,7 +237,10 @@ impl Runtime {
         if opts.ipc != node {
             namespaces.push(serde_json::json!({"type": "ipc"}));
         }
-        if opts.pid == NamespaceMode::Pod as i32 {
+        // As containerd's pause container: the pod always has its own PID
+        // namespace (unless it uses the node's), which containers with pid
+        // mode POD join.
+        if opts.pid != node {
             namespaces.push(serde_json::json!({"type": "pid"}));
         }
         let hostname = if opts.network == node { String::new() } else { config.hostname.clone() };
@@ -464,13 +467,15 @@ impl Runtime {
         let node = NamespaceMode::Node as i32;
         let pod = PodContext {
             ns_dir: &ns_dir,
-            share_pid: sandbox.namespace_mode(|n| n.pid) == NamespaceMode::Pod as i32,
             host_network: sandbox.namespace_mode(|n| n.network) == node,
             host_ipc: sandbox.namespace_mode(|n| n.ipc) == node,
             host_pid: sandbox.namespace_mode(|n| n.pid) == node,
             etc_files: &etc,
         };
-        let oci = spec::build(config, image_ref, image_config, &pod, &who).map_err(|e| match e {
+        let parent = sandbox.config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
+        let parent = if parent.is_empty() { "/gantry".to_string() } else { parent };
+        let cgroups_path = format!("{}/gantry-{id}", parent.trim_end_matches('/'));
+        let oci = spec::build(config, image_ref, image_config, &pod, &who, &cgroups_path).map_err(|e| match e {
             spec::SpecError::Oci(m) => RuntimeError::Internal(m),
             other => RuntimeError::InvalidArgument(other.to_string()),
         })?;

@@ -121,7 +121,6 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), SpecError> 
 pub struct PodContext<'a> {
     /// `/proc/PID/ns` of the pod's pause process.
     pub ns_dir: &'a Path,
-    pub share_pid: bool,
     pub host_network: bool,
     pub host_ipc: bool,
     pub host_pid: bool,
@@ -135,12 +134,43 @@ pub struct ProcessIdentity {
     pub additional_gids: Vec<u32>,
 }
 
+/// The cgroup resources of the OCI spec from CRI's.
+fn resources(config: &ContainerConfig) -> Value {
+    let Some(r) = config.linux.as_ref().and_then(|l| l.resources.as_ref()) else { return json!({}) };
+    let mut memory = serde_json::Map::new();
+    if r.memory_limit_in_bytes > 0 {
+        memory.insert("limit".into(), json!(r.memory_limit_in_bytes));
+        // No swap beyond the limit unless asked, as kubelet expects.
+        let swap =
+            if r.memory_swap_limit_in_bytes > 0 { r.memory_swap_limit_in_bytes } else { r.memory_limit_in_bytes };
+        memory.insert("swap".into(), json!(swap));
+    }
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(r.cpu_shares));
+    }
+    if r.cpu_quota != 0 {
+        cpu.insert("quota".into(), json!(r.cpu_quota));
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), json!(r.cpu_period));
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(r.cpuset_cpus));
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), json!(r.cpuset_mems));
+    }
+    json!({"memory": memory, "cpu": cpu})
+}
+
 pub fn build(
     config: &ContainerConfig,
     image_name: &str,
     image: &ImageConfig,
     pod: &PodContext<'_>,
     who: &ProcessIdentity,
+    cgroups_path: &str,
 ) -> Result<Spec, SpecError> {
     let args = process_args(config, image);
     if args.is_empty() {
@@ -195,11 +225,12 @@ pub fn build(
     if !pod.host_ipc {
         namespaces.push(json!({"type": "ipc", "path": ns_path("ipc")}));
     }
-    let container_pid_mode = security.namespace_options.as_ref().map(|n| n.pid).unwrap_or(0);
-    if pod.share_pid || container_pid_mode == NamespaceMode::Pod as i32 {
-        namespaces.push(json!({"type": "pid", "path": ns_path("pid")}));
-    } else if !(pod.host_pid || container_pid_mode == NamespaceMode::Node as i32) {
+    // The container's own pid mode decides (absent means POD, as in containerd).
+    let pid_mode = security.namespace_options.as_ref().map(|n| n.pid).unwrap_or(NamespaceMode::Pod as i32);
+    if pid_mode == NamespaceMode::Container as i32 {
         namespaces.push(json!({"type": "pid"}));
+    } else if pid_mode == NamespaceMode::Pod as i32 && !pod.host_pid {
+        namespaces.push(json!({"type": "pid", "path": ns_path("pid")}));
     }
 
     let spec: Value = json!({
@@ -215,6 +246,8 @@ pub fn build(
         "mounts": mounts,
         "annotations": config.annotations,
         "linux": {
+            "cgroupsPath": cgroups_path,
+            "resources": resources(config),
             "namespaces": namespaces,
             "maskedPaths": if security.privileged { vec![] } else { vec![
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",

@@ -10,6 +10,7 @@
 //! subreaper) and prints one line on stdout before the launching process
 //! exits: `ready CONTAINER_PID SHIM_PID` or `error: MESSAGE`.
 
+mod cgroup;
 mod container;
 mod log;
 mod pause;

@@ -46,6 +46,7 @@ pub struct Shim {
     start: Option<OwnedFd>,
     exec_status: Option<File>,
     shutdown: bool,
+    cgroup: Option<crate::cgroup::ContainerCgroup>,
 }
 
 fn now_nanos() -> i64 {
@@ -93,8 +94,25 @@ impl Shim {
         let listener =
             UnixListener::bind(&args.socket).map_err(|e| format!("binding {}: {e}", args.socket.display()))?;
 
-        let spawned = container::create(&args.bundle, &spec)?;
+        let cgroup = crate::cgroup::ContainerCgroup::create(&spec)?;
+        let spawned = match container::create(&args.bundle, &spec) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.delete();
+                }
+                return Err(e);
+            }
+        };
         drop(spec);
+        // The process waits for Start before exec: in its cgroup before it runs anything.
+        if let Some(cg) = &cgroup {
+            if let Err(e) = cg.add(spawned.pid.as_raw() as u32) {
+                let _ = kill(spawned.pid, Signal::SIGKILL);
+                cg.delete();
+                return Err(e);
+            }
+        }
         for fd in [&spawned.stdout, &spawned.stderr] {
             set_nonblocking(fd).map_err(|e| format!("O_NONBLOCK: {e}"))?;
         }
@@ -122,6 +140,7 @@ impl Shim {
             start: Some(spawned.start),
             exec_status: Some(spawned.status),
             shutdown: false,
+            cgroup,
         })
     }
 
@@ -181,6 +200,9 @@ impl Shim {
                 }
             }
         }
+        if let Some(cg) = &self.cgroup {
+            cg.delete();
+        }
         let _ = fs::remove_file(&self.socket_path);
     }
 
@@ -230,6 +252,7 @@ impl Shim {
         self.state.exit_code = code;
         self.state.exit_signal = signal;
         self.state.finished_at = now_nanos();
+        self.state.oom_killed = self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
         self.start = None;
         self.save();
         let state = self.state.clone();

@@ -191,6 +191,13 @@ impl Drop for Daemon {
     }
 }
 
+/// A cgroup parent private to this daemon, so a failed test's cgroups are
+/// found and removed (see `reap_leftovers`).
+pub fn cgroup_parent(d: &Daemon) -> String {
+    let name = d.dir.path().file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    format!("/gantry-test/{name}")
+}
+
 /// Kills what a failed test left running under `dir` (shims started with a
 /// bundle below it, and their children: containers and pause processes)
 /// and unmounts whatever is mounted below it. Only our own processes match:
@@ -222,6 +229,27 @@ pub fn reap_leftovers(dir: &Path) {
     ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
     for m in ours {
         let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+    }
+    // Cgroups under this daemon's private parent, deepest first.
+    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let mut roots: Vec<PathBuf> =
+        std::fs::read_dir("/sys/fs/cgroup").map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    for root in roots {
+        let ours = root.join("gantry-test").join(&name);
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut stack = vec![ours.clone()];
+        while let Some(p) = stack.pop() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+                dirs.push(p);
+            }
+        }
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+        let _ = std::fs::remove_dir(root.join("gantry-test"));
     }
 }
 

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use gantry_tests::{test_registry, Cri, Daemon};
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
-    Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use tonic::Code;
 
@@ -50,6 +51,7 @@ async fn run_pod(cri: &mut Cri, d: &Daemon, name: &str, pid: NamespaceMode) -> P
         log_directory: logs.display().to_string(),
         labels: HashMap::from([("app".to_string(), name.to_string())]),
         linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: gantry_tests::cgroup_parent(d),
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption { pid: pid as i32, ..Default::default() }),
                 ..Default::default()
@@ -68,12 +70,24 @@ async fn run_pod(cri: &mut Cri, d: &Daemon, name: &str, pid: NamespaceMode) -> P
     Pod { id, logs }
 }
 
+/// A container as kubelet describes one: its own PID namespace.
 fn container(name: &str, command: &[&str]) -> ContainerConfig {
+    with_pid_mode(name, command, NamespaceMode::Container)
+}
+
+fn with_pid_mode(name: &str, command: &[&str], pid: NamespaceMode) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
         image: Some(ImageSpec { image: busybox(), ..Default::default() }),
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}.log"),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption { pid: pid as i32, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -219,7 +233,7 @@ async fn containers_of_a_pod_share_its_namespaces() {
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
     let pod = run_pod(&mut cri, &d, "shared", NamespaceMode::Pod).await;
-    let server = create(&mut cri, &pod, container("server", &["sh", "-c", "hostname > /dev/shm/x 2>&1; sleep 1000"]))
+    let server = create(&mut cri, &pod, with_pid_mode("server", &["sh", "-c", "sleep 1000"], NamespaceMode::Pod))
         .await
         .expect("create");
     start(&mut cri, &server).await;
@@ -227,7 +241,11 @@ async fn containers_of_a_pod_share_its_namespaces() {
     let client = create(
         &mut cri,
         &pod,
-        container("client", &["sh", "-c", "hostname; ps -o comm | grep -c sleep; ip addr show lo | grep -c UP"]),
+        with_pid_mode(
+            "client",
+            &["sh", "-c", "hostname; ps -o comm | grep -c sleep; ip addr show lo | grep -c UP"],
+            NamespaceMode::Pod,
+        ),
     )
     .await
     .expect("create");
@@ -265,6 +283,7 @@ async fn env_args_workdir_user_readonly_rootfs_and_mounts_are_applied() {
         security_context: Some(LinuxContainerSecurityContext {
             run_as_user: Some(Int64Value { value: 1234 }),
             readonly_rootfs: true,
+            namespace_options: Some(NamespaceOption { pid: NamespaceMode::Container as i32, ..Default::default() }),
             ..Default::default()
         }),
         ..Default::default()
@@ -345,4 +364,55 @@ async fn containers_outlive_a_killed_gantryd() {
     cri.runtime.stop_container(StopContainerRequest { container_id: long.clone(), timeout: 1 }).await.expect("stop");
     assert_eq!(status(&mut cri, &long).await.state, ContainerState::ContainerExited as i32);
     remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
+async fn cgroup_limits_apply_and_oom_kills_are_reported() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "limits", NamespaceMode::Container).await;
+    let limited = |name: &str, command: &[&str]| {
+        let mut c = container(name, command);
+        c.linux = Some(LinuxContainerConfig {
+            security_context: c.linux.and_then(|l| l.security_context),
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 32 << 20,
+                cpu_shares: 512,
+                cpu_quota: 50_000,
+                cpu_period: 100_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    };
+    let sleeper = create(&mut cri, &pod, limited("sleeper", &["sleep", "1000"])).await.expect("create");
+    start(&mut cri, &sleeper).await;
+    let cgroup = format!("{}/gantry-{sleeper}", gantry_tests::cgroup_parent(&d));
+    let read = |controller: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{cgroup}/{file}")).map(|s| s.trim().to_string())
+    };
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        assert_eq!(read("memory", "memory.limit_in_bytes").expect("memory limit"), (32u64 << 20).to_string());
+        assert_eq!(read("cpu", "cpu.shares").expect("shares"), "512");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us").expect("quota"), "50000");
+        let procs = read("memory", "cgroup.procs").expect("procs");
+        assert!(!procs.is_empty(), "the container runs in its cgroup");
+    } else {
+        assert_eq!(read("", "memory.max").expect("memory.max"), (32u64 << 20).to_string());
+    }
+
+    let hog = create(
+        &mut cri,
+        &pod,
+        limited("hog", &["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\000' a); echo survived"]),
+    )
+    .await
+    .expect("create");
+    start(&mut cri, &hog).await;
+    let s = wait_exited(&mut cri, &hog).await;
+    assert_eq!(s.reason, "OOMKilled", "{s:?}, log {:?}", log_of(&pod, "hog"));
+    assert_eq!(s.exit_code, 137);
+    remove_pod(&mut cri, &pod).await;
+    assert!(read("memory", "memory.limit_in_bytes").is_err(), "cgroup removed with the container");
 }

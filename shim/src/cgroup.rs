@@ -1,0 +1,109 @@
+//! The container's cgroup (cgroupfs driver, through cgroups-rs): created at
+//! the spec's `cgroupsPath` in whatever layout the host has (v1 hierarchies,
+//! a v2 unified tree, or the hybrid these machines run), limited by the
+//! spec's resources, and asked afterwards whether the OOM killer struck.
+
+use std::path::PathBuf;
+
+use cgroups_rs::cpu::CpuController;
+use cgroups_rs::cpuset::CpuSetController;
+use cgroups_rs::memory::MemController;
+use cgroups_rs::pid::PidController;
+use cgroups_rs::{Cgroup, CgroupPid, MaxValue};
+use oci_spec::runtime::Spec;
+
+pub struct ContainerCgroup {
+    cgroup: Cgroup,
+    path: PathBuf,
+}
+
+impl ContainerCgroup {
+    /// Creates the cgroup the spec names and applies its limits; `None` when
+    /// the spec names none.
+    pub fn create(spec: &Spec) -> Result<Option<Self>, String> {
+        let Some(linux) = spec.linux() else { return Ok(None) };
+        let Some(path) = linux.cgroups_path().clone() else { return Ok(None) };
+        let rel = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
+        let cgroup = Cgroup::new(cgroups_rs::hierarchies::auto(), rel.to_string_lossy().as_ref())
+            .map_err(|e| format!("creating cgroup {}: {e}", path.display()))?;
+        let cg = ContainerCgroup { cgroup, path };
+        if let Some(res) = linux.resources() {
+            if let Err(e) = cg.apply(res) {
+                cg.delete();
+                return Err(e);
+            }
+        }
+        Ok(Some(cg))
+    }
+
+    fn apply(&self, res: &oci_spec::runtime::LinuxResources) -> Result<(), String> {
+        let err = |what: &str, e: cgroups_rs::error::Error| format!("cgroup {}: {what}: {e}", self.path.display());
+        if let (Some(mem), Some(ctl)) = (res.memory(), self.cgroup.controller_of::<MemController>()) {
+            if let Some(limit) = mem.limit() {
+                ctl.set_limit(limit).map_err(|e| err("memory limit", e))?;
+            }
+            if let Some(swap) = mem.swap() {
+                // memsw needs swap accounting in the kernel; without it there
+                // is no swap to limit.
+                let _ = ctl.set_memswap_limit(swap);
+            }
+        }
+        if let Some(cpu) = res.cpu() {
+            if let Some(ctl) = self.cgroup.controller_of::<CpuController>() {
+                if let Some(shares) = cpu.shares() {
+                    ctl.set_shares(shares).map_err(|e| err("cpu shares", e))?;
+                }
+                if cpu.quota().is_some() || cpu.period().is_some() {
+                    ctl.set_cfs_quota_and_period(cpu.quota(), cpu.period()).map_err(|e| err("cpu quota", e))?;
+                }
+            }
+            if let Some(ctl) = self.cgroup.controller_of::<CpuSetController>() {
+                if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
+                    ctl.set_cpus(cpus).map_err(|e| err("cpuset cpus", e))?;
+                }
+                if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
+                    ctl.set_mems(mems).map_err(|e| err("cpuset mems", e))?;
+                }
+            }
+        }
+        if let (Some(pids), Some(ctl)) = (res.pids(), self.cgroup.controller_of::<PidController>()) {
+            let max = if pids.limit() > 0 { MaxValue::Value(pids.limit()) } else { MaxValue::Max };
+            ctl.set_pid_max(max).map_err(|e| err("pids limit", e))?;
+        }
+        Ok(())
+    }
+
+    pub fn add(&self, pid: u32) -> Result<(), String> {
+        self.cgroup
+            .add_task_by_tgid(CgroupPid::from(pid as u64))
+            .map_err(|e| format!("moving {pid} into cgroup {}: {e}", self.path.display()))
+    }
+
+    /// Whether the kernel's OOM killer killed something in this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        if self.cgroup.v2() {
+            let rel = self.path.strip_prefix("/").unwrap_or(&self.path);
+            let events = std::fs::read_to_string(PathBuf::from("/sys/fs/cgroup").join(rel).join("memory.events"))
+                .unwrap_or_default();
+            return events
+                .lines()
+                .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or(0) > 0);
+        }
+        self.cgroup.controller_of::<MemController>().is_some_and(|m| m.memory_stat().oom_control.oom_kill > 0)
+    }
+
+    /// Kills whatever is left in the cgroup and removes it. A cgroup can only
+    /// be removed once its last process is gone, so wait (briefly) for that.
+    pub fn delete(&self) {
+        for _ in 0..200 {
+            if self.cgroup.procs().is_empty() {
+                break;
+            }
+            let _ = self.cgroup.kill();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if let Err(e) = self.cgroup.delete() {
+            eprintln!("gantry-shim: removing cgroup {}: {e}", self.path.display());
+        }
+    }
+}
