@@ -382,7 +382,6 @@ async fn cgroup_limits_apply_and_oom_kills_are_reported() {
                 cpu_period: 100_000,
                 ..Default::default()
             }),
-            ..Default::default()
         });
         c
     };
