@@ -6,7 +6,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use k8s_cri::v1::{ImageSpec, PullImageRequest, RemoveImageRequest};
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+    PullImageRequest, RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+};
 
 #[derive(Parser)]
 #[command(about = "Time CRI calls against a runtime socket")]
@@ -27,6 +32,101 @@ enum Command {
     Pull { images: Vec<String> },
     /// Remove images (untimed; for resetting between rounds)
     Rmi { images: Vec<String> },
+    /// Pod lifecycle, one pod at a time: run sandbox, create+start a
+    /// container, then stop+remove both; one JSON line per phase and round
+    Lifecycle {
+        /// Container image (already pulled)
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// Where pod logs go
+        #[arg(long)]
+        log_dir: PathBuf,
+    },
+    /// Start N pods (sandbox + one container) at once; print the wall time,
+    /// leave them running until stdin closes, then remove them
+    Concurrent {
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value_t = 20)]
+        pods: usize,
+        #[arg(long)]
+        log_dir: PathBuf,
+    },
+}
+
+/// Host-network pods: containerd needs a CNI plugin otherwise, and networking
+/// is not what this measures.
+fn pod_config(name: &str, log_dir: &std::path::Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            namespace: "bench".into(),
+            uid: format!("uid-{name}"),
+            attempt: 0,
+        }),
+        log_directory: log_dir.join(name).display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption { network: NamespaceMode::Node as i32, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(image: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata { name: "sleeper".into(), attempt: 0 }),
+        image: Some(ImageSpec { image: image.into(), ..Default::default() }),
+        command: vec!["sleep".into(), "100000".into()],
+        log_path: "sleeper.log".into(),
+        ..Default::default()
+    }
+}
+
+/// Runs a pod with one started container; returns (pod id, container id, ms for each phase).
+async fn start_pod(
+    cri: &mut gantry_tests::Cri,
+    name: &str,
+    image: &str,
+    log_dir: &std::path::Path,
+) -> anyhow::Result<(String, String, f64, f64)> {
+    let config = pod_config(name, log_dir);
+    std::fs::create_dir_all(&config.log_directory)?;
+    let t = Instant::now();
+    let pod = cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), ..Default::default() })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let run_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    let ctr = cri
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config(image)),
+            sandbox_config: Some(config),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    cri.runtime.start_container(StartContainerRequest { container_id: ctr.clone() }).await?;
+    Ok((pod, ctr, run_ms, t.elapsed().as_secs_f64() * 1000.0))
+}
+
+async fn teardown(cri: &mut gantry_tests::Cri, pod: &str, ctr: &str) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    cri.runtime.stop_container(StopContainerRequest { container_id: ctr.into(), timeout: 0 }).await?;
+    cri.runtime.remove_container(RemoveContainerRequest { container_id: ctr.into() }).await?;
+    cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.into() }).await?;
+    cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.into() }).await?;
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -52,6 +152,36 @@ async fn main() -> anyhow::Result<()> {
                     "{}",
                     serde_json::json!({"runtime": args.label, "op": "pull", "image": image, "id": id, "ms": ms})
                 );
+            }
+        }
+        Command::Lifecycle { image, rounds, log_dir } => {
+            for round in 0..rounds {
+                let name = format!("bench-{round}");
+                let (pod, ctr, run_ms, start_ms) = start_pod(&mut cri, &name, &image, &log_dir).await?;
+                let stop_ms = teardown(&mut cri, &pod, &ctr).await?;
+                for (op, ms) in [("run_pod_sandbox", run_ms), ("create_start", start_ms), ("stop_remove", stop_ms)] {
+                    println!("{}", serde_json::json!({"runtime": args.label, "op": op, "ms": ms}));
+                }
+            }
+        }
+        Command::Concurrent { image, pods, log_dir } => {
+            let t = Instant::now();
+            let starts = (0..pods).map(|i| {
+                let mut c = cri.clone();
+                let (image, log_dir) = (image.clone(), log_dir.clone());
+                async move { start_pod(&mut c, &format!("many-{i}"), &image, &log_dir).await }
+            });
+            let started = futures::future::try_join_all(starts).await?;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            println!(
+                "{}",
+                serde_json::json!({"runtime": args.label, "op": "concurrent_start", "pods": pods, "ms": ms})
+            );
+            // Hold them while the caller measures memory.
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            for (pod, ctr, _, _) in started {
+                teardown(&mut cri, &pod, &ctr).await?;
             }
         }
         Command::Rmi { images } => {

@@ -1,0 +1,95 @@
+# Shared by the benchmark scripts: packages, a throwaway registry, and
+# gantryd / containerd started on fresh roots. Source it; it sets up $work
+# and a cleanup trap that stops only what it started.
+set -euo pipefail
+
+bench_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$bench_repo/target/release"
+
+need=(containerd docker-registry skopeo umoci python3 curl protobuf-compiler busybox-static jq)
+missing=()
+for p in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+(cd "$bench_repo" && cargo build --release -q -p gantryd -p gantry-shim -p gantry-bench)
+
+work="$(mktemp -d /tmp/gantry-bench.XXXXXX)"
+pids=()
+unmount_below() {
+    { grep -o "$1/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+bench_cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    unmount_below "$work"
+    rm -rf "$work"
+}
+trap bench_cleanup EXIT
+
+# start_registry: a plain-HTTP registry on a free 127.0.0.1 port; sets $registry.
+start_registry() {
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    registry="127.0.0.1:$port"
+    mkdir -p "$work/registry"
+    printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp: { addr: %s }\n' \
+        "$work/registry" "$registry" >"$work/registry.yml"
+    /usr/bin/docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+    pids+=($!)
+    until curl -s -o /dev/null "http://$registry/v2/"; do sleep 0.1; done
+}
+
+wait_socket() {
+    for _ in $(seq 300); do
+        [ -S "$1" ] && "$bin/cri-bench" --endpoint "$1" rmi "$registry/none:x" 2>/dev/null && return
+        sleep 0.1
+    done
+    echo "no CRI server on $1" >&2
+    return 1
+}
+
+# start_gantry DIR: sets $sock and $daemon_pid.
+start_gantry() {
+    local dir=$1
+    mkdir -p "$dir"
+    "$bin/gantryd" --root "$dir/root" --state "$dir/state" --listen "$dir/sock" --log-level warn 2>"$dir/log" &
+    daemon_pid=$!
+    sock="$dir/sock"
+    wait_socket "$sock"
+}
+
+# start_containerd DIR [SANDBOX_IMAGE]: sets $sock and $daemon_pid.
+start_containerd() {
+    local dir=$1 sandbox_image=${2:-}
+    mkdir -p "$dir"
+    {
+        echo 'version = 2'
+        echo "root = \"$dir/root\""
+        echo "state = \"$dir/state\""
+        echo '[grpc]'
+        echo "  address = \"$dir/sock\""
+        echo '[plugins."io.containerd.grpc.v1.cri"]'
+        # These machines lack CAP_SYS_RESOURCE: an oom_score_adj below the
+        # daemon's own is refused, and runc's init dies without this.
+        echo '  restrict_oom_score_adj = true'
+        [ -z "$sandbox_image" ] || echo "  sandbox_image = \"$sandbox_image\""
+        echo "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"$registry\"]"
+        echo "  endpoint = [\"http://$registry\"]"
+    } >"$dir/config.toml"
+    containerd --config "$dir/config.toml" --log-level warn 2>"$dir/log" &
+    daemon_pid=$!
+    sock="$dir/sock"
+    wait_socket "$sock"
+}
+
+# stop_daemon DIR: stops $daemon_pid and removes DIR (and its mounts).
+stop_daemon() {
+    kill "$daemon_pid"
+    wait "$daemon_pid" || true
+    unmount_below "$1"
+    rm -rf "$1"
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Pod lifecycle benchmark: gantryd vs containerd + runc (Debian's packages),
+# same client (cri-bench), same machine, same run.
+#
+#   sudo bash bench/pods.sh [ROUNDS]      (default 50)
+#
+# For each runtime, on a fresh root: ROUNDS times, one at a time,
+# RunPodSandbox, CreateContainer+StartContainer (busybox sleep), then
+# StopContainer+RemoveContainer+StopPodSandbox+RemovePodSandbox; then 20 pods
+# started concurrently, and the memory of the daemon and of the shims while
+# those 20 run. Pods use the host network (containerd needs a CNI plugin
+# otherwise; networking is not measured here). containerd gets a busybox
+# `sleep` image as its pause image, as no pause image can be pulled here.
+rounds=${1:-50}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+start_registry
+"$bench_repo/tests/fixtures/build-images.sh" "$registry" "$work/fixtures" >/dev/null
+busybox="$registry/gantry/busybox:latest"
+skopeo copy -q --src-tls-verify=false "docker://$busybox" "oci:$work/pause:pause"
+umoci config --image "$work/pause:pause" --config.entrypoint /bin/sleep --config.cmd 2147483647
+skopeo copy -q --dest-tls-verify=false "oci:$work/pause:pause" "docker://$registry/bench/pause:1"
+pause="$registry/bench/pause:1"
+
+results="$work/results.jsonl"
+memory() { # RUNTIME DIR SHIM_NAME
+    python3 - "$1" "$daemon_pid" "$2" "$3" <<'PY' >>"$results"
+import json, os, sys
+runtime, daemon, marker, shim = sys.argv[1:]
+def field(pid, f, name):
+    for line in open(f"/proc/{pid}/{f}"):
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+shims = []
+for p in os.listdir("/proc"):
+    if not p.isdigit() or int(p) == os.getpid():
+        continue
+    try:
+        cmd = open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+    except OSError:
+        continue
+    if shim in cmd and marker in cmd:
+        shims.append(p)
+pss = [field(p, "smaps_rollup", "Pss") for p in shims]
+print(json.dumps({"runtime": runtime, "op": "memory", "daemon_rss_kib": field(daemon, "status", "VmRSS"),
+                  "shims": len(shims), "shim_pss_kib_total": sum(pss),
+                  "daemon_fds": len(os.listdir(f"/proc/{daemon}/fd"))}))
+PY
+}
+
+for rt in gantry containerd; do
+    echo "$rt: $rounds pod lifecycles" >&2
+    dir="$work/$rt"
+    if [ "$rt" = gantry ]; then start_gantry "$dir"; shim=gantry-shim; else start_containerd "$dir" "$pause"; shim=containerd-shim; fi
+    "$bin/cri-bench" --endpoint "$sock" pull "$busybox" "$pause" >/dev/null
+    "$bin/cri-bench" --endpoint "$sock" --label "$rt" lifecycle --image "$busybox" --rounds "$rounds" --log-dir "$work/logs-$rt" >>"$results"
+    echo "$rt: 20 pods at once" >&2
+    mkfifo "$work/hold-$rt"
+    "$bin/cri-bench" --endpoint "$sock" --label "$rt" concurrent --image "$busybox" --pods 20 --log-dir "$work/logs-$rt" \
+        <"$work/hold-$rt" >"$work/concurrent-$rt" &
+    bench_pid=$!
+    exec 3>"$work/hold-$rt"
+    until [ -s "$work/concurrent-$rt" ]; do sleep 0.1; done
+    sleep 1
+    cat "$work/concurrent-$rt" >>"$results"
+    # containerd's shims are named by the containerd address, gantry's by their bundle: both under $dir.
+    memory "$rt" "$dir" "$shim"
+    exec 3>&-
+    wait "$bench_pid"
+    stop_daemon "$dir"
+done
+
+python3 - "$results" "$rounds" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def pct(rt, op, q):
+    v = sorted(r["ms"] for r in rows if r["runtime"] == rt and r["op"] == op)
+    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
+print(f"| {sys.argv[2]} rounds, ms | gantry p50 | gantry p99 | containerd p50 | containerd p99 | p50 ratio |")
+print("|---|---|---|---|---|---|")
+for op, label in (("run_pod_sandbox", "RunPodSandbox"), ("create_start", "CreateContainer+StartContainer"),
+                  ("stop_remove", "StopContainer+RemoveContainer+StopPodSandbox+RemovePodSandbox")):
+    g50, g99, c50, c99 = pct("gantry", op, .5), pct("gantry", op, .99), pct("containerd", op, .5), pct("containerd", op, .99)
+    print(f"| {label} | {g50:.1f} | {g99:.1f} | {c50:.1f} | {c99:.1f} | {g50 / c50:.2f} |")
+conc = {r["runtime"]: r["ms"] for r in rows if r["op"] == "concurrent_start"}
+print(f"| 20 pods started concurrently (wall) | {conc['gantry']:.0f} | | {conc['containerd']:.0f} | | {conc['gantry'] / conc['containerd']:.2f} |")
+print()
+print("| at 20 running pods | daemon RSS (KiB) | daemon fds | shims | shim PSS total (KiB) | PSS per shim (KiB) |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    if r["op"] == "memory":
+        per = r["shim_pss_kib_total"] / max(1, r["shims"])
+        print(f"| {r['runtime']} | {r['daemon_rss_kib']} | {r['daemon_fds']} | {r['shims']} | {r['shim_pss_kib_total']} | {per:.0f} |")
+PY
