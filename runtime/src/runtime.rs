@@ -246,7 +246,12 @@ impl Runtime {
         let hostname = if opts.network == node { String::new() } else { config.hostname.clone() };
         let spec = serde_json::json!({
             "ociVersion": "1.1.0",
-            "process": {"args": ["/proc/self/exe", "pause"], "env": [], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            // Only what bringing up loopback needs.
+            "process": {
+                "args": ["/proc/self/exe", "pause"], "env": [], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                "capabilities": {"bounding": ["CAP_NET_ADMIN"], "effective": ["CAP_NET_ADMIN"], "permitted": ["CAP_NET_ADMIN"]},
+                "noNewPrivileges": true,
+            },
             "root": {"path": "/"},
             "hostname": hostname,
             "linux": {"namespaces": namespaces},
@@ -464,6 +469,7 @@ impl Runtime {
             ("/etc/hostname", sdir.join("hostname")),
         ];
         let ns_dir = PathBuf::from(format!("/proc/{}/ns", sandbox.pause_pid));
+        let sysctls = sandbox.config.linux.as_ref().map(|l| l.sysctls.clone()).unwrap_or_default();
         let node = NamespaceMode::Node as i32;
         let pod = PodContext {
             ns_dir: &ns_dir,
@@ -471,6 +477,7 @@ impl Runtime {
             host_ipc: sandbox.namespace_mode(|n| n.ipc) == node,
             host_pid: sandbox.namespace_mode(|n| n.pid) == node,
             etc_files: &etc,
+            sysctls: &sysctls,
         };
         let parent = sandbox.config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
         let parent = if parent.is_empty() { "/gantry".to_string() } else { parent };

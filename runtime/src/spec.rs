@@ -35,8 +35,114 @@ pub enum SpecError {
     MountSource { container_path: String, host_path: String },
     #[error("mount {0:?}: container path must be absolute")]
     MountTarget(String),
+    #[error("unknown capability {0:?}")]
+    UnknownCapability(String),
     #[error("building the OCI spec: {0}")]
     Oci(String),
+}
+
+/// containerd's default capability set for unprivileged containers.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability the kernel headers name (CAP_LAST_CAP = 40).
+pub const ALL_CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+fn normalize_cap(name: &str) -> Result<String, SpecError> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    if ALL_CAPABILITIES.contains(&full.as_str()) {
+        Ok(full)
+    } else {
+        Err(SpecError::UnknownCapability(name.to_string()))
+    }
+}
+
+/// The container's capabilities: the default set (all when privileged),
+/// then CRI's drops and adds, `ALL` meaning every capability.
+pub fn capabilities(security: &k8s_cri::v1::LinuxContainerSecurityContext) -> Result<Vec<String>, SpecError> {
+    let mut caps: Vec<String> = if security.privileged {
+        ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+    } else {
+        DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+    };
+    if let Some(c) = &security.capabilities {
+        for d in &c.drop_capabilities {
+            if d.eq_ignore_ascii_case("ALL") {
+                caps.clear();
+            } else {
+                let d = normalize_cap(d)?;
+                caps.retain(|x| *x != d);
+            }
+        }
+        for a in &c.add_capabilities {
+            if a.eq_ignore_ascii_case("ALL") {
+                caps = ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+            } else {
+                let a = normalize_cap(a)?;
+                if !caps.contains(&a) {
+                    caps.push(a);
+                }
+            }
+        }
+    }
+    Ok(caps)
 }
 
 /// kubelet's rule: CRI `command` replaces the image entrypoint, CRI `args`
@@ -126,6 +232,8 @@ pub struct PodContext<'a> {
     pub host_pid: bool,
     /// Files bind-mounted at /etc/hosts, /etc/resolv.conf, /etc/hostname.
     pub etc_files: &'a [(&'a str, std::path::PathBuf)],
+    /// The pod's namespaced sysctls.
+    pub sysctls: &'a std::collections::HashMap<String, String>,
 }
 
 pub struct ProcessIdentity {
@@ -233,19 +341,35 @@ pub fn build(
         namespaces.push(json!({"type": "pid", "path": ns_path("pid")}));
     }
 
+    let caps = capabilities(&security)?;
+    let ambient: Vec<String> = security
+        .capabilities
+        .as_ref()
+        .map(|c| c.add_ambient_capabilities.iter().map(|a| normalize_cap(a)).collect::<Result<_, _>>())
+        .transpose()?
+        .unwrap_or_default();
+    let mut process = json!({
+        "args": args,
+        "env": merge_env(config, image),
+        "cwd": cwd,
+        "user": {"uid": who.uid, "gid": who.gid, "additionalGids": who.additional_gids},
+        "terminal": config.tty,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": ambient},
+        "noNewPrivileges": security.no_new_privs,
+    });
+    if let Some(adj) = config.linux.as_ref().and_then(|l| l.resources.as_ref()).map(|r| r.oom_score_adj) {
+        if adj != 0 {
+            process["oomScoreAdj"] = json!(adj);
+        }
+    }
     let spec: Value = json!({
         "ociVersion": "1.1.0",
-        "process": {
-            "args": args,
-            "env": merge_env(config, image),
-            "cwd": cwd,
-            "user": {"uid": who.uid, "gid": who.gid, "additionalGids": who.additional_gids},
-            "terminal": config.tty,
-        },
+        "process": process,
         "root": {"path": "rootfs", "readonly": security.readonly_rootfs},
         "mounts": mounts,
         "annotations": config.annotations,
         "linux": {
+            "sysctl": pod.sysctls,
             "cgroupsPath": cgroups_path,
             "resources": resources(config),
             "namespaces": namespaces,
@@ -295,6 +419,22 @@ mod tests {
             k8s_cri::v1::KeyValue { key: "B".into(), value: "3".into() },
         ];
         assert_eq!(merge_env(&c, &image), ["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn capabilities_default_privileged_add_drop() {
+        let mut sc = k8s_cri::v1::LinuxContainerSecurityContext::default();
+        assert_eq!(capabilities(&sc).unwrap().len(), DEFAULT_CAPABILITIES.len());
+        sc.capabilities = Some(k8s_cri::v1::Capability {
+            drop_capabilities: vec!["ALL".into()],
+            add_capabilities: vec!["net_admin".into(), "CAP_SYS_TIME".into()],
+            ..Default::default()
+        });
+        assert_eq!(capabilities(&sc).unwrap(), ["CAP_NET_ADMIN", "CAP_SYS_TIME"]);
+        sc.capabilities.as_mut().unwrap().add_capabilities = vec!["BOGUS".into()];
+        assert!(matches!(capabilities(&sc), Err(SpecError::UnknownCapability(_))));
+        let privileged = k8s_cri::v1::LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+        assert_eq!(capabilities(&privileged).unwrap().len(), ALL_CAPABILITIES.len());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::sys::wait::waitpid;
-use nix::unistd::{chdir, dup2, fork, pipe2, pivot_root, setgid, setgroups, sethostname, setsid, setuid, ForkResult};
+use nix::unistd::{chdir, dup2, fork, pipe2, pivot_root, sethostname, setsid, ForkResult};
 use nix::unistd::{Gid, Pid, Uid};
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
 
@@ -194,11 +194,7 @@ fn init(
 
     close_inherited_fds_on_exec();
     let process = spec.process().as_ref().ok_or("the spec has no process")?;
-    let user = process.user();
-    let groups: Vec<Gid> = user.additional_gids().clone().unwrap_or_default().into_iter().map(Gid::from_raw).collect();
-    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
-    setgid(Gid::from_raw(user.gid())).map_err(|e| format!("setgid {}: {e}", user.gid()))?;
-    setuid(Uid::from_raw(user.uid())).map_err(|e| format!("setuid {}: {e}", user.uid()))?;
+    crate::privileges::apply(process)?;
     chdir(process.cwd()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
 
     let args = process.args().clone().unwrap_or_default();
@@ -417,6 +413,11 @@ fn setup_rootfs(bundle: &Path, spec: &Spec) -> Result<(), String> {
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
 
     if let Some(linux) = spec.linux() {
+        // Namespaced sysctls, before /proc/sys becomes read-only.
+        for (key, value) in linux.sysctl().clone().unwrap_or_default() {
+            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+            fs::write(&path, &value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
+        }
         for p in linux.masked_paths().clone().unwrap_or_default() {
             mask_path(Path::new(&p))?;
         }

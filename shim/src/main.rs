@@ -14,6 +14,7 @@ mod cgroup;
 mod container;
 mod log;
 mod pause;
+mod privileges;
 mod server;
 
 use std::fs::File;

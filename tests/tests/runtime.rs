@@ -415,3 +415,44 @@ async fn cgroup_limits_apply_and_oom_kills_are_reported() {
     remove_pod(&mut cri, &pod).await;
     assert!(read("memory", "memory.limit_in_bytes").is_err(), "cgroup removed with the container");
 }
+
+#[tokio::test]
+async fn capabilities_and_no_new_privs_are_applied() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "caps", NamespaceMode::Container).await;
+    let show = ["sh", "-c", "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status"];
+    let default = create(&mut cri, &pod, container("default", &show)).await.expect("create");
+    let mut narrow = container("narrow", &show);
+    if let Some(sc) = narrow.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.capabilities = Some(k8s_cri::v1::Capability {
+            drop_capabilities: vec!["ALL".into()],
+            add_capabilities: vec!["NET_ADMIN".into()],
+            ..Default::default()
+        });
+        sc.no_new_privs = true;
+    }
+    let narrow = create(&mut cri, &pod, narrow).await.expect("create");
+    for id in [&default, &narrow] {
+        start(&mut cri, id).await;
+        wait_exited(&mut cri, id).await;
+    }
+    let d_log = log_of(&pod, "default");
+    // containerd's default set: chown, dac_override, fowner, fsetid, kill, setgid, setuid,
+    // setpcap, net_bind_service, net_raw, sys_chroot, mknod, audit_write, setfcap.
+    assert!(d_log.contains(&"stdout F CapEff:\t00000000a80425fb".to_string()), "{d_log:?}");
+    assert!(d_log.contains(&"stdout F CapBnd:\t00000000a80425fb".to_string()), "{d_log:?}");
+    assert!(d_log.contains(&"stdout F NoNewPrivs:\t0".to_string()), "{d_log:?}");
+    let n_log = log_of(&pod, "narrow");
+    assert!(n_log.contains(&"stdout F CapEff:\t0000000000001000".to_string()), "{n_log:?}");
+    assert!(n_log.contains(&"stdout F NoNewPrivs:\t1".to_string()), "{n_log:?}");
+
+    let mut bogus = container("bogus", &["true"]);
+    if let Some(sc) = bogus.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.capabilities = Some(k8s_cri::v1::Capability { add_capabilities: vec!["FLY".into()], ..Default::default() });
+    }
+    let err = create(&mut cri, &pod, bogus).await.expect_err("unknown capability");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("FLY"), "{err}");
+    remove_pod(&mut cri, &pod).await;
+}
