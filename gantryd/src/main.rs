@@ -101,6 +101,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = gantry_runtime::Runtime::open(images.clone(), &config.state, shim)
         .await
         .map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
+    // Only now that the containers hold their layers: collect what an earlier
+    // run (or a crash) left unreferenced.
+    let stats = images.collect_garbage().await.context("collecting garbage")?;
+    if stats != gantry_imageservice::store::GcStats::default() {
+        tracing::info!(?stats, "removed leftovers of an earlier run");
+    }
     let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json, std::sync::Arc::new(runtime)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -55,8 +55,9 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
-    /// Opens (creating if needed) the store at `root` and removes whatever a
-    /// crash left half-made.
+    /// Opens (creating if needed) the store at `root`. The caller runs
+    /// `collect_garbage` once every holder of layers (the runtime's
+    /// containers) has registered, to remove what a crash left half-made.
     pub async fn open(root: &Path, hosts: RegistryHosts) -> Result<Arc<Self>, StoreError> {
         let root = root.to_path_buf();
         let registry = RegistryClient::new(hosts).map_err(StoreError::Config)?;
@@ -81,10 +82,6 @@ impl ImageStore {
             downloads: Arc::new(Semaphore::new(MAX_CONCURRENT_DOWNLOADS)),
             held_layers: std::sync::Mutex::new(HashMap::new()),
         });
-        let stats = store.collect_garbage().await?;
-        if stats != GcStats::default() {
-            tracing::info!(?stats, "removed leftovers of an earlier run");
-        }
         Ok(store)
     }
 

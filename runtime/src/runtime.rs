@@ -78,6 +78,9 @@ pub struct ContainerRecord {
     pub created_at: i64,
     pub log_path: String,
     pub stop_signal: String,
+    /// The image's layers, held while the container exists.
+    #[serde(default)]
+    pub chain_ids: Vec<Digest>,
 }
 
 pub struct Runtime {
@@ -141,31 +144,50 @@ impl Runtime {
     async fn load(&self) {
         let mut sandboxes = self.sandboxes.lock().await;
         let mut containers = self.containers.lock().await;
+        let mut half_made = Vec::new();
         for (kind, dir) in
             [("sandboxes", self.state_dir.join("sandboxes")), ("containers", self.state_dir.join("containers"))]
         {
             let Ok(rd) = std::fs::read_dir(&dir) else { continue };
             for e in rd.flatten() {
-                let Ok(bytes) = std::fs::read(e.path().join("record.json")) else { continue };
+                let id = e.file_name().to_string_lossy().to_string();
+                let bytes = std::fs::read(e.path().join("record.json")).unwrap_or_default();
                 if kind == "sandboxes" {
-                    if let Ok(r) = serde_json::from_slice::<SandboxRecord>(&bytes) {
-                        sandboxes.insert(r.id.clone(), r);
+                    match serde_json::from_slice::<SandboxRecord>(&bytes) {
+                        Ok(r) => {
+                            sandboxes.insert(r.id.clone(), r);
+                        }
+                        Err(_) => half_made.push((id, e.path())),
                     }
-                } else if let Ok(r) = serde_json::from_slice::<ContainerRecord>(&bytes) {
-                    self.images.hold_layers(&r.id, self.chain_ids_of(&r.image_id));
-                    containers.insert(r.id.clone(), r);
+                } else {
+                    match serde_json::from_slice::<ContainerRecord>(&bytes) {
+                        Ok(r) => {
+                            // The record's own copy: the image may be gone by now.
+                            self.images.hold_layers(&r.id, r.chain_ids.clone());
+                            containers.insert(r.id.clone(), r);
+                        }
+                        Err(_) => half_made.push((id, e.path())),
+                    }
+                }
+            }
+        }
+        // A crash between creating and recording a sandbox or container
+        // leaves a bundle without a record: undo it.
+        for (id, dir) in &half_made {
+            tracing::warn!(id = %id, "removing a sandbox or container a crash left half-made");
+            self.discard_container_files(id, dir).await;
+        }
+        // Writable layers whose container is gone.
+        if let Ok(rd) = std::fs::read_dir(self.images.snapshotter().root().join("active")) {
+            for e in rd.flatten() {
+                let key = e.file_name().to_string_lossy().to_string();
+                if !containers.contains_key(&key) {
+                    tracing::warn!(key = %key, "removing an orphaned writable layer");
+                    let _ = self.images.snapshotter().remove_rw(&key);
                 }
             }
         }
         tracing::info!(sandboxes = sandboxes.len(), containers = containers.len(), "runtime state loaded");
-    }
-
-    fn chain_ids_of(&self, image_id: &str) -> Vec<Digest> {
-        ImageSelector::parse(image_id)
-            .ok()
-            .and_then(|s| self.images.resolve(&s).ok().flatten())
-            .map(|i| i.chain_ids())
-            .unwrap_or_default()
     }
 
     /// Shim sockets live apart from the bundles, under short names: a unix
@@ -414,6 +436,7 @@ impl Runtime {
             created_at: now_nanos(),
             log_path,
             stop_signal,
+            chain_ids: chains,
         };
         if let Err(e) = Self::persist(&dir, &record) {
             self.discard_container_files(&id, &dir).await;

@@ -456,3 +456,49 @@ async fn capabilities_and_no_new_privs_are_applied() {
     assert!(err.message().contains("FLY"), "{err}");
     remove_pod(&mut cri, &pod).await;
 }
+
+#[tokio::test]
+async fn a_containers_layers_outlive_its_image_and_a_restart() {
+    let mut d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "keeps", NamespaceMode::Container).await;
+    let id = create(&mut cri, &pod, container("c", &["cat", "/bin/busybox"])).await.expect("create");
+    cri.images
+        .remove_image(k8s_cri::v1::RemoveImageRequest {
+            image: Some(ImageSpec { image: busybox(), ..Default::default() }),
+        })
+        .await
+        .expect("rmi");
+    assert_eq!(count(&d.images_root().join("snapshots/layers")), 1, "the container still needs the layer");
+    d.restart();
+    let mut cri = d.connect().await;
+    assert_eq!(count(&d.images_root().join("snapshots/layers")), 1, "and still after a restart");
+    start(&mut cri, &id).await;
+    assert_eq!(wait_exited(&mut cri, &id).await.exit_code, 0);
+    remove_pod(&mut cri, &pod).await;
+    cri.images.image_fs_info(k8s_cri::v1::ImageFsInfoRequest {}).await.expect("fs info");
+}
+
+#[tokio::test]
+async fn a_restart_removes_what_a_crash_left_half_made() {
+    let mut d = Daemon::start("");
+    let _ = setup(&d).await;
+    d.kill9();
+    // A bundle without a record, its rootfs still mounted, and a writable
+    // layer nobody owns: what a crash in the middle of CreateContainer leaves.
+    let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let bundle = d.state.join("containers").join(id);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(&rootfs).expect("bundle");
+    nix::mount::mount(Some("tmpfs"), &rootfs, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>)
+        .expect("mount");
+    let _guard = gantry_tests::MountGuard(rootfs.clone());
+    let active = d.images_root().join("snapshots/active").join(id);
+    std::fs::create_dir_all(active.join("upper")).expect("active");
+    d.start_again();
+    let _cri = d.connect().await;
+    assert!(!bundle.exists(), "half-made bundle removed");
+    assert!(!active.exists(), "orphaned writable layer removed");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&rootfs.display().to_string()), "its mount is gone");
+}
