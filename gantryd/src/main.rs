@@ -107,7 +107,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if stats != gantry_imageservice::store::GcStats::default() {
         tracing::info!(?stats, "removed leftovers of an earlier run");
     }
-    let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json, std::sync::Arc::new(runtime)))
+    let runtime = std::sync::Arc::new(runtime);
+    runtime.watch_all().await;
+    let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json, runtime))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(socket = %config.listen.display(), root = %config.root.display(), "gantryd serving CRI v1");

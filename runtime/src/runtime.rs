@@ -89,6 +89,9 @@ pub struct Runtime {
     shim_binary: PathBuf,
     pub sandboxes: Mutex<HashMap<String, SandboxRecord>>,
     pub containers: Mutex<HashMap<String, ContainerRecord>>,
+    /// Last known state of each container, kept current by a watcher task
+    /// per started container, so listing never has to ask every shim.
+    states: std::sync::Mutex<HashMap<String, State>>,
 }
 
 /// Start a shim for `bundle`; returns the container's pid.
@@ -135,6 +138,7 @@ impl Runtime {
             shim_binary,
             sandboxes: Mutex::new(HashMap::new()),
             containers: Mutex::new(HashMap::new()),
+            states: std::sync::Mutex::new(HashMap::new()),
         };
         rt.load().await;
         Ok(rt)
@@ -198,6 +202,11 @@ impl Runtime {
 
     fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.state_dir.join("sandboxes").join(id)
+    }
+
+    /// A container's OCI bundle (config.json, rootfs, shim state).
+    pub fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.container_dir(id)
     }
 
     fn container_dir(&self, id: &str) -> PathBuf {
@@ -443,6 +452,7 @@ impl Runtime {
             return Err(e);
         }
         self.containers.lock().await.insert(id.clone(), record);
+        self.container_state(&id).await;
         tracing::info!(container = %id, pod = %sandbox_id, name = %meta.name, "container created");
         Ok(id)
     }
@@ -550,27 +560,77 @@ impl Runtime {
 
     /// The container's state from its shim, or from the state file the shim
     /// left if it is gone.
+    /// The container's state from its shim, or from the state file the shim
+    /// left if it is gone. Also refreshes the cached state.
     pub async fn container_state(&self, id: &str) -> State {
+        let mut state = None;
         if let Ok(mut shim) = self.shim(id).await {
-            if let Ok(s) = shim.state().await {
-                return s;
-            }
+            state = shim.state().await.ok();
         }
-        shim_state_file(&self.container_dir(id)).unwrap_or_default()
+        let state = state.or_else(|| shim_state_file(&self.container_dir(id))).unwrap_or_default();
+        self.cache_state(id, state.clone());
+        state
     }
 
-    pub async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+    fn cache_state(&self, id: &str, state: State) {
+        self.states.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), state);
+    }
+
+    /// The last known state, without asking the shim.
+    pub fn cached_state(&self, id: &str) -> State {
+        self.states.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().unwrap_or_default()
+    }
+
+    /// Learns every container's state (after a restart) and watches the
+    /// running ones for their exit.
+    pub async fn watch_all(self: &Arc<Self>) {
+        let ids: Vec<String> = self.containers.lock().await.keys().cloned().collect();
+        for id in ids {
+            if self.container_state(&id).await.status == Status::Running as i32 {
+                self.watch(id);
+            }
+        }
+    }
+
+    /// Waits (in the background) for the container to exit and records it.
+    fn watch(self: &Arc<Self>, id: String) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let exited = match this.shim(&id).await {
+                Ok(mut shim) => shim.wait().await.ok(),
+                Err(_) => None,
+            };
+            let state = exited.or_else(|| shim_state_file(&this.container_dir(&id))).unwrap_or_default();
+            if this.containers.lock().await.contains_key(&id) {
+                this.cache_state(&id, state);
+            }
+        });
+    }
+
+    pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<(), RuntimeError> {
         self.container(id).await?;
         let mut shim = self.shim(id).await.map_err(|e| internal("connecting to shim")(&e))?;
-        shim.start().await.map_err(|e| match e {
+        let result = shim.start().await;
+        // Whatever happened, the shim knows the state now.
+        self.container_state(id).await;
+        result.map_err(|e| match e {
             ShimError::Shim(m) => RuntimeError::FailedPrecondition(format!("starting container {id}: {m}")),
             other => internal("starting container")(&other),
         })?;
+        self.watch(id.to_string());
         tracing::info!(container = %id, "container started");
         Ok(())
     }
 
     pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<(), RuntimeError> {
+        let result = self.stop_container_process(id, timeout_secs).await;
+        if self.containers.lock().await.contains_key(id) {
+            self.container_state(id).await;
+        }
+        result
+    }
+
+    async fn stop_container_process(&self, id: &str, timeout_secs: i64) -> Result<(), RuntimeError> {
         let Ok(record) = self.container(id).await else { return Ok(()) };
         let Ok(mut shim) = self.shim(id).await else { return Ok(()) };
         let state = shim.state().await.map_err(|e| internal("container state")(&e))?;
@@ -603,6 +663,7 @@ impl Runtime {
         let dir = self.container_dir(id);
         self.discard_container_files(id, &dir).await;
         self.containers.lock().await.remove(id);
+        self.states.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         tracing::info!(container = %id, "container removed");
         Ok(())
     }

@@ -261,7 +261,7 @@ impl RuntimeService for CriRuntimeService {
             {
                 continue;
             }
-            let state = container_state(&self.runtime.container_state(&c.id).await);
+            let state = container_state(&self.runtime.cached_state(&c.id));
             if filter.state.as_ref().is_some_and(|f| f.state != state) {
                 continue;
             }
@@ -303,10 +303,12 @@ impl RuntimeService for CriRuntimeService {
         };
         let mut info = HashMap::new();
         if req.verbose {
-            info.insert(
-                "info".to_string(),
-                serde_json::json!({"pid": shim.pid, "sandboxID": c.sandbox_id}).to_string(),
-            );
+            let spec: serde_json::Value = std::fs::read(self.runtime.bundle_dir(&c.id).join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let verbose = serde_json::json!({"pid": shim.pid, "sandboxID": c.sandbox_id, "runtimeSpec": spec});
+            info.insert("info".to_string(), verbose.to_string());
         }
         Ok(Response::new(ContainerStatusResponse {
             status: Some(ContainerStatus {

@@ -171,6 +171,37 @@ async fn containers_run_exit_and_log_with_codes_and_reasons() {
         cri.runtime.list_containers(ListContainersRequest::default()).await.expect("list").into_inner().containers;
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|c| c.pod_sandbox_id == pod.id));
+    assert!(listed.iter().all(|c| c.state == ContainerState::ContainerExited as i32), "{listed:?}");
+
+    // A container that exits on its own shows as exited in the list, without
+    // anyone asking for its status.
+    let later = create(&mut cri, &pod, container("later", &["sleep", "1"])).await.expect("create");
+    start(&mut cri, &later).await;
+    let running_filter = |state: ContainerState| ListContainersRequest {
+        filter: Some(k8s_cri::v1::ContainerFilter {
+            state: Some(k8s_cri::v1::ContainerStateValue { state: state as i32 }),
+            ..Default::default()
+        }),
+    };
+    let running = cri.runtime.list_containers(running_filter(ContainerState::ContainerRunning)).await.expect("list");
+    assert_eq!(running.into_inner().containers.len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let exited = cri.runtime.list_containers(running_filter(ContainerState::ContainerExited)).await.expect("list");
+        if exited.into_inner().containers.len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the exit never showed in ListContainers");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let verbose = cri
+        .runtime
+        .container_status(ContainerStatusRequest { container_id: later.clone(), verbose: true })
+        .await
+        .expect("verbose status")
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).expect("info JSON");
+    assert_eq!(info["runtimeSpec"]["process"]["args"][0], "sleep");
     remove_pod(&mut cri, &pod).await;
     assert!(cri
         .runtime
