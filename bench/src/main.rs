@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    PullImageRequest, RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    LinuxSandboxSecurityContext, ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PullImageRequest, RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 
 #[derive(Parser)]
@@ -30,6 +30,19 @@ struct Args {
 enum Command {
     /// Pull images one after the other; print one JSON line per pull
     Pull { images: Vec<String> },
+    /// N containers (created, not started) in one pod; time ListContainers
+    /// over them; report the daemon's memory and fds per container
+    Scale {
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value_t = 1000)]
+        containers: usize,
+        #[arg(long)]
+        log_dir: PathBuf,
+        /// The daemon's pid, to read its RSS and fds
+        #[arg(long)]
+        daemon_pid: u32,
+    },
     /// Remove images (untimed; for resetting between rounds)
     Rmi { images: Vec<String> },
     /// Pod lifecycle, one pod at a time: run sandbox, create+start a
@@ -183,6 +196,66 @@ async fn main() -> anyhow::Result<()> {
             for (pod, ctr, _, _) in started {
                 teardown(&mut cri, &pod, &ctr).await?;
             }
+        }
+        Command::Scale { image, containers, log_dir, daemon_pid } => {
+            let usage = || -> (u64, usize) {
+                let rss = std::fs::read_to_string(format!("/proc/{daemon_pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmRSS:"))
+                            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                    })
+                    .unwrap_or(0);
+                let fds = std::fs::read_dir(format!("/proc/{daemon_pid}/fd")).map(|d| d.count()).unwrap_or(0);
+                (rss, fds)
+            };
+            let config = pod_config("scale", &log_dir);
+            std::fs::create_dir_all(&config.log_directory)?;
+            let pod = cri
+                .runtime
+                .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), ..Default::default() })
+                .await?
+                .into_inner()
+                .pod_sandbox_id;
+            let (rss0, fds0) = usage();
+            let t = Instant::now();
+            for i in 0..containers {
+                let mut c = container_config(&image);
+                c.metadata = Some(ContainerMetadata { name: format!("c{i}"), attempt: 0 });
+                c.log_path = format!("c{i}.log");
+                cri.runtime
+                    .create_container(CreateContainerRequest {
+                        pod_sandbox_id: pod.clone(),
+                        config: Some(c),
+                        sandbox_config: Some(config.clone()),
+                    })
+                    .await?;
+            }
+            let create_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let (rss1, fds1) = usage();
+            let mut times = Vec::new();
+            for _ in 0..20 {
+                let t = Instant::now();
+                let n =
+                    cri.runtime.list_containers(ListContainersRequest::default()).await?.into_inner().containers.len();
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+                anyhow::ensure!(n == containers, "listed {n} of {containers}");
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "runtime": args.label, "op": "scale", "containers": containers,
+                    "create_all_ms": create_ms, "list_p50_ms": times[times.len() / 2],
+                    "daemon_rss_kib_per_container": (rss1 as f64 - rss0 as f64) / containers as f64,
+                    "daemon_fds_per_container": (fds1 as f64 - fds0 as f64) / containers as f64,
+                })
+            );
+            let t = Instant::now();
+            cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await?;
+            cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
+            eprintln!("teardown of {containers} containers: {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
         }
         Command::Rmi { images } => {
             for image in images {

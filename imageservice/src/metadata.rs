@@ -84,6 +84,9 @@ pub struct MetadataStore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSelector {
     Id(Digest),
+    /// A shortened ID, as `crictl images` prints them (`2b1bd31e7690f`);
+    /// also a valid repository name, tried as one if no ID matches.
+    IdPrefix(String),
     Ref(Reference),
 }
 
@@ -96,6 +99,10 @@ impl ImageSelector {
         }
         if let Ok(d) = Digest::from_hex(s) {
             return Ok(ImageSelector::Id(d));
+        }
+        let hex = s.strip_prefix("sha256:").unwrap_or(s);
+        if (4..64).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Ok(ImageSelector::IdPrefix(hex.to_string()));
         }
         Reference::parse(s).map(ImageSelector::Ref)
     }
@@ -144,6 +151,18 @@ impl MetadataStore {
     pub fn resolve(&self, selector: &ImageSelector) -> Result<Option<ImageRecord>, MetadataError> {
         match selector {
             ImageSelector::Id(id) => self.get(id),
+            ImageSelector::IdPrefix(prefix) => {
+                let mut matches = self.list()?.into_iter().filter(|i| i.id.hex().starts_with(prefix.as_str()));
+                match (matches.next(), matches.next()) {
+                    (Some(one), None) => Ok(Some(one)),
+                    // Ambiguous prefixes name nothing, as in containerd.
+                    (Some(_), Some(_)) => Ok(None),
+                    (None, _) => match Reference::parse(prefix) {
+                        Ok(r) => self.resolve(&ImageSelector::Ref(r)),
+                        Err(_) => Ok(None),
+                    },
+                }
+            }
             ImageSelector::Ref(r) => {
                 let name = r.to_string();
                 Ok(self
@@ -173,10 +192,15 @@ impl MetadataStore {
                     image.pinned |= other.pinned;
                     merge(&mut image.repo_tags, other.repo_tags);
                     merge(&mut image.repo_digests, other.repo_digests);
+                    // The first manifest pulled stays the image's (its size is
+                    // what containerd reports); later ones are kept beside it.
+                    let newer_manifest = std::mem::replace(&mut image.manifest, other.manifest);
+                    let newer_layers = std::mem::replace(&mut image.layers, other.layers);
                     let mut kept = other.kept_blobs;
-                    if other.manifest != image.manifest {
-                        kept.push(other.manifest);
-                        kept.extend(other.layers.into_iter().map(|l| l.blob));
+                    kept.append(&mut image.kept_blobs);
+                    if newer_manifest != image.manifest {
+                        kept.push(newer_manifest);
+                        kept.extend(newer_layers.into_iter().map(|l| l.blob));
                     }
                     for b in kept {
                         let is_current = b == image.manifest || image.layers.iter().any(|l| l.blob == b);
@@ -194,6 +218,9 @@ impl MetadataStore {
                     table.insert(other.id.to_string().as_str(), bytes.as_slice()).map_err(|e| self.err(e))?;
                 }
             }
+            // Sorted, as containerd lists them.
+            image.repo_tags.sort();
+            image.repo_digests.sort();
             let bytes = serde_json::to_vec(&image).map_err(|e| self.err(e))?;
             table.insert(key.as_str(), bytes.as_slice()).map_err(|e| self.err(e))?;
         }
@@ -275,6 +302,10 @@ mod tests {
         let sel = ImageSelector::parse("x").unwrap();
         assert_eq!(store.resolve(&sel).unwrap().unwrap().id, b.id);
         assert_eq!(store.resolve(&ImageSelector::parse(b.id.hex()).unwrap()).unwrap().unwrap().id, b.id);
+        let short = &b.id.hex()[..13];
+        assert_eq!(store.resolve(&ImageSelector::parse(short).unwrap()).unwrap().unwrap().id, b.id);
+        let prefixed = format!("sha256:{short}");
+        assert_eq!(store.resolve(&ImageSelector::parse(&prefixed).unwrap()).unwrap().unwrap().id, b.id);
         drop(store);
         // Survives a reopen.
         let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();

@@ -109,10 +109,16 @@ async fn pull_list_inspect_remove() {
     assert!(images[0].repo_digests[0].starts_with(&format!("{}/gantry/busybox@sha256:", test_registry())));
     assert!(images[0].size > 500_000, "size {}", images[0].size);
 
-    // Found by tag, by ID (with and without the prefix) and by repo digest.
-    for name in
-        [image.clone(), id.clone(), id.trim_start_matches("sha256:").to_string(), images[0].repo_digests[0].clone()]
-    {
+    // Found by tag, by ID (with and without the prefix, whole or shortened as
+    // `crictl images` prints it) and by repo digest.
+    let short = id.trim_start_matches("sha256:")[..13].to_string();
+    for name in [
+        image.clone(),
+        id.clone(),
+        id.trim_start_matches("sha256:").to_string(),
+        short,
+        images[0].repo_digests[0].clone(),
+    ] {
         assert_eq!(status(&mut cri, &name).await.map(|i| i.id), Some(id.clone()), "{name}");
     }
     let verbose = cri
@@ -202,6 +208,7 @@ async fn compression_variants_and_schema2_share_one_unpacked_layer() {
     let d = Daemon::start("");
     let mut cri = d.connect().await;
     let gzip = pull(&mut cri, &reg("gantry/busybox:latest")).await.expect("gzip");
+    let first_size = list(&mut cri).await[0].size;
     for variant in ["zstd", "uncompressed", "v2s2"] {
         let id = pull(&mut cri, &reg(&format!("gantry/busybox:{variant}")))
             .await
@@ -212,6 +219,10 @@ async fn compression_variants_and_schema2_share_one_unpacked_layer() {
     let images = list(&mut cri).await;
     assert_eq!(images.len(), 1);
     assert_eq!(images[0].repo_tags.len(), 4, "{:?}", images[0].repo_tags);
+    assert_eq!(images[0].size, first_size, "the first manifest pulled stays the image's, as containerd");
+    let mut sorted = images[0].repo_tags.clone();
+    sorted.sort();
+    assert_eq!(images[0].repo_tags, sorted);
     // Each variant's manifest stays resolvable by its repo digest.
     for digest in &images[0].repo_digests {
         assert_eq!(status(&mut cri, digest).await.map(|i| i.id), Some(gzip.clone()), "{digest}");

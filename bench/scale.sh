@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Scale: N containers (created, not started) in one pod, on gantryd and on
+# containerd; ListContainers latency over them, daemon memory and fds per
+# container, and how long removing the pod takes.
+#
+#   sudo bash bench/scale.sh [N]      (default 1000)
+n=${1:-1000}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+start_registry
+"$bench_repo/tests/fixtures/build-images.sh" "$registry" "$work/fixtures" >/dev/null
+busybox="$registry/gantry/busybox:latest"
+skopeo copy -q --src-tls-verify=false "docker://$busybox" "oci:$work/pause:pause"
+umoci config --image "$work/pause:pause" --config.entrypoint /bin/sleep --config.cmd 2147483647
+skopeo copy -q --dest-tls-verify=false "oci:$work/pause:pause" "docker://$registry/bench/pause:1"
+pause="$registry/bench/pause:1"
+for rt in ${RUNTIMES:-gantry containerd}; do
+    echo "$rt: $n containers" >&2
+    dir="$work/$rt"
+    if [ "$rt" = gantry ]; then start_gantry "$dir"; else start_containerd "$dir" "$pause"; fi
+    "$bin/cri-bench" --endpoint "$sock" pull "$busybox" "$pause" >/dev/null
+    "$bin/cri-bench" --endpoint "$sock" --label "$rt" scale --image "$busybox" --containers "$n" \
+        --log-dir "$work/logs-$rt" --daemon-pid "$daemon_pid"
+    stop_daemon "$dir"
+done
