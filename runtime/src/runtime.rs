@@ -581,6 +581,11 @@ impl Runtime {
         self.states.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().unwrap_or_default()
     }
 
+    /// The last known shim status (`Status` as i32), without cloning the state.
+    pub fn cached_status(&self, id: &str) -> i32 {
+        self.states.lock().unwrap_or_else(|e| e.into_inner()).get(id).map_or(0, |s| s.status)
+    }
+
     /// Learns every container's state (after a restart) and watches the
     /// running ones for their exit.
     pub async fn watch_all(self: &Arc<Self>) {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::runtime::{ContainerRecord, Runtime, RuntimeError, SandboxRecord};
+use crate::runtime::{Runtime, RuntimeError, SandboxRecord};
 use crate::shim_client::{State as ShimState, Status as ShimStatus};
 
 use k8s_cri::v1::runtime_service_server::RuntimeService;
@@ -67,7 +67,11 @@ fn sandbox_state(s: &SandboxRecord) -> i32 {
 }
 
 fn container_state(s: &ShimState) -> i32 {
-    match ShimStatus::try_from(s.status) {
+    container_status_code(s.status)
+}
+
+fn container_status_code(shim_status: i32) -> i32 {
+    match ShimStatus::try_from(shim_status) {
         Ok(ShimStatus::Created) => ContainerState::ContainerCreated as i32,
         Ok(ShimStatus::Running) => ContainerState::ContainerRunning as i32,
         Ok(ShimStatus::Stopped) => ContainerState::ContainerExited as i32,
@@ -252,16 +256,18 @@ impl RuntimeService for CriRuntimeService {
         request: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
         let filter = request.into_inner().filter.unwrap_or_default();
-        let records: Vec<ContainerRecord> = self.runtime.containers.lock().await.values().cloned().collect();
-        let mut containers = Vec::new();
-        for c in records {
+        // Built under the lock from borrowed records: with many containers,
+        // cloning every record costs more than the answer.
+        let records = self.runtime.containers.lock().await;
+        let mut containers = Vec::with_capacity(records.len());
+        for c in records.values() {
             if !filter.id.is_empty() && !c.id.starts_with(&filter.id)
                 || !filter.pod_sandbox_id.is_empty() && !c.sandbox_id.starts_with(&filter.pod_sandbox_id)
                 || !labels_match(&filter.label_selector, &c.config.labels)
             {
                 continue;
             }
-            let state = container_state(&self.runtime.cached_state(&c.id));
+            let state = container_status_code(self.runtime.cached_status(&c.id));
             if filter.state.as_ref().is_some_and(|f| f.state != state) {
                 continue;
             }
