@@ -93,3 +93,15 @@ stop_daemon() {
     unmount_below "$1"
     rm -rf "$1"
 }
+
+# prepare_pod_images: pushes the fixture images and a pause stand-in for
+# containerd (busybox sleeping; no pause image can be pulled here); sets
+# $busybox and $pause.
+prepare_pod_images() {
+    "$bench_repo/tests/fixtures/build-images.sh" "$registry" "$work/fixtures" >/dev/null
+    busybox="$registry/gantry/busybox:latest"
+    skopeo copy -q --src-tls-verify=false "docker://$busybox" "oci:$work/pause:pause"
+    umoci config --image "$work/pause:pause" --config.entrypoint /bin/sleep --config.cmd 2147483647
+    skopeo copy -q --dest-tls-verify=false "oci:$work/pause:pause" "docker://$registry/bench/pause:1"
+    pause="$registry/bench/pause:1"
+}

@@ -14,12 +14,7 @@
 rounds=${1:-50}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 start_registry
-"$bench_repo/tests/fixtures/build-images.sh" "$registry" "$work/fixtures" >/dev/null
-busybox="$registry/gantry/busybox:latest"
-skopeo copy -q --src-tls-verify=false "docker://$busybox" "oci:$work/pause:pause"
-umoci config --image "$work/pause:pause" --config.entrypoint /bin/sleep --config.cmd 2147483647
-skopeo copy -q --dest-tls-verify=false "oci:$work/pause:pause" "docker://$registry/bench/pause:1"
-pause="$registry/bench/pause:1"
+prepare_pod_images
 
 results="$work/results.jsonl"
 memory() { # RUNTIME DIR SHIM_NAME

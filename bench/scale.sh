@@ -7,12 +7,7 @@
 n=${1:-1000}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 start_registry
-"$bench_repo/tests/fixtures/build-images.sh" "$registry" "$work/fixtures" >/dev/null
-busybox="$registry/gantry/busybox:latest"
-skopeo copy -q --src-tls-verify=false "docker://$busybox" "oci:$work/pause:pause"
-umoci config --image "$work/pause:pause" --config.entrypoint /bin/sleep --config.cmd 2147483647
-skopeo copy -q --dest-tls-verify=false "oci:$work/pause:pause" "docker://$registry/bench/pause:1"
-pause="$registry/bench/pause:1"
+prepare_pod_images
 for rt in ${RUNTIMES:-gantry containerd}; do
     echo "$rt: $n containers" >&2
     dir="$work/$rt"

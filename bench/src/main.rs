@@ -111,12 +111,7 @@ async fn start_pod(
     let config = pod_config(name, log_dir);
     std::fs::create_dir_all(&config.log_directory)?;
     let t = Instant::now();
-    let pod = cri
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), ..Default::default() })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(cri, &config).await?;
     let run_ms = t.elapsed().as_secs_f64() * 1000.0;
     let t = Instant::now();
     let ctr = cri
@@ -131,6 +126,15 @@ async fn start_pod(
         .container_id;
     cri.runtime.start_container(StartContainerRequest { container_id: ctr.clone() }).await?;
     Ok((pod, ctr, run_ms, t.elapsed().as_secs_f64() * 1000.0))
+}
+
+async fn run_pod(cri: &mut gantry_tests::Cri, config: &PodSandboxConfig) -> anyhow::Result<String> {
+    Ok(cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), ..Default::default() })
+        .await?
+        .into_inner()
+        .pod_sandbox_id)
 }
 
 async fn teardown(cri: &mut gantry_tests::Cri, pod: &str, ctr: &str) -> anyhow::Result<f64> {
@@ -212,12 +216,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let config = pod_config("scale", &log_dir);
             std::fs::create_dir_all(&config.log_directory)?;
-            let pod = cri
-                .runtime
-                .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), ..Default::default() })
-                .await?
-                .into_inner()
-                .pod_sandbox_id;
+            let pod = run_pod(&mut cri, &config).await?;
             let (rss0, fds0) = usage();
             let t = Instant::now();
             for i in 0..containers {
