@@ -92,6 +92,16 @@ pub struct Runtime {
     /// Last known state of each container, kept current by a watcher task
     /// per started container, so listing never has to ask every shim.
     states: std::sync::Mutex<HashMap<String, State>>,
+    /// Container and sandbox lifecycle events for GetContainerEvents.
+    events: tokio::sync::broadcast::Sender<Event>,
+}
+
+/// A lifecycle event: the container (or sandbox) ID and what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: String,
+    pub kind: k8s_cri::v1::ContainerEventType,
+    pub at: i64,
 }
 
 /// Start a shim for `bundle`; returns the container's pid.
@@ -139,6 +149,7 @@ impl Runtime {
             sandboxes: Mutex::new(HashMap::new()),
             containers: Mutex::new(HashMap::new()),
             states: std::sync::Mutex::new(HashMap::new()),
+            events: tokio::sync::broadcast::channel(1024).0,
         };
         rt.load().await;
         Ok(rt)
@@ -242,6 +253,8 @@ impl Runtime {
         }
         let record = result?;
         self.sandboxes.lock().await.insert(id.clone(), record);
+        self.emit(&id, k8s_cri::v1::ContainerEventType::ContainerCreatedEvent);
+        self.emit(&id, k8s_cri::v1::ContainerEventType::ContainerStartedEvent);
         tracing::info!(pod = %id, name = %meta.name, namespace = %meta.namespace, "pod sandbox running");
         Ok(id)
     }
@@ -351,6 +364,9 @@ impl Runtime {
             r.ready = false;
             Self::persist(&dir, r)?;
         }
+        if record.ready {
+            self.emit(id, k8s_cri::v1::ContainerEventType::ContainerStoppedEvent);
+        }
         tracing::info!(pod = %record.id, "pod sandbox stopped");
         Ok(())
     }
@@ -371,6 +387,7 @@ impl Runtime {
         }
         let _ = tokio::fs::remove_dir_all(&dir).await;
         self.sandboxes.lock().await.remove(id);
+        self.emit(id, k8s_cri::v1::ContainerEventType::ContainerDeletedEvent);
         tracing::info!(pod = %id, "pod sandbox removed");
         Ok(())
     }
@@ -453,6 +470,7 @@ impl Runtime {
         }
         self.containers.lock().await.insert(id.clone(), record);
         self.container_state(&id).await;
+        self.emit(&id, k8s_cri::v1::ContainerEventType::ContainerCreatedEvent);
         tracing::info!(container = %id, pod = %sandbox_id, name = %meta.name, "container created");
         Ok(id)
     }
@@ -572,6 +590,16 @@ impl Runtime {
         state
     }
 
+    /// Subscribes to lifecycle events (GetContainerEvents).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, id: &str, kind: k8s_cri::v1::ContainerEventType) {
+        // No subscriber is fine: nobody is listening.
+        let _ = self.events.send(Event { id: id.to_string(), kind, at: now_nanos() });
+    }
+
     fn cache_state(&self, id: &str, state: State) {
         self.states.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), state);
     }
@@ -608,6 +636,7 @@ impl Runtime {
             let state = exited.or_else(|| shim_state_file(&this.container_dir(&id))).unwrap_or_default();
             if this.containers.lock().await.contains_key(&id) {
                 this.cache_state(&id, state);
+                this.emit(&id, k8s_cri::v1::ContainerEventType::ContainerStoppedEvent);
             }
         });
     }
@@ -623,6 +652,7 @@ impl Runtime {
             other => internal("starting container")(&other),
         })?;
         self.watch(id.to_string());
+        self.emit(id, k8s_cri::v1::ContainerEventType::ContainerStartedEvent);
         tracing::info!(container = %id, "container started");
         Ok(())
     }
@@ -660,6 +690,49 @@ impl Runtime {
         Ok(())
     }
 
+    /// kubelet's log rotation renamed the file: the shim opens a new one.
+    pub async fn reopen_log(&self, id: &str) -> Result<(), RuntimeError> {
+        self.container(id).await?;
+        if self.container_state(id).await.status != Status::Running as i32 {
+            return Err(RuntimeError::FailedPrecondition(format!("container {id} is not running")));
+        }
+        let mut shim = self.shim(id).await.map_err(|e| internal("connecting to shim")(&e))?;
+        shim.reopen_log().await.map_err(|e| internal("reopening the log")(&e))?;
+        Ok(())
+    }
+
+    /// New cgroup limits for a container, remembered in its record.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        resources: k8s_cri::v1::LinuxContainerResources,
+    ) -> Result<(), RuntimeError> {
+        let mut record = self.container(id).await?;
+        let update = crate::shim_client::UpdateRequest {
+            memory_limit: resources.memory_limit_in_bytes,
+            memory_swap: if resources.memory_swap_limit_in_bytes > 0 {
+                resources.memory_swap_limit_in_bytes
+            } else {
+                resources.memory_limit_in_bytes
+            },
+            cpu_shares: resources.cpu_shares.max(0) as u64,
+            cpu_quota: resources.cpu_quota,
+            cpu_period: resources.cpu_period.max(0) as u64,
+            cpuset_cpus: resources.cpuset_cpus.clone(),
+            cpuset_mems: resources.cpuset_mems.clone(),
+        };
+        let mut shim = self.shim(id).await.map_err(|e| internal("connecting to shim")(&e))?;
+        shim.update(update).await.map_err(|e| match e {
+            ShimError::Shim(m) => RuntimeError::InvalidArgument(format!("updating container {id}: {m}")),
+            other => internal("updating container")(&other),
+        })?;
+        let linux = record.config.linux.get_or_insert_with(Default::default);
+        linux.resources = Some(resources);
+        Self::persist(&self.container_dir(id), &record)?;
+        self.containers.lock().await.insert(id.to_string(), record);
+        Ok(())
+    }
+
     pub async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         if self.container(id).await.is_err() {
             return Ok(());
@@ -669,6 +742,7 @@ impl Runtime {
         self.discard_container_files(id, &dir).await;
         self.containers.lock().await.remove(id);
         self.states.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.emit(id, k8s_cri::v1::ContainerEventType::ContainerDeletedEvent);
         tracing::info!(container = %id, "container removed");
         Ok(())
     }

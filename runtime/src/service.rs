@@ -11,12 +11,12 @@ use crate::shim_client::{State as ShimState, Status as ShimStatus};
 
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::{
-    AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse, Container,
+    AttachRequest, AttachResponse, CgroupDriver, CheckpointContainerRequest, CheckpointContainerResponse, Container,
     ContainerEventResponse, ContainerState, ContainerStatsRequest, ContainerStatsResponse, ContainerStatus,
     ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest, CreateContainerResponse, ExecRequest,
     ExecResponse, ExecSyncRequest, ExecSyncResponse, GetEventsRequest, ImageSpec, LinuxPodSandboxStatus,
-    ListContainerStatsRequest, ListContainerStatsResponse, ListContainersRequest, ListContainersResponse,
-    ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
+    LinuxRuntimeConfiguration, ListContainerStatsRequest, ListContainerStatsResponse, ListContainersRequest,
+    ListContainersResponse, ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
     ListPodSandboxMetricsResponse, ListPodSandboxRequest, ListPodSandboxResponse, ListPodSandboxStatsRequest,
     ListPodSandboxStatsResponse, Namespace, PodSandbox, PodSandboxNetworkStatus, PodSandboxState,
     PodSandboxStatsRequest, PodSandboxStatsResponse, PodSandboxStatus, PodSandboxStatusRequest,
@@ -129,7 +129,25 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_yet("GetContainerEvents"))
+        let mut events = self.runtime.subscribe();
+        let stream = async_stream::stream! {
+            loop {
+                match events.recv().await {
+                    Ok(e) => yield Ok(ContainerEventResponse {
+                        container_id: e.id,
+                        container_event_type: e.kind as i32,
+                        created_at: e.at,
+                        ..Default::default()
+                    }),
+                    // A slow reader missed some: go on with the newest.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "event subscriber fell behind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn run_pod_sandbox(
@@ -341,16 +359,20 @@ impl RuntimeService for CriRuntimeService {
 
     async fn update_container_resources(
         &self,
-        _: Request<UpdateContainerResourcesRequest>,
+        request: Request<UpdateContainerResourcesRequest>,
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        Err(not_yet("UpdateContainerResources"))
+        let req = request.into_inner();
+        let resources = req.linux.ok_or_else(|| Status::invalid_argument("missing linux resources"))?;
+        self.runtime.update_resources(&req.container_id, resources).await.map_err(status)?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
         &self,
-        _: Request<ReopenContainerLogRequest>,
+        request: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        Err(not_yet("ReopenContainerLog"))
+        self.runtime.reopen_log(&request.into_inner().container_id).await.map_err(status)?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
@@ -429,6 +451,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _: Request<RuntimeConfigRequest>,
     ) -> Result<Response<RuntimeConfigResponse>, Status> {
-        Err(not_yet("RuntimeConfig"))
+        // The shim creates cgroups directly in the cgroupfs.
+        Ok(Response::new(RuntimeConfigResponse {
+            linux: Some(LinuxRuntimeConfiguration { cgroup_driver: CgroupDriver::Cgroupfs as i32 }),
+        }))
     }
 }

@@ -8,7 +8,10 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-pub use gantry_proto::shim::{KillRequest, ShutdownRequest, StartRequest, State, StateRequest, Status, WaitRequest};
+pub use gantry_proto::shim::{
+    KillRequest, ReopenLogRequest, ShutdownRequest, StartRequest, State, StateRequest, Status, UpdateRequest,
+    WaitRequest,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
@@ -63,6 +66,16 @@ impl ShimClient {
     /// Returns once the container has exited.
     pub async fn wait(&mut self) -> Result<State, ShimError> {
         self.call(request::Kind::Wait(WaitRequest {})).await
+    }
+
+    /// Reopens the container's log file at its path.
+    pub async fn reopen_log(&mut self) -> Result<State, ShimError> {
+        self.call(request::Kind::ReopenLog(ReopenLogRequest {})).await
+    }
+
+    /// Applies new cgroup limits.
+    pub async fn update(&mut self, update: UpdateRequest) -> Result<State, ShimError> {
+        self.call(request::Kind::Update(update)).await
     }
 
     /// Asks the shim to exit; refused while the container runs.

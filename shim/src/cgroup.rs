@@ -36,7 +36,7 @@ impl ContainerCgroup {
         Ok(Some(cg))
     }
 
-    fn apply(&self, res: &oci_spec::runtime::LinuxResources) -> Result<(), String> {
+    pub fn apply(&self, res: &oci_spec::runtime::LinuxResources) -> Result<(), String> {
         let err = |what: &str, e: cgroups_rs::error::Error| format!("cgroup {}: {what}: {e}", self.path.display());
         if let (Some(mem), Some(ctl)) = (res.memory(), self.cgroup.controller_of::<MemController>()) {
             if let Some(limit) = mem.limit() {

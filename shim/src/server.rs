@@ -38,6 +38,7 @@ pub struct Shim {
     state: State,
     state_file: PathBuf,
     socket_path: PathBuf,
+    log_path: PathBuf,
     signals: SignalFd,
     listener: UnixListener,
     conns: Vec<Conn>,
@@ -67,6 +68,35 @@ fn persist(path: &Path, state: &State) -> io::Result<()> {
     f.sync_all()?;
     fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
+}
+
+/// The OCI resources an update names (zero fields are left alone).
+fn update_resources(u: &gantry_proto::shim::UpdateRequest) -> Result<oci_spec::runtime::LinuxResources, String> {
+    let mut memory = serde_json::Map::new();
+    if u.memory_limit > 0 {
+        memory.insert("limit".into(), u.memory_limit.into());
+    }
+    if u.memory_swap > 0 {
+        memory.insert("swap".into(), u.memory_swap.into());
+    }
+    let mut cpu = serde_json::Map::new();
+    if u.cpu_shares > 0 {
+        cpu.insert("shares".into(), u.cpu_shares.into());
+    }
+    if u.cpu_quota != 0 {
+        cpu.insert("quota".into(), u.cpu_quota.into());
+    }
+    if u.cpu_period > 0 {
+        cpu.insert("period".into(), u.cpu_period.into());
+    }
+    if !u.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), u.cpuset_cpus.clone().into());
+    }
+    if !u.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), u.cpuset_mems.clone().into());
+    }
+    let value = serde_json::json!({"memory": memory, "cpu": cpu});
+    serde_json::from_value(value).map_err(|e| format!("resources: {e}"))
 }
 
 impl Shim {
@@ -129,6 +159,7 @@ impl Shim {
             state,
             state_file,
             socket_path: args.socket.clone(),
+            log_path: args.log.clone(),
             signals,
             listener,
             conns: Vec::new(),
@@ -341,6 +372,23 @@ impl Shim {
                 self.shutdown = true;
                 self.state_reply()
             }
+            Some(request::Kind::ReopenLog(_)) => {
+                // kubelet renamed the file; new lines go to a new one at the path.
+                match File::options().create(true).append(true).open(&self.log_path) {
+                    Ok(f) => {
+                        self.log = CriLog::new(f);
+                        self.state_reply()
+                    }
+                    Err(e) => Self::error_reply(format!("reopening log {}: {e}", self.log_path.display())),
+                }
+            }
+            Some(request::Kind::Update(u)) => match &self.cgroup {
+                None => Self::error_reply(format!("container {} has no cgroup", self.state.id)),
+                Some(cg) => match update_resources(&u).and_then(|r| cg.apply(&r)) {
+                    Ok(()) => self.state_reply(),
+                    Err(e) => Self::error_reply(e),
+                },
+            },
             None => Self::error_reply("empty request".into()),
         }
     }

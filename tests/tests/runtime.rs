@@ -533,3 +533,83 @@ async fn a_restart_removes_what_a_crash_left_half_made() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(&rootfs.display().to_string()), "its mount is gone");
 }
+
+#[tokio::test]
+async fn events_log_reopen_resource_updates_and_runtime_config() {
+    use k8s_cri::v1::{ContainerEventType, GetEventsRequest, ReopenContainerLogRequest};
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let cfg = cri.runtime.runtime_config(k8s_cri::v1::RuntimeConfigRequest {}).await.expect("runtime config");
+    assert_eq!(cfg.into_inner().linux.map(|l| l.cgroup_driver), Some(k8s_cri::v1::CgroupDriver::Cgroupfs as i32));
+
+    let mut events = cri.runtime.get_container_events(GetEventsRequest {}).await.expect("events").into_inner();
+    let pod = run_pod(&mut cri, &d, "events", NamespaceMode::Container).await;
+
+    // A log rotated by renaming, then reopened, keeps every line.
+    let counter = "i=0; while [ $i -lt 40 ]; do echo line$i; i=$((i+1)); sleep 0.05; done";
+    let talker = create(&mut cri, &pod, container("talker", &["sh", "-c", counter])).await.expect("create");
+    start(&mut cri, &talker).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let log = pod.logs.join("talker.log");
+    std::fs::rename(&log, pod.logs.join("talker.log.1")).expect("rotate");
+    cri.runtime.reopen_container_log(ReopenContainerLogRequest { container_id: talker.clone() }).await.expect("reopen");
+    wait_exited(&mut cri, &talker).await;
+    let mut lines: Vec<String> = Vec::new();
+    for f in ["talker.log.1", "talker.log"] {
+        let text = std::fs::read_to_string(pod.logs.join(f)).expect("log part");
+        assert!(!text.is_empty(), "{f} is empty: the rotation did not split the log");
+        lines.extend(text.lines().map(|l| l.rsplit(' ').next().unwrap_or("").to_string()));
+    }
+    let want: Vec<String> = (0..40).map(|i| format!("line{i}")).collect();
+    assert_eq!(lines, want);
+    let err = cri
+        .runtime
+        .reopen_container_log(ReopenContainerLogRequest { container_id: talker.clone() })
+        .await
+        .expect_err("not running");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+
+    // New limits for a running container.
+    let sleeper = create(&mut cri, &pod, container("sleeper", &["sleep", "1000"])).await.expect("create");
+    start(&mut cri, &sleeper).await;
+    cri.runtime
+        .update_container_resources(k8s_cri::v1::UpdateContainerResourcesRequest {
+            container_id: sleeper.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                cpu_shares: 256,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("update");
+    let cgroup = format!("{}/gantry-{sleeper}", gantry_tests::cgroup_parent(&d));
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        let read = |c: &str, f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{c}{cgroup}/{f}")).expect(f);
+        assert_eq!(read("memory", "memory.limit_in_bytes").trim(), (64u64 << 20).to_string());
+        assert_eq!(read("cpu", "cpu.shares").trim(), "256");
+    }
+    remove_pod(&mut cri, &pod).await;
+
+    // Every container's lifecycle arrives in order, the sandbox's too.
+    let mut seen: HashMap<String, Vec<i32>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.get(&sleeper).map_or(0, |v| v.len()) < 4 {
+        let next = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), events.message())
+            .await
+            .expect("events in time")
+            .expect("event stream")
+            .expect("stream open");
+        seen.entry(next.container_id).or_default().push(next.container_event_type);
+    }
+    let lifecycle = vec![
+        ContainerEventType::ContainerCreatedEvent as i32,
+        ContainerEventType::ContainerStartedEvent as i32,
+        ContainerEventType::ContainerStoppedEvent as i32,
+        ContainerEventType::ContainerDeletedEvent as i32,
+    ];
+    assert_eq!(seen[&talker], lifecycle);
+    assert_eq!(seen[&sleeper], lifecycle);
+    assert_eq!(seen[&pod.id][..2], lifecycle[..2]);
+}
