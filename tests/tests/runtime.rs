@@ -549,8 +549,13 @@ async fn events_log_reopen_resource_updates_and_runtime_config() {
     let counter = "i=0; while [ $i -lt 40 ]; do echo line$i; i=$((i+1)); sleep 0.05; done";
     let talker = create(&mut cri, &pod, container("talker", &["sh", "-c", counter])).await.expect("create");
     start(&mut cri, &talker).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
     let log = pod.logs.join("talker.log");
+    // Rotate once some lines are written and most are still to come.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 5 {
+        assert!(Instant::now() < deadline, "the talker never talked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     std::fs::rename(&log, pod.logs.join("talker.log.1")).expect("rotate");
     cri.runtime.reopen_container_log(ReopenContainerLogRequest { container_id: talker.clone() }).await.expect("reopen");
     wait_exited(&mut cri, &talker).await;
@@ -595,7 +600,8 @@ async fn events_log_reopen_resource_updates_and_runtime_config() {
     // Every container's lifecycle arrives in order, the sandbox's too.
     let mut seen: HashMap<String, Vec<i32>> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.get(&sleeper).map_or(0, |v| v.len()) < 4 {
+    // The pod's containers are removed in no particular order: wait for both.
+    while seen.get(&sleeper).map_or(0, |v| v.len()) < 4 || seen.get(&talker).map_or(0, |v| v.len()) < 4 {
         let next = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), events.message())
             .await
             .expect("events in time")
