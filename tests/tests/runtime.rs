@@ -388,7 +388,7 @@ async fn containers_outlive_a_killed_gantryd() {
     d.start_again();
     let mut cri = d.connect().await;
     assert_eq!(status(&mut cri, &long).await.state, ContainerState::ContainerRunning as i32);
-    let s = status(&mut cri, &short).await;
+    let s = wait_exited(&mut cri, &short).await;
     assert_eq!((s.state, s.exit_code), (ContainerState::ContainerExited as i32, 7));
     let pods = cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.expect("list").into_inner().items;
     assert_eq!(pods.len(), 1);
