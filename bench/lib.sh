@@ -58,6 +58,7 @@ start_gantry() {
     mkdir -p "$dir"
     "$bin/gantryd" --root "$dir/root" --state "$dir/state" --listen "$dir/sock" --log-level warn 2>"$dir/log" &
     daemon_pid=$!
+    pids+=("$daemon_pid") # stopped by the trap too if the run fails
     sock="$dir/sock"
     wait_socket "$sock"
 }
@@ -82,6 +83,7 @@ start_containerd() {
     } >"$dir/config.toml"
     containerd --config "$dir/config.toml" --log-level warn 2>"$dir/log" &
     daemon_pid=$!
+    pids+=("$daemon_pid") # stopped by the trap too if the run fails
     sock="$dir/sock"
     wait_socket "$sock"
 }
