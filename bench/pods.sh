@@ -8,7 +8,7 @@
 # RunPodSandbox, CreateContainer+StartContainer (busybox sleep), then
 # StopContainer+RemoveContainer+StopPodSandbox+RemovePodSandbox; then 20 pods
 # started concurrently, and the memory of the daemon and of the shims while
-# those 20 run. Pods use the host network (containerd needs a CNI plugin
+# those 20 run; then 20 more lifecycles with 200 pods running. Pods use the host network (containerd needs a CNI plugin
 # otherwise; networking is not measured here). containerd gets a busybox
 # `sleep` image as its pause image, as no pause image can be pulled here.
 rounds=${1:-50}
@@ -62,6 +62,19 @@ for rt in gantry containerd; do
     memory "$rt" "$dir" "$shim"
     exec 3>&-
     wait "$bench_pid"
+
+    # Pod start with 200 pods already running, against the idle figures above.
+    echo "$rt: lifecycles with 200 pods running" >&2
+    mkfifo "$work/hold200-$rt"
+    "$bin/cri-bench" --endpoint "$sock" --label "$rt-busy" concurrent --image "$busybox" --pods 200 \
+        --log-dir "$work/logs200-$rt" <"$work/hold200-$rt" >"$work/concurrent200-$rt" &
+    bench_pid=$!
+    exec 3>"$work/hold200-$rt"
+    until [ -s "$work/concurrent200-$rt" ]; do sleep 0.2; done
+    "$bin/cri-bench" --endpoint "$sock" --label "$rt-busy" lifecycle --image "$busybox" --rounds 20 \
+        --log-dir "$work/logs-busy-$rt" >>"$results"
+    exec 3>&-
+    wait "$bench_pid"
     stop_daemon "$dir"
 done
 
@@ -86,4 +99,10 @@ for r in rows:
     if r["op"] == "memory":
         per = r["shim_pss_kib_total"] / max(1, r["shims"])
         print(f"| {r['runtime']} | {r['daemon_rss_kib']} | {r['daemon_fds']} | {r['shims']} | {r['shim_pss_kib_total']} | {per:.0f} |")
+print()
+print("| RunPodSandbox p50, ms | idle | with 200 pods running | slowdown |")
+print("|---|---|---|---|")
+for rt in ("gantry", "containerd"):
+    idle, busy = pct(rt, "run_pod_sandbox", .5), pct(rt + "-busy", "run_pod_sandbox", .5)
+    print(f"| {rt} | {idle:.1f} | {busy:.1f} | x{busy / idle:.2f} |")
 PY
