@@ -259,6 +259,7 @@ impl ImageStore {
         };
         let meta = &self.meta;
         let record = meta.put(record).map_err(StoreError::from)?;
+        self.usage_changed();
         tracing::info!(id = %record.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
         Ok(record)
     }

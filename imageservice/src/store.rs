@@ -16,6 +16,9 @@ use crate::snapshot::{SnapshotError, Snapshotter};
 /// Layers downloaded at once per pull, as containerd's default.
 pub const MAX_CONCURRENT_DOWNLOADS: usize = 3;
 
+/// How long a disk usage figure is reused (containerd refreshes every 10 s).
+const USAGE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -52,6 +55,8 @@ pub struct ImageStore {
     pub(crate) downloads: Arc<Semaphore>,
     /// Layers held by something other than an image (containers' rootfs).
     held_layers: std::sync::Mutex<HashMap<String, Vec<Digest>>>,
+    /// Last disk usage walk: when, and (bytes, inodes).
+    usage_cache: std::sync::Mutex<Option<(std::time::Instant, (u64, u64))>>,
 }
 
 impl ImageStore {
@@ -81,6 +86,7 @@ impl ImageStore {
             inflight: KeyedLocks::default(),
             downloads: Arc::new(Semaphore::new(MAX_CONCURRENT_DOWNLOADS)),
             held_layers: std::sync::Mutex::new(HashMap::new()),
+            usage_cache: std::sync::Mutex::new(None),
         });
         Ok(store)
     }
@@ -122,6 +128,7 @@ impl ImageStore {
         let Some(image) = self.meta.resolve(selector)? else { return Ok(None) };
         self.meta.remove(&image.id)?;
         tracing::info!(image = %image.id, tags = ?image.repo_tags, "image removed");
+        self.usage_changed();
         self.sweep().await?;
         Ok(Some(image))
     }
@@ -165,10 +172,24 @@ impl ImageStore {
         .map_err(|e| StoreError::Join(e.to_string()))?
     }
 
-    /// Bytes and inodes the store uses on disk.
+    /// Bytes and inodes the store uses on disk. kubelet polls this; walking
+    /// every file each time is wasteful, so a result is reused for
+    /// `USAGE_TTL` unless a pull or a removal changed the store since.
     pub async fn disk_usage(&self) -> (u64, u64) {
+        if let Some((at, usage)) = *self.usage_cache.lock().unwrap_or_else(|e| e.into_inner()) {
+            if at.elapsed() < USAGE_TTL {
+                return usage;
+            }
+        }
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || crate::fsutil::disk_usage(&root)).await.unwrap_or((0, 0))
+        let usage = tokio::task::spawn_blocking(move || crate::fsutil::disk_usage(&root)).await.unwrap_or((0, 0));
+        *self.usage_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), usage));
+        usage
+    }
+
+    /// The store changed: the next `disk_usage` walks it again.
+    pub(crate) fn usage_changed(&self) {
+        *self.usage_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
