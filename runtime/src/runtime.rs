@@ -30,10 +30,12 @@ pub enum RuntimeError {
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
     Internal(String),
 }
 
-fn internal(what: &str) -> impl Fn(&dyn std::fmt::Display) -> RuntimeError + '_ {
+pub(crate) fn internal(what: &str) -> impl Fn(&dyn std::fmt::Display) -> RuntimeError + '_ {
     move |e| RuntimeError::Internal(format!("{what}: {e}"))
 }
 
@@ -86,7 +88,7 @@ pub struct ContainerRecord {
 pub struct Runtime {
     pub images: Arc<ImageStore>,
     state_dir: PathBuf,
-    shim_binary: PathBuf,
+    pub(crate) shim_binary: PathBuf,
     pub sandboxes: Mutex<HashMap<String, SandboxRecord>>,
     pub containers: Mutex<HashMap<String, ContainerRecord>>,
     /// Last known state of each container, kept current by a watcher task
@@ -220,7 +222,7 @@ impl Runtime {
         self.container_dir(id)
     }
 
-    fn container_dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
         self.state_dir.join("containers").join(id)
     }
 

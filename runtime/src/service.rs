@@ -54,6 +54,7 @@ fn status(e: RuntimeError) -> Status {
         RuntimeError::NotFound(m) => Status::not_found(m),
         RuntimeError::AlreadyExists(m) => Status::already_exists(m),
         RuntimeError::FailedPrecondition(m) => Status::failed_precondition(m),
+        RuntimeError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
         RuntimeError::Internal(m) => Status::internal(m),
     }
 }
@@ -375,8 +376,12 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(ReopenContainerLogResponse {}))
     }
 
-    async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
-        Err(not_yet("ExecSync"))
+    async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
+        let req = request.into_inner();
+        // CRI: a timeout of 0 means none.
+        let timeout = (req.timeout > 0).then(|| std::time::Duration::from_secs(req.timeout as u64));
+        let out = self.runtime.exec_sync(&req.container_id, &req.cmd, timeout).await.map_err(status)?;
+        Ok(Response::new(ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
     }
 
     async fn exec(&self, _: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {

@@ -17,6 +17,18 @@ pub struct ContainerCgroup {
     path: PathBuf,
 }
 
+/// Moves `pid` into the existing cgroup the spec names (an exec joining
+/// its container's); nothing to do when the spec names none.
+pub fn join(spec: &Spec, pid: u32) -> Result<(), String> {
+    let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else { return Ok(()) };
+    let rel = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
+    let cgroup = Cgroup::load(cgroups_rs::hierarchies::auto(), rel.to_string_lossy().as_ref());
+    if !cgroup.exists() {
+        return Err(format!("the container's cgroup {} is gone", path.display()));
+    }
+    cgroup.add_task_by_tgid(CgroupPid::from(pid as u64)).map_err(|e| format!("joining cgroup {}: {e}", path.display()))
+}
+
 impl ContainerCgroup {
     /// Creates the cgroup the spec names and applies its limits; `None` when
     /// the spec names none.

@@ -210,7 +210,7 @@ fn init(
 
 /// The container gets stdio only: whatever else the shim (or whoever started
 /// it) left open without close-on-exec is closed by the exec.
-fn close_inherited_fds_on_exec() {
+pub(crate) fn close_inherited_fds_on_exec() {
     let Ok(entries) = fs::read_dir("/proc/self/fd") else { return };
     let fds: Vec<i32> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
     for fd in fds.into_iter().filter(|fd| *fd > 2) {
@@ -223,7 +223,7 @@ fn to_cstrings(v: &[String]) -> Result<Vec<CString>, String> {
 }
 
 /// Looks `arg0` up in the container's `PATH` (from its env, not ours).
-fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf, String> {
+pub(crate) fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf, String> {
     if arg0.contains('/') {
         return Ok(PathBuf::from(arg0));
     }

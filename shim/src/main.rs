@@ -5,6 +5,7 @@
 //!
 //! Usage: gantry-shim --id ID --bundle DIR --socket PATH --log FILE
 //!        gantry-shim pause   (a pod sandbox's process, see `pause`)
+//!        gantry-shim exec …  (one more process in a container, see `exec`)
 //!
 //! It detaches at once (own session, re-parented to init or the nearest
 //! subreaper) and prints one line on stdout before the launching process
@@ -12,6 +13,7 @@
 
 mod cgroup;
 mod container;
+mod exec;
 mod log;
 mod pause;
 mod privileges;
@@ -64,6 +66,10 @@ fn parse_args() -> Result<Args, String> {
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("pause") {
         pause::run();
+    }
+    if std::env::args().nth(1).as_deref() == Some("exec") {
+        let rest: Vec<String> = std::env::args().skip(2).collect();
+        exec::run(&rest);
     }
     let args = match parse_args() {
         Ok(a) => a,

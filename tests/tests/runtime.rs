@@ -2,149 +2,17 @@
 //! overlay rootfs, gantry-shim), driven through the CRI client.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gantry_tests::{test_registry, Cri, Daemon};
+use gantry_tests::pods::*;
+use gantry_tests::{test_registry, Daemon};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
-    Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    ContainerState, ContainerStatusRequest, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount,
+    NamespaceMode, NamespaceOption, PodSandboxStatusRequest, RemoveContainerRequest, StopContainerRequest,
 };
 use tonic::Code;
-
-fn busybox() -> String {
-    format!("{}/gantry/busybox:latest", test_registry())
-}
-
-struct Pod {
-    id: String,
-    logs: PathBuf,
-}
-
-async fn setup(d: &Daemon) -> Cri {
-    let mut cri = d.connect().await;
-    cri.images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec { image: busybox(), ..Default::default() }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox");
-    cri
-}
-
-async fn run_pod(cri: &mut Cri, d: &Daemon, name: &str, pid: NamespaceMode) -> Pod {
-    let logs = d.dir.path().join("pod-logs").join(name);
-    std::fs::create_dir_all(&logs).expect("log dir");
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            namespace: "default".into(),
-            uid: format!("uid-{name}"),
-            attempt: 0,
-        }),
-        hostname: format!("{name}-host"),
-        log_directory: logs.display().to_string(),
-        labels: HashMap::from([("app".to_string(), name.to_string())]),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: gantry_tests::cgroup_parent(d),
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption { pid: pid as i32, ..Default::default() }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let id = cri
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config), ..Default::default() })
-        .await
-        .expect("run pod sandbox")
-        .into_inner()
-        .pod_sandbox_id;
-    Pod { id, logs }
-}
-
-/// A container as kubelet describes one: its own PID namespace.
-fn container(name: &str, command: &[&str]) -> ContainerConfig {
-    with_pid_mode(name, command, NamespaceMode::Container)
-}
-
-fn with_pid_mode(name: &str, command: &[&str], pid: NamespaceMode) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
-        image: Some(ImageSpec { image: busybox(), ..Default::default() }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        linux: Some(LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(NamespaceOption { pid: pid as i32, ..Default::default() }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn create(cri: &mut Cri, pod: &Pod, config: ContainerConfig) -> Result<String, tonic::Status> {
-    cri.runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .map(|r| r.into_inner().container_id)
-}
-
-async fn start(cri: &mut Cri, id: &str) {
-    cri.runtime.start_container(StartContainerRequest { container_id: id.into() }).await.expect("start");
-}
-
-async fn status(cri: &mut Cri, id: &str) -> k8s_cri::v1::ContainerStatus {
-    cri.runtime
-        .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
-        .await
-        .expect("container status")
-        .into_inner()
-        .status
-        .expect("status")
-}
-
-async fn wait_exited(cri: &mut Cri, id: &str) -> k8s_cri::v1::ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = status(cri, id).await;
-        if s.state == ContainerState::ContainerExited as i32 {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "container {id} did not exit: {s:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn log_of(pod: &Pod, name: &str) -> Vec<String> {
-    std::fs::read_to_string(pod.logs.join(format!("{name}.log")))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.split_once(' ').map_or("", |x| x.1).to_string())
-        .collect()
-}
-
-async fn remove_pod(cri: &mut Cri, pod: &Pod) {
-    cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("stop pod");
-    cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("rm pod");
-}
-
-fn count(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0)
-}
 
 #[tokio::test]
 async fn containers_run_exit_and_log_with_codes_and_reasons() {
