@@ -1,10 +1,12 @@
 //! The CRI `RuntimeService`: pod sandboxes, containers and the shim manager.
 
+pub mod cgroupfs;
 pub mod exec;
 pub mod runtime;
 pub mod service;
 pub mod shim_client;
 pub mod spec;
+pub mod stats;
 
 pub use runtime::Runtime;
 pub use service::CriRuntimeService;

@@ -59,6 +59,14 @@ pub struct SandboxRecord {
 }
 
 impl SandboxRecord {
+    /// The cgroup (an OCI `cgroupsPath`) of this pod's container `id`:
+    /// below the pod's cgroup parent, `/gantry` when kubelet gives none.
+    pub fn container_cgroup(&self, id: &str) -> String {
+        let parent = self.config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
+        let parent = if parent.is_empty() { "/gantry" } else { parent };
+        format!("{}/gantry-{id}", parent.trim_end_matches('/'))
+    }
+
     pub fn namespace_mode(&self, which: fn(&k8s_cri::v1::NamespaceOption) -> i32) -> i32 {
         self.config
             .linux
@@ -96,6 +104,10 @@ pub struct Runtime {
     states: std::sync::Mutex<HashMap<String, State>>,
     /// Container and sandbox lifecycle events for GetContainerEvents.
     events: tokio::sync::broadcast::Sender<Event>,
+    /// Where the cgroup controllers are, for stats.
+    pub(crate) cgroups: crate::cgroupfs::CgroupLayout,
+    /// The previous CPU reading per container or pod, for CPU rates.
+    pub(crate) cpu_readings: crate::stats::CpuReadings,
 }
 
 /// A lifecycle event: the container (or sandbox) ID and what happened.
@@ -152,6 +164,8 @@ impl Runtime {
             containers: Mutex::new(HashMap::new()),
             states: std::sync::Mutex::new(HashMap::new()),
             events: tokio::sync::broadcast::channel(1024).0,
+            cgroups: crate::cgroupfs::CgroupLayout::detect(),
+            cpu_readings: Default::default(),
         };
         rt.load().await;
         Ok(rt)
@@ -532,9 +546,7 @@ impl Runtime {
             etc_files: &etc,
             sysctls: &sysctls,
         };
-        let parent = sandbox.config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
-        let parent = if parent.is_empty() { "/gantry".to_string() } else { parent };
-        let cgroups_path = format!("{}/gantry-{id}", parent.trim_end_matches('/'));
+        let cgroups_path = sandbox.container_cgroup(id);
         let oci = spec::build(config, image_ref, image_config, &pod, &who, &cgroups_path).map_err(|e| match e {
             spec::SpecError::Oci(m) => RuntimeError::Internal(m),
             other => RuntimeError::InvalidArgument(other.to_string()),

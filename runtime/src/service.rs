@@ -398,30 +398,48 @@ impl RuntimeService for CriRuntimeService {
 
     async fn container_stats(
         &self,
-        _: Request<ContainerStatsRequest>,
+        request: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        Err(not_yet("ContainerStats"))
+        let stats = self.runtime.container_stats(&request.into_inner().container_id).await.map_err(status)?;
+        Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<ListContainerStatsRequest>,
+        request: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        Err(not_yet("ListContainerStats"))
+        let f = request.into_inner().filter.unwrap_or_default();
+        let stats = self
+            .runtime
+            .list_container_stats(|c| {
+                (f.id.is_empty() || c.id == f.id)
+                    && (f.pod_sandbox_id.is_empty() || c.sandbox_id == f.pod_sandbox_id)
+                    && labels_match(&f.label_selector, &c.config.labels)
+            })
+            .await;
+        Ok(Response::new(ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<PodSandboxStatsRequest>,
+        request: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        Err(not_yet("PodSandboxStats"))
+        let stats = self.runtime.pod_sandbox_stats(&request.into_inner().pod_sandbox_id).await.map_err(status)?;
+        Ok(Response::new(PodSandboxStatsResponse { stats: Some(stats) }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<ListPodSandboxStatsRequest>,
+        request: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        Err(not_yet("ListPodSandboxStats"))
+        let f = request.into_inner().filter.unwrap_or_default();
+        let stats = self
+            .runtime
+            .list_pod_sandbox_stats(|s| {
+                (f.id.is_empty() || s.id == f.id) && labels_match(&f.label_selector, &s.config.labels)
+            })
+            .await;
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(
@@ -442,14 +460,16 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        Err(not_yet("ListMetricDescriptors"))
+        // Gantry serves the CRI stats RPCs, not Prometheus-style pod metrics
+        // (kubelet's PodAndContainerStatsFromCRI mode): no descriptors.
+        Ok(Response::new(ListMetricDescriptorsResponse { descriptors: vec![] }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        Err(not_yet("ListPodSandboxMetrics"))
+        Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics: vec![] }))
     }
 
     async fn runtime_config(

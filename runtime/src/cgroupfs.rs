@@ -1,0 +1,195 @@
+//! Reading a container's usage from the cgroupfs (the shims create the
+//! cgroups; gantryd only reads them). Works on whatever layout the host has:
+//! v1 hierarchies, a v2 unified tree, or the hybrid these machines run
+//! (v1 controllers plus a cgroup2 tree holding only hugetlb). Each figure is
+//! read from the hierarchy that actually has its controller.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where each controller is mounted.
+#[derive(Debug, Clone, Default)]
+pub struct CgroupLayout {
+    /// v1 controller name → mount point (e.g. "memory" → /sys/fs/cgroup/memory).
+    v1: HashMap<String, PathBuf>,
+    /// The cgroup2 mount and the controllers it has.
+    unified: Option<(PathBuf, Vec<String>)>,
+}
+
+/// One reading of a cgroup; `None` where the controller is missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    pub cpu_nanos: Option<u64>,
+    pub memory_usage: Option<u64>,
+    pub memory_working_set: Option<u64>,
+    pub memory_rss: Option<u64>,
+    pub memory_limit: Option<u64>,
+    pub page_faults: Option<u64>,
+    pub major_page_faults: Option<u64>,
+    pub processes: Option<u64>,
+}
+
+impl CgroupUsage {
+    /// Sums readings (a pod's containers); a figure missing everywhere stays missing.
+    pub fn add(&mut self, o: &CgroupUsage) {
+        fn sum(a: &mut Option<u64>, b: Option<u64>) {
+            if let Some(b) = b {
+                *a = Some(a.unwrap_or(0) + b);
+            }
+        }
+        sum(&mut self.cpu_nanos, o.cpu_nanos);
+        sum(&mut self.memory_usage, o.memory_usage);
+        sum(&mut self.memory_working_set, o.memory_working_set);
+        sum(&mut self.memory_rss, o.memory_rss);
+        sum(&mut self.page_faults, o.page_faults);
+        sum(&mut self.major_page_faults, o.major_page_faults);
+        sum(&mut self.processes, o.processes);
+    }
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `key value` lines (memory.stat, cpu.stat).
+fn read_keyed(path: &Path) -> HashMap<String, u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Limits the kernel reports when there is none (v1's "no limit" is a huge
+/// page-aligned number).
+fn real_limit(v: u64) -> Option<u64> {
+    (v < (1 << 62)).then_some(v)
+}
+
+impl CgroupLayout {
+    /// Reads the cgroup mounts of this mount namespace.
+    pub fn detect() -> Self {
+        Self::from_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    }
+
+    fn from_mountinfo(mountinfo: &str) -> Self {
+        let mut layout = CgroupLayout::default();
+        for line in mountinfo.lines() {
+            // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTS
+            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some(mountpoint) = left.split(' ').nth(4) else { continue };
+            let mut r = right.split(' ');
+            let (fstype, super_opts) = (r.next().unwrap_or(""), r.nth(1).unwrap_or(""));
+            match fstype {
+                "cgroup" => {
+                    for opt in super_opts.split(',') {
+                        if matches!(opt, "cpu" | "cpuacct" | "memory" | "pids" | "cpuset" | "hugetlb" | "blkio") {
+                            layout.v1.entry(opt.to_string()).or_insert_with(|| mountpoint.into());
+                        }
+                    }
+                }
+                "cgroup2" if layout.unified.is_none() => {
+                    let controllers = std::fs::read_to_string(Path::new(mountpoint).join("cgroup.controllers"))
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .map(String::from)
+                        .collect();
+                    layout.unified = Some((mountpoint.into(), controllers));
+                }
+                _ => {}
+            }
+        }
+        layout
+    }
+
+    /// The directory of cgroup `path` (as in an OCI `cgroupsPath`) for
+    /// `controller`, v1 first, and whether it is a v2 directory.
+    fn dir(&self, controller: &str, path: &str) -> Option<(PathBuf, bool)> {
+        let rel = path.trim_start_matches('/');
+        if let Some(mount) = self.v1.get(controller) {
+            return Some((mount.join(rel), false));
+        }
+        let (mount, controllers) = self.unified.as_ref()?;
+        controllers.iter().any(|c| c == controller).then(|| (mount.join(rel), true))
+    }
+
+    /// Whether cgroup `path` exists in the memory (or else CPU) hierarchy.
+    pub fn exists(&self, path: &str) -> bool {
+        ["memory", "cpu", "cpuacct"].iter().find_map(|c| self.dir(c, path)).is_some_and(|(d, _)| d.is_dir())
+    }
+
+    pub fn usage(&self, path: &str) -> CgroupUsage {
+        let mut u = CgroupUsage::default();
+        match self.dir("cpuacct", path) {
+            Some((d, _)) => u.cpu_nanos = read_u64(&d.join("cpuacct.usage")),
+            None => {
+                if let Some((d, true)) = self.dir("cpu", path) {
+                    u.cpu_nanos = read_keyed(&d.join("cpu.stat")).get("usage_usec").map(|us| us * 1000);
+                }
+            }
+        }
+        if let Some((d, v2)) = self.dir("memory", path) {
+            let stat = read_keyed(&d.join("memory.stat"));
+            let (usage, limit, inactive, rss, faults, major) = if v2 {
+                let limit = std::fs::read_to_string(d.join("memory.max")).ok().and_then(|s| s.trim().parse().ok());
+                (read_u64(&d.join("memory.current")), limit, "inactive_file", "anon", "pgfault", "pgmajfault")
+            } else {
+                let limit = read_u64(&d.join("memory.limit_in_bytes")).and_then(real_limit);
+                let usage = read_u64(&d.join("memory.usage_in_bytes"));
+                (usage, limit, "total_inactive_file", "total_rss", "total_pgfault", "total_pgmajfault")
+            };
+            u.memory_usage = usage;
+            u.memory_limit = limit;
+            // As cadvisor: the working set leaves out page cache the kernel can drop.
+            u.memory_working_set = usage.map(|m| m.saturating_sub(stat.get(inactive).copied().unwrap_or(0)));
+            u.memory_rss = stat.get(rss).copied();
+            u.page_faults = stat.get(faults).copied();
+            u.major_page_faults = stat.get(major).copied();
+        }
+        let procs = self.dir("pids", path).or_else(|| self.dir("memory", path));
+        if let Some((d, _)) = procs {
+            u.processes = std::fs::read_to_string(d.join("cgroup.procs")).ok().map(|s| s.lines().count() as u64);
+        }
+        u
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_of_a_hybrid_host() {
+        let info = "\
+25 1 0:22 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+30 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:12 - cgroup cgroup rw,cpu,cpuacct
+31 25 0:28 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+";
+        let l = CgroupLayout::from_mountinfo(info);
+        assert_eq!(l.v1["cpuacct"], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(l.v1["memory"], PathBuf::from("/sys/fs/cgroup/memory"));
+        assert_eq!(l.dir("memory", "/a/b"), Some((PathBuf::from("/sys/fs/cgroup/memory/a/b"), false)));
+        assert_eq!(l.unified.as_ref().map(|u| u.0.clone()), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(l.dir("pids", "/a"), None, "pids is in neither hierarchy here");
+    }
+
+    #[test]
+    fn usage_of_this_process_cgroup_is_read() {
+        // Whatever cgroup the test runs in has memory and CPU figures.
+        let l = CgroupLayout::detect();
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let Some(path) = own.lines().find_map(|line| {
+            let mut f = line.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls.split(',').any(|c| c == "memory").then(|| path.to_string())
+        }) else {
+            return; // no v1 memory controller on this host
+        };
+        let u = l.usage(&path);
+        assert!(u.memory_usage.unwrap_or(0) > 0, "{u:?}");
+    }
+}
