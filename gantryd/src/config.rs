@@ -25,6 +25,9 @@ pub struct Config {
     pub log_level: String,
     /// Per-registry settings (mirrors, plain HTTP, CA file), keyed by host.
     pub registries: BTreeMap<String, RegistryHostConfig>,
+    /// Where the streaming server (exec, attach, port-forward URLs) listens;
+    /// port 0 picks a free one. Keep it on loopback unless kubelet is elsewhere.
+    pub stream_address: std::net::SocketAddr,
     /// The gantry-shim binary [default: next to gantryd].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shim_binary: Option<PathBuf>,
@@ -39,6 +42,7 @@ impl Default for Config {
             socket_mode: 0o660,
             log_level: "info".into(),
             registries: BTreeMap::new(),
+            stream_address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             shim_binary: None,
         }
     }

@@ -109,7 +109,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let runtime = std::sync::Arc::new(runtime);
     runtime.watch_all().await;
-    let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json, runtime))
+    let streams = gantry_runtime::streaming::StreamServer::start(config.stream_address, &runtime)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json, runtime, streams))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(socket = %config.listen.display(), root = %config.root.display(), "gantryd serving CRI v1");

@@ -66,6 +66,14 @@ impl Runtime {
         Ok(command)
     }
 
+    /// The `gantry-shim port-forward` command connecting to `port` in the
+    /// network namespace of `pid`; stdio is the caller's to set.
+    pub fn port_forward_command(&self, pid: u32, port: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.shim_binary);
+        command.arg("port-forward").arg("--pid").arg(pid.to_string()).arg("--port").arg(port);
+        command
+    }
+
     /// Runs `cmd` to completion, or kills it at `timeout` (None: no limit).
     pub async fn exec_sync(
         &self,

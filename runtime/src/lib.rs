@@ -7,6 +7,7 @@ pub mod service;
 pub mod shim_client;
 pub mod spec;
 pub mod stats;
+pub mod streaming;
 
 pub use runtime::Runtime;
 pub use service::CriRuntimeService;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::runtime::{Runtime, RuntimeError, SandboxRecord};
 use crate::shim_client::{State as ShimState, Status as ShimStatus};
+use crate::streaming::{Pending, StreamServer};
 
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::{
@@ -40,11 +41,22 @@ pub struct CriRuntimeService {
     /// The daemon's effective configuration, returned by verbose `Status`.
     config_json: String,
     runtime: Arc<Runtime>,
+    streams: Arc<StreamServer>,
 }
 
 impl CriRuntimeService {
-    pub fn new(config_json: String, runtime: Arc<Runtime>) -> Self {
-        CriRuntimeService { config_json, runtime }
+    /// FailedPrecondition unless the container runs (NotFound if unknown).
+    async fn require_running(&self, id: &str) -> Result<(), Status> {
+        self.runtime.container(id).await.map_err(status)?;
+        let state = self.runtime.container_state(id).await;
+        if state.status != ShimStatus::Running as i32 {
+            return Err(Status::failed_precondition(format!("container {id} is not running")));
+        }
+        Ok(())
+    }
+
+    pub fn new(config_json: String, runtime: Arc<Runtime>, streams: Arc<StreamServer>) -> Self {
+        CriRuntimeService { config_json, runtime, streams }
     }
 }
 
@@ -384,16 +396,47 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
     }
 
-    async fn exec(&self, _: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Err(not_yet("Exec"))
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let req = request.into_inner();
+        if req.cmd.is_empty() || req.cmd[0].is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "exec in container {}: the command is empty",
+                req.container_id
+            )));
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument("exec needs at least one of stdin, stdout and stderr"));
+        }
+        self.require_running(&req.container_id).await?;
+        let url = self.streams.register(Pending::Exec {
+            container_id: req.container_id,
+            cmd: req.cmd,
+            tty: req.tty,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+        });
+        Ok(Response::new(ExecResponse { url }))
     }
 
     async fn attach(&self, _: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
         Err(not_yet("Attach"))
     }
 
-    async fn port_forward(&self, _: Request<PortForwardRequest>) -> Result<Response<PortForwardResponse>, Status> {
-        Err(not_yet("PortForward"))
+    async fn port_forward(
+        &self,
+        request: Request<PortForwardRequest>,
+    ) -> Result<Response<PortForwardResponse>, Status> {
+        let req = request.into_inner();
+        let sandbox = self.runtime.sandbox(&req.pod_sandbox_id).await.map_err(status)?;
+        if !sandbox.ready {
+            return Err(Status::failed_precondition(format!("pod sandbox {} is not ready", req.pod_sandbox_id)));
+        }
+        if let Some(bad) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!("port {bad} is out of range")));
+        }
+        let url = self.streams.register(Pending::PortForward { sandbox_id: req.pod_sandbox_id });
+        Ok(Response::new(PortForwardResponse { url }))
     }
 
     async fn container_stats(

@@ -6,6 +6,7 @@
 //! Usage: gantry-shim --id ID --bundle DIR --socket PATH --log FILE
 //!        gantry-shim pause   (a pod sandbox's process, see `pause`)
 //!        gantry-shim exec …  (one more process in a container, see `exec`)
+//!        gantry-shim port-forward …  (a connection into a pod, see `portforward`)
 //!
 //! It detaches at once (own session, re-parented to init or the nearest
 //! subreaper) and prints one line on stdout before the launching process
@@ -16,6 +17,7 @@ mod container;
 mod exec;
 mod log;
 mod pause;
+mod portforward;
 mod privileges;
 mod server;
 
@@ -70,6 +72,10 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("exec") {
         let rest: Vec<String> = std::env::args().skip(2).collect();
         exec::run(&rest);
+    }
+    if std::env::args().nth(1).as_deref() == Some("port-forward") {
+        let rest: Vec<String> = std::env::args().skip(2).collect();
+        portforward::run(&rest);
     }
     let args = match parse_args() {
         Ok(a) => a,

@@ -18,6 +18,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod pods;
 pub mod registry;
+pub mod streaming;
 pub mod token_auth;
 
 pub use registry::PushClient;

@@ -1,0 +1,195 @@
+//! The streaming server behind CRI `Exec`, `Attach` and `PortForward`: the
+//! RPC returns a single-use URL with a random token that expires; kubelet
+//! (or crictl) connects to it and upgrades the HTTP connection to SPDY/3.1,
+//! then runs the remotecommand (`v4.channel.k8s.io` … `channel.k8s.io`) or
+//! `portforward.k8s.io` protocol over it. Binds to 127.0.0.1 by default.
+
+mod portforward;
+mod remotecommand;
+pub mod session;
+pub mod spdy;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::runtime::{Runtime, RuntimeError};
+
+/// How long a URL stays valid before its first use, as kubelet's.
+pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Protocols offered for exec and attach, best first.
+const REMOTECOMMAND_PROTOCOLS: [&str; 4] =
+    ["v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"];
+const PORTFORWARD_PROTOCOL: &str = "portforward.k8s.io";
+const MAX_REQUEST_HEAD: usize = 16 << 10;
+
+/// What a token was issued for.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    Exec { container_id: String, cmd: Vec<String>, tty: bool, stdin: bool, stdout: bool, stderr: bool },
+    PortForward { sandbox_id: String },
+}
+
+impl Pending {
+    fn path(&self) -> &'static str {
+        match self {
+            Pending::Exec { .. } => "exec",
+            Pending::PortForward { .. } => "portforward",
+        }
+    }
+}
+
+pub struct StreamServer {
+    addr: SocketAddr,
+    tokens: Mutex<HashMap<String, (Pending, Instant)>>,
+    runtime: Weak<Runtime>,
+}
+
+fn new_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 18] = rand::thread_rng().gen();
+    // URL-safe without escaping.
+    hex::encode(bytes)
+}
+
+impl StreamServer {
+    /// Binds `addr` (port 0: any free port) and serves in the background.
+    pub async fn start(addr: SocketAddr, runtime: &Arc<Runtime>) -> Result<Arc<Self>, RuntimeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| RuntimeError::Internal(format!("binding the streaming server to {addr}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| RuntimeError::Internal(format!("streaming server: {e}")))?;
+        let server =
+            Arc::new(StreamServer { addr, tokens: Mutex::new(HashMap::new()), runtime: Arc::downgrade(runtime) });
+        let s = server.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, peer)) = listener.accept().await else { continue };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = s.handle(conn).await {
+                        tracing::debug!(%peer, error = %e, "streaming request failed");
+                    }
+                });
+            }
+        });
+        tracing::info!(%addr, "streaming server listening");
+        Ok(server)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Issues a single-use URL for `what`.
+    pub fn register(&self, what: Pending) -> String {
+        let token = new_token();
+        let url = format!("http://{}/{}/{token}", self.addr, what.path());
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        tokens.retain(|_, (_, at)| now.duration_since(*at) < TOKEN_TTL);
+        tokens.insert(token, (what, now));
+        url
+    }
+
+    /// Takes the token's request: a token works once, and only within its TTL.
+    fn redeem(&self, kind: &str, token: &str) -> Option<Pending> {
+        let (what, at) = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(token)?;
+        (at.elapsed() < TOKEN_TTL && what.path() == kind).then_some(what)
+    }
+
+    async fn handle(self: Arc<Self>, mut conn: TcpStream) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(1024);
+        let head_len = loop {
+            let mut chunk = [0u8; 2048];
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if buf.len() > MAX_REQUEST_HEAD {
+                return respond(&mut conn, 431, "request head too large").await;
+            }
+        };
+        let mut header_slots = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut header_slots);
+        if req.parse(&buf[..head_len]).is_err() {
+            return respond(&mut conn, 400, "malformed HTTP request").await;
+        }
+        let path = req.path.unwrap_or("").split('?').next().unwrap_or("").to_string();
+        let header_values = |name: &str| -> Vec<String> {
+            req.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
+                .flat_map(|h| {
+                    String::from_utf8_lossy(h.value).split(',').map(|v| v.trim().to_string()).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let upgrade = header_values("upgrade");
+        let offered = header_values("x-stream-protocol-version");
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let (kind, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let Some(what) = self.redeem(kind, token) else {
+            return respond(&mut conn, 404, &format!("unknown, used or expired stream URL {path:?}")).await;
+        };
+        if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1")) {
+            return respond(&mut conn, 400, "this server speaks SPDY/3.1 upgrades only").await;
+        }
+        let supported: &[&str] = match what {
+            Pending::Exec { .. } => &REMOTECOMMAND_PROTOCOLS,
+            Pending::PortForward { .. } => &[PORTFORWARD_PROTOCOL],
+        };
+        let Some(protocol) = supported.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+            let msg =
+                format!("none of the offered stream protocols {offered:?} is supported; use one of {supported:?}");
+            return respond(&mut conn, 403, &msg).await;
+        };
+        let Some(runtime) = self.runtime.upgrade() else {
+            return respond(&mut conn, 503, "gantryd is shutting down").await;
+        };
+        let reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\n\r\n"
+        );
+        conn.write_all(reply.as_bytes()).await?;
+        // Bytes the client sent after its request head are already SPDY.
+        let early = std::io::Cursor::new(buf.split_off(head_len));
+        let (r, w) = conn.into_split();
+        let (streams, closer) = session::start(tokio::io::AsyncReadExt::chain(early, r), w);
+        match what {
+            Pending::Exec { container_id, cmd, tty, stdin, stdout, stderr } => {
+                let opts = remotecommand::Options { tty, stdin, stdout, stderr, version: protocol.to_string() };
+                remotecommand::exec(&runtime, &container_id, &cmd, opts, streams, closer).await;
+            }
+            Pending::PortForward { sandbox_id } => {
+                portforward::serve(&runtime, &sandbox_id, streams, closer).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn respond(conn: &mut TcpStream, code: u16, message: &str) -> std::io::Result<()> {
+    let reason = match code {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    };
+    let body = format!("{message}\n");
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await?;
+    conn.write_all(body.as_bytes()).await?;
+    conn.shutdown().await
+}

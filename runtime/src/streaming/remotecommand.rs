@@ -1,0 +1,262 @@
+//! Exec over an upgraded connection (kubelet's remotecommand protocol):
+//! the client opens an error stream, then stdin/stdout/stderr as asked, and
+//! a resize stream for a TTY (v3 and later). The command runs through
+//! `gantry-shim exec` with pipes, or with a pty for a TTY; when it ends,
+//! the error stream carries its status (v4: a JSON `Status` with the exit
+//! code, as kubelet writes it) and every stream is closed.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::session::{Closer, SpdyStream, StreamWriter};
+use crate::runtime::Runtime;
+
+/// How long the client has to open the streams it announced.
+const STREAM_WAIT: Duration = Duration::from_secs(30);
+/// Output still relayed once the command exited (a background child may
+/// hold the pipe open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+pub struct Options {
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub version: String,
+}
+
+#[derive(Default)]
+struct Streams {
+    error: Option<SpdyStream>,
+    stdin: Option<SpdyStream>,
+    stdout: Option<SpdyStream>,
+    stderr: Option<SpdyStream>,
+    resize: Option<SpdyStream>,
+}
+
+impl Streams {
+    fn count(&self) -> usize {
+        [&self.error, &self.stdin, &self.stdout, &self.stderr, &self.resize].iter().filter(|s| s.is_some()).count()
+    }
+}
+
+/// The terminal size a resize stream sends, one JSON object per change.
+#[derive(serde::Deserialize)]
+struct TerminalSize {
+    #[serde(rename = "Width")]
+    width: u16,
+    #[serde(rename = "Height")]
+    height: u16,
+}
+
+async fn collect(opts: &Options, incoming: &mut mpsc::Receiver<SpdyStream>) -> Option<Streams> {
+    let resizable = opts.tty && matches!(opts.version.as_str(), "v3.channel.k8s.io" | "v4.channel.k8s.io");
+    let expected = 1
+        + usize::from(opts.stdin)
+        + usize::from(opts.stdout)
+        + usize::from(opts.stderr && !opts.tty)
+        + usize::from(resizable);
+    let mut s = Streams::default();
+    let deadline = tokio::time::Instant::now() + STREAM_WAIT;
+    while s.count() < expected {
+        let stream = tokio::time::timeout_at(deadline, incoming.recv()).await.ok()??;
+        let slot = match stream.header("streamtype") {
+            Some("error") => &mut s.error,
+            Some("stdin") => &mut s.stdin,
+            Some("stdout") => &mut s.stdout,
+            Some("stderr") => &mut s.stderr,
+            Some("resize") => &mut s.resize,
+            _ => continue,
+        };
+        *slot = Some(stream);
+    }
+    Some(s)
+}
+
+/// The error stream's last word. v4 carries a JSON `Status` with the exit
+/// code in its causes; older versions a plain message, only on failure.
+fn status_message(version: &str, cmd: &[String], exit_code: Option<i32>, error: Option<&str>) -> Vec<u8> {
+    let failure = match (exit_code, error) {
+        (_, Some(e)) => Some((e.to_string(), None)),
+        (Some(0), None) => None,
+        (Some(c), None) => Some((
+            format!("command terminated with non-zero exit code: error executing command {cmd:?}, exit code {c}"),
+            Some(c),
+        )),
+        (None, None) => Some(("the command's exit status is unknown".to_string(), None)),
+    };
+    if version != "v4.channel.k8s.io" {
+        return failure.map(|(m, _)| m.into_bytes()).unwrap_or_default();
+    }
+    let status = match failure {
+        None => serde_json::json!({"metadata": {}, "status": "Success"}),
+        Some((message, Some(code))) => serde_json::json!({
+            "metadata": {}, "status": "Failure", "message": message, "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        }),
+        Some((message, None)) => {
+            serde_json::json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"})
+        }
+    };
+    status.to_string().into_bytes()
+}
+
+/// Relays one output of the command to its stream until EOF.
+async fn pump_out(mut from: impl AsyncRead + Unpin, to: StreamWriter) {
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        match from.read(&mut buf).await {
+            // A pty master reads EIO once the last slave is closed: its EOF.
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !to.send(&buf[..n]).await {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Relays the client's stdin to the command; closing it at the client's FIN.
+async fn pump_in(mut from: mpsc::Receiver<Vec<u8>>, mut to: impl AsyncWrite + Unpin) {
+    while let Some(data) = from.recv().await {
+        if to.write_all(&data).await.is_err() {
+            return;
+        }
+        let _ = to.flush().await;
+    }
+    let _ = to.shutdown().await;
+}
+
+struct Pty {
+    master: std::fs::File,
+    slave: std::fs::File,
+}
+
+fn open_pty() -> std::io::Result<Pty> {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+        .open(std::ffi::OsStr::from_bytes(name.as_bytes()))?;
+    Ok(Pty { master: std::fs::File::from(master), slave })
+}
+
+fn set_size(master: &std::fs::File, size: &TerminalSize) {
+    let ws = rustix::termios::Winsize { ws_row: size.height, ws_col: size.width, ws_xpixel: 0, ws_ypixel: 0 };
+    if let Err(e) = rustix::termios::tcsetwinsize(master, ws) {
+        tracing::debug!(error = %e, "resizing the terminal");
+    }
+}
+
+pub async fn exec(
+    runtime: &Arc<Runtime>,
+    id: &str,
+    cmd: &[String],
+    opts: Options,
+    mut incoming: mpsc::Receiver<SpdyStream>,
+    closer: Closer,
+) {
+    let Some(mut streams) = collect(&opts, &mut incoming).await else {
+        tracing::debug!(container = %id, "exec client did not open its streams");
+        closer.shutdown().await;
+        return;
+    };
+    let (exit_code, error) = match run(runtime, id, cmd, &opts, &mut streams).await {
+        Ok(code) => (Some(code), None),
+        Err(e) => (None, Some(e)),
+    };
+    let outputs = [&streams.stdout, &streams.stderr];
+    for s in outputs.into_iter().flatten() {
+        s.out.close().await;
+    }
+    if let Some(err) = &streams.error {
+        let msg = status_message(&opts.version, cmd, exit_code, error.as_deref());
+        if !msg.is_empty() {
+            err.out.send(&msg).await;
+        }
+        err.out.close().await;
+    }
+    tracing::debug!(container = %id, ?exit_code, "streaming exec finished");
+    closer.shutdown().await;
+}
+
+/// The client's input on `stream`, taken out of it.
+fn take_input(stream: &mut SpdyStream) -> mpsc::Receiver<Vec<u8>> {
+    let (_, closed) = mpsc::channel(1);
+    std::mem::replace(&mut stream.incoming, closed)
+}
+
+/// Runs the command with the streams attached; its exit code.
+async fn run(runtime: &Arc<Runtime>, id: &str, cmd: &[String], opts: &Options, s: &mut Streams) -> Result<i32, String> {
+    let mut command = runtime.exec_command(id, cmd, opts.tty).await.map_err(|e| e.to_string())?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut child = if opts.tty {
+        let pty = open_pty().map_err(|e| format!("allocating a terminal: {e}"))?;
+        let clone = |f: &std::fs::File| f.try_clone().map_err(|e| format!("terminal: {e}"));
+        command.stdin(Stdio::from(clone(&pty.slave)?));
+        command.stdout(Stdio::from(clone(&pty.slave)?));
+        command.stderr(Stdio::from(pty.slave));
+        let child = command.spawn().map_err(|e| format!("starting gantry-shim exec: {e}"))?;
+        // Our copies of the slave must go, or the master never reads EOF.
+        drop(command);
+        if let Some(stdout) = &s.stdout {
+            tasks.spawn(pump_out(tokio::fs::File::from_std(clone(&pty.master)?), stdout.out.clone()));
+        }
+        if let Some(stdin) = s.stdin.as_mut() {
+            let input = take_input(stdin);
+            let master = tokio::fs::File::from_std(clone(&pty.master)?);
+            // Not joined: the client may keep stdin open after the command ended.
+            tokio::spawn(pump_in(input, master));
+        }
+        if let Some(resize) = s.resize.as_mut() {
+            let mut sizes = take_input(resize);
+            let master = pty.master;
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                while let Some(data) = sizes.recv().await {
+                    pending.extend_from_slice(&data);
+                    // One JSON object per line, or back to back.
+                    let mut de = serde_json::Deserializer::from_slice(&pending).into_iter::<TerminalSize>();
+                    let mut used = 0;
+                    while let Some(Ok(size)) = de.next() {
+                        set_size(&master, &size);
+                        used = de.byte_offset();
+                    }
+                    pending.drain(..used);
+                }
+            });
+        }
+        child
+    } else {
+        command.stdin(if s.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        command.stdout(if s.stdout.is_some() { Stdio::piped() } else { Stdio::null() });
+        command.stderr(if s.stderr.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = command.spawn().map_err(|e| format!("starting gantry-shim exec: {e}"))?;
+        if let (Some(out), Some(stream)) = (child.stdout.take(), &s.stdout) {
+            tasks.spawn(pump_out(out, stream.out.clone()));
+        }
+        if let (Some(err), Some(stream)) = (child.stderr.take(), &s.stderr) {
+            tasks.spawn(pump_out(err, stream.out.clone()));
+        }
+        if let (Some(input), Some(stream)) = (child.stdin.take(), s.stdin.as_mut()) {
+            tokio::spawn(pump_in(take_input(stream), input));
+        }
+        child
+    };
+    let status = child.wait().await.map_err(|e| format!("waiting for gantry-shim exec: {e}"))?;
+    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async { while tasks.join_next().await.is_some() {} }).await;
+    tasks.abort_all();
+    Ok(status.code().unwrap_or(-1))
+}

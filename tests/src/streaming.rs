@@ -1,0 +1,107 @@
+//! A small SPDY/3.1 client for the streaming tests, speaking to gantryd's
+//! streaming server as client-go does: an HTTP upgrade, then streams opened
+//! with a `streamtype` header (and `port`/`requestID` for port-forward).
+//! It reuses gantryd's frame codec, which is symmetric.
+
+use std::collections::HashMap;
+
+use gantry_runtime::streaming::spdy::{Frame, FrameReader, FrameWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+pub struct SpdyClient {
+    reader: FrameReader<OwnedReadHalf>,
+    writer: FrameWriter,
+    out: OwnedWriteHalf,
+    next_id: u32,
+    /// The protocol the server chose.
+    pub protocol: String,
+}
+
+/// What came back on the streams: bytes per stream ID and which ended.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub data: HashMap<u32, Vec<u8>>,
+    pub finished: Vec<u32>,
+}
+
+impl Received {
+    pub fn text(&self, id: u32) -> String {
+        String::from_utf8_lossy(self.data.get(&id).map(Vec::as_slice).unwrap_or_default()).into_owned()
+    }
+}
+
+/// Upgrades `url` offering `protocols`; the HTTP status and body on refusal.
+pub async fn connect(url: &str, protocols: &[&str]) -> Result<SpdyClient, (u16, String)> {
+    let rest = url.strip_prefix("http://").ok_or((0, format!("not an http URL: {url}")))?;
+    let (host, path) = rest.split_once('/').ok_or((0, format!("no path in {url}")))?;
+    let mut conn = TcpStream::connect(host).await.map_err(|e| (0, e.to_string()))?;
+    let mut req = format!("POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n");
+    for p in protocols {
+        req += &format!("X-Stream-Protocol-Version: {p}\r\n");
+    }
+    req += "Content-Length: 0\r\n\r\n";
+    conn.write_all(req.as_bytes()).await.map_err(|e| (0, e.to_string()))?;
+    // Read the response head byte by byte: what follows it is SPDY.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        if conn.read(&mut b).await.map_err(|e| (0, e.to_string()))? == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    if code != 101 {
+        let mut body = String::new();
+        let _ = conn.read_to_string(&mut body).await;
+        return Err((code, body));
+    }
+    let protocol =
+        head.lines().find_map(|l| l.strip_prefix("X-Stream-Protocol-Version: ")).unwrap_or_default().trim().to_string();
+    let (r, w) = conn.into_split();
+    Ok(SpdyClient { reader: FrameReader::new(r), writer: FrameWriter::default(), out: w, next_id: 1, protocol })
+}
+
+impl SpdyClient {
+    /// Opens a stream with these headers and waits for the server's reply.
+    pub async fn open(&mut self, headers: &[(&str, &str)]) -> u32 {
+        let id = self.next_id;
+        self.next_id += 2;
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.write(Frame::SynStream { stream_id: id, headers, fin: false }).await;
+        match self.reader.next().await {
+            Ok(Some(Frame::SynReply { stream_id, .. })) if stream_id == id => id,
+            other => panic!("expected the reply to stream {id}, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, id: u32, data: &[u8], fin: bool) {
+        self.write(Frame::Data { stream_id: id, fin, data: data.to_vec() }).await;
+    }
+
+    async fn write(&mut self, frame: Frame) {
+        let bytes = self.writer.encode(&frame);
+        self.out.write_all(&bytes).await.expect("writing to the streaming server");
+    }
+
+    /// Reads until every stream in `until` finished or the connection ends.
+    pub async fn receive(&mut self, until: &[u32]) -> Received {
+        let mut got = Received::default();
+        while !until.iter().all(|id| got.finished.contains(id)) {
+            match self.reader.next().await {
+                Ok(Some(Frame::Data { stream_id, fin, data })) => {
+                    got.data.entry(stream_id).or_default().extend_from_slice(&data);
+                    if fin {
+                        got.finished.push(stream_id);
+                    }
+                }
+                Ok(Some(Frame::GoAway { .. })) | Ok(None) | Err(_) => break,
+                Ok(Some(_)) => {}
+            }
+        }
+        got
+    }
+}

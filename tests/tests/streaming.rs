@@ -1,0 +1,153 @@
+//! Exec and port-forward through the streaming server over SPDY, as kubelet
+//! and crictl use them: stdin/stdout/stderr, exit codes on the error
+//! stream, a TTY with resize, single-use URLs, and a forwarded connection
+//! into the pod's network namespace.
+
+use std::time::Duration;
+
+use gantry_tests::pods::*;
+use gantry_tests::streaming::connect;
+use gantry_tests::{Cri, Daemon};
+use k8s_cri::v1::{ExecRequest, NamespaceMode, PortForwardRequest, StopContainerRequest};
+use tonic::Code;
+
+const V4: &str = "v4.channel.k8s.io";
+
+async fn exec_url(cri: &mut Cri, id: &str, cmd: &[&str], tty: bool, stdin: bool) -> Result<String, tonic::Status> {
+    cri.runtime
+        .exec(ExecRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await
+        .map(|r| r.into_inner().url)
+}
+
+async fn running(cri: &mut Cri, d: &Daemon, name: &str, command: &[&str]) -> (Pod, String) {
+    let pod = run_pod(cri, d, name, NamespaceMode::Pod).await;
+    let id = create(cri, &pod, container("app", command)).await.expect("create");
+    start(cri, &id).await;
+    (pod, id)
+}
+
+#[tokio::test]
+async fn exec_streams_stdin_stdout_stderr_and_the_exit_code() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let (pod, id) = running(&mut cri, &d, "stream-exec", &["sleep", "60"]).await;
+
+    // Non-interactive with stdin: what goes in comes back out.
+    let url = exec_url(&mut cri, &id, &["sh", "-c", "cat; echo to-stderr >&2"], false, true).await.expect("exec");
+    let mut c = connect(&url, &[V4, "v3.channel.k8s.io"]).await.expect("upgrade");
+    assert_eq!(c.protocol, V4);
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdin = c.open(&[("streamtype", "stdin")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    c.send(stdin, b"line one\nline two\n", false).await;
+    c.send(stdin, b"", true).await;
+    let got = c.receive(&[error, stdout, stderr]).await;
+    assert_eq!(got.text(stdout), "line one\nline two\n");
+    assert_eq!(got.text(stderr), "to-stderr\n");
+    let status: serde_json::Value = serde_json::from_str(&got.text(error)).expect("a JSON status");
+    assert_eq!(status["status"], "Success", "{status}");
+
+    // A non-zero exit: kubelet's Status with the code in its causes.
+    let url = exec_url(&mut cri, &id, &["sh", "-c", "exit 3"], false, false).await.unwrap();
+    let mut c = connect(&url, &[V4]).await.expect("upgrade");
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    let got = c.receive(&[error, stdout, stderr]).await;
+    let status: serde_json::Value = serde_json::from_str(&got.text(error)).expect("a JSON status");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+    // The URL was single-use; unknown ones are refused alike.
+    let (code, body) = connect(&url, &[V4]).await.err().expect("a used URL is refused");
+    assert_eq!(code, 404, "{body}");
+    let forged = format!("{}nope", &url[..url.rfind('/').unwrap() + 1]);
+    assert_eq!(connect(&forged, &[V4]).await.err().map(|e| e.0), Some(404));
+    // A protocol the server does not speak.
+    let url = exec_url(&mut cri, &id, &["true"], false, false).await.unwrap();
+    assert_eq!(connect(&url, &["v9.channel.k8s.io"]).await.err().map(|e| e.0), Some(403));
+
+    // Exec into a container that no longer runs is refused by the RPC.
+    cri.runtime.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.expect("stop");
+    let err = exec_url(&mut cri, &id, &["true"], false, false).await.expect_err("stopped");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
+async fn exec_with_a_tty_and_resize() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let (pod, id) = running(&mut cri, &d, "stream-tty", &["sleep", "60"]).await;
+
+    let url = exec_url(&mut cri, &id, &["sh"], true, true).await.expect("exec");
+    let mut c = connect(&url, &[V4]).await.expect("upgrade");
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdin = c.open(&[("streamtype", "stdin")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let resize = c.open(&[("streamtype", "resize")]).await;
+    c.send(resize, br#"{"Width":123,"Height":45}"#, false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send(stdin, b"test -t 0 && echo is-a-tty; stty size; exit 7\n", false).await;
+    let got = c.receive(&[error, stdout]).await;
+    let out = got.text(stdout);
+    assert!(out.contains("is-a-tty"), "{out:?}");
+    assert!(out.contains("45 123"), "the resize did not reach the terminal: {out:?}");
+    let status: serde_json::Value = serde_json::from_str(&got.text(error)).expect("a JSON status");
+    assert_eq!(status["details"]["causes"][0]["message"], "7", "{status}");
+    remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
+async fn port_forward_reaches_a_server_in_the_pod() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    // An echo server in the pod: it has no network but loopback.
+    let (pod, _) = running(&mut cri, &d, "stream-pf", &["nc", "-ll", "-p", "8080", "-e", "cat"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let url = cri
+        .runtime
+        .port_forward(PortForwardRequest { pod_sandbox_id: pod.id.clone(), port: vec![8080] })
+        .await
+        .expect("port forward")
+        .into_inner()
+        .url;
+    let mut c = connect(&url, &["portforward.k8s.io"]).await.expect("upgrade");
+
+    // A closed port: an error on that pair's error stream, the connection stays.
+    let err = c.open(&[("streamtype", "error"), ("port", "9"), ("requestid", "0")]).await;
+    let data = c.open(&[("streamtype", "data"), ("port", "9"), ("requestid", "0")]).await;
+    let got = c.receive(&[err, data]).await;
+    assert!(got.text(err).contains("port 9"), "{:?}", got.text(err));
+
+    for round in 1..=2 {
+        let rid = round.to_string();
+        let err = c.open(&[("streamtype", "error"), ("port", "8080"), ("requestid", &rid)]).await;
+        let data = c.open(&[("streamtype", "data"), ("port", "8080"), ("requestid", &rid)]).await;
+        let msg = format!("ping {round}\n");
+        c.send(data, msg.as_bytes(), false).await;
+        c.send(data, b"", true).await;
+        let got = c.receive(&[data, err]).await;
+        assert_eq!(got.text(err), "", "round {round}");
+        assert_eq!(got.text(data), msg, "round {round}");
+    }
+
+    let err = cri
+        .runtime
+        .port_forward(PortForwardRequest { pod_sandbox_id: "no-such-pod".into(), port: vec![80] })
+        .await
+        .expect_err("unknown pod");
+    assert_eq!(err.code(), Code::NotFound);
+    remove_pod(&mut cri, &pod).await;
+}
