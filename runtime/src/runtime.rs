@@ -223,6 +223,11 @@ impl Runtime {
 
     /// Shim sockets live apart from the bundles, under short names: a unix
     /// socket path must fit in 108 bytes.
+    /// The shim's attach socket (see `gantry_proto::attach`).
+    pub fn attach_socket_path(&self, id: &str) -> PathBuf {
+        self.socket_path(id).with_extension("attach")
+    }
+
     fn socket_path(&self, id: &str) -> PathBuf {
         self.state_dir.join("s").join(format!("{}.sock", &id[..id.len().min(24)]))
     }

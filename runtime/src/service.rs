@@ -419,8 +419,20 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(ExecResponse { url }))
     }
 
-    async fn attach(&self, _: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
-        Err(not_yet("Attach"))
+    async fn attach(&self, request: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+        let req = request.into_inner();
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument("attach needs at least one of stdin, stdout and stderr"));
+        }
+        self.require_running(&req.container_id).await?;
+        let url = self.streams.register(Pending::Attach {
+            container_id: req.container_id,
+            tty: req.tty,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+        });
+        Ok(Response::new(AttachResponse { url }))
     }
 
     async fn port_forward(

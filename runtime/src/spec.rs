@@ -367,7 +367,7 @@ pub fn build(
         "process": process,
         "root": {"path": "rootfs", "readonly": security.readonly_rootfs},
         "mounts": mounts,
-        "annotations": config.annotations,
+        "annotations": annotations(config),
         "linux": {
             "sysctl": pod.sysctls,
             "cgroupsPath": cgroups_path,
@@ -383,6 +383,22 @@ pub fn build(
         },
     });
     serde_json::from_value(spec).map_err(|e| SpecError::Oci(e.to_string()))
+}
+
+/// Annotation telling the shim to keep a stdin for the container (CRI
+/// `stdin`), and whether it closes after the first attach ends (`stdin_once`).
+pub const STDIN_ANNOTATION: &str = "io.gantry.stdin";
+pub const STDIN_ONCE_ANNOTATION: &str = "io.gantry.stdin-once";
+
+fn annotations(config: &ContainerConfig) -> std::collections::HashMap<String, String> {
+    let mut a = config.annotations.clone();
+    if config.stdin {
+        a.insert(STDIN_ANNOTATION.into(), "true".into());
+        if config.stdin_once {
+            a.insert(STDIN_ONCE_ANNOTATION.into(), "true".into());
+        }
+    }
+    a
 }
 
 #[cfg(test)]

@@ -33,8 +33,59 @@ pub struct Spawned {
     pub start: OwnedFd,
     /// `E` and a message if the exec fails; EOF once it succeeded.
     pub status: File,
+    pub io: ShimIo,
+}
+
+/// The shim's ends of the container's stdio.
+pub struct ShimIo {
+    /// stdout, or the pty master of a terminal (which carries both outputs).
     pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// stderr; none with a terminal.
+    pub stderr: Option<OwnedFd>,
+    /// Where attached clients' input goes: the stdin pipe, or the pty master.
+    pub stdin: Option<OwnedFd>,
+    pub terminal: bool,
+}
+
+/// The container's ends of its stdio.
+struct ChildIo {
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    terminal: bool,
+}
+
+/// Annotations gantryd sets (see runtime/src/spec.rs).
+pub const STDIN_ANNOTATION: &str = "io.gantry.stdin";
+pub const STDIN_ONCE_ANNOTATION: &str = "io.gantry.stdin-once";
+
+pub fn annotation(spec: &Spec, key: &str) -> bool {
+    spec.annotations().as_ref().and_then(|a| a.get(key)).is_some_and(|v| v == "true")
+}
+
+/// Pipes, or a pty when the process wants a terminal; a stdin only when asked.
+fn make_stdio(spec: &Spec) -> Result<(ShimIo, ChildIo), String> {
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let want_stdin = annotation(spec, STDIN_ANNOTATION);
+    if terminal {
+        let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
+        let master_in = pty.master.try_clone().map_err(|e| format!("dup pty: {e}"))?;
+        for fd in [&pty.master, &master_in] {
+            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+                .map_err(|e| format!("pty: {e}"))?;
+        }
+        let slave_out = pty.slave.try_clone().map_err(|e| format!("dup pty: {e}"))?;
+        let slave_err = pty.slave.try_clone().map_err(|e| format!("dup pty: {e}"))?;
+        let shim = ShimIo { stdout: pty.master, stderr: None, stdin: want_stdin.then_some(master_in), terminal };
+        let child = ChildIo { stdin: Some(pty.slave), stdout: slave_out, stderr: slave_err, terminal };
+        return Ok((shim, child));
+    }
+    let (stdout_r, stdout_w) = pipe()?;
+    let (stderr_r, stderr_w) = pipe()?;
+    let (stdin_r, stdin_w) = if want_stdin { pipe().map(|(r, w)| (Some(r), Some(w)))? } else { (None, None) };
+    let shim = ShimIo { stdout: stdout_r, stderr: Some(stderr_r), stdin: stdin_w, terminal };
+    let child = ChildIo { stdin: stdin_r, stdout: stdout_w, stderr: stderr_w, terminal };
+    Ok((shim, child))
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -45,8 +96,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 
 /// Creates the container process, stopped before exec.
 pub fn create(bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
-    let (stdout_r, stdout_w) = pipe()?;
-    let (stderr_r, stderr_w) = pipe()?;
+    let (shim_io, child_io) = make_stdio(spec)?;
     let (start_r, start_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let (pid_r, pid_w) = pipe()?;
@@ -55,16 +105,16 @@ pub fn create(bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
     // the child may allocate and run arbitrary code after fork.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            drop((stdout_r, stderr_r, start_w, status_r, pid_r));
+            drop((shim_io, start_w, status_r, pid_r));
             let mut status = File::from(status_w);
-            let result = intermediate(bundle, spec, &mut status, pid_w, start_r, stdout_w, stderr_w);
+            let result = intermediate(bundle, spec, &mut status, pid_w, start_r, child_io);
             if let Err(msg) = result {
                 let _ = status.write_all(format!("E{msg}").as_bytes());
             }
             std::process::exit(1);
         }
         ForkResult::Parent { child } => {
-            drop((stdout_w, stderr_w, start_r, status_w, pid_w));
+            drop((child_io, start_r, status_w, pid_w));
             let _ = waitpid(child, None);
             let mut pid_bytes = [0u8; 4];
             let mut pid_file = File::from(pid_r);
@@ -77,8 +127,7 @@ pub fn create(bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
                     pid: Pid::from_raw(i32::from_be_bytes(pid_bytes)),
                     start: start_w,
                     status,
-                    stdout: stdout_r,
-                    stderr: stderr_r,
+                    io: shim_io,
                 });
             }
             let mut msg = String::new();
@@ -100,15 +149,14 @@ fn intermediate(
     status: &mut File,
     pid_w: OwnedFd,
     start_r: OwnedFd,
-    stdout_w: OwnedFd,
-    stderr_w: OwnedFd,
+    io: ChildIo,
 ) -> Result<(), String> {
     enter_namespaces(spec)?;
     // SAFETY: still single-threaded (a fork of the single-threaded shim).
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(pid_w);
-            if let Err(msg) = init(bundle, spec, status, start_r, stdout_w, stderr_w) {
+            if let Err(msg) = init(bundle, spec, status, start_r, io) {
                 let _ = status.write_all(format!("E{msg}").as_bytes());
             }
             std::process::exit(127);
@@ -151,22 +199,26 @@ fn enter_namespaces(spec: &Spec) -> Result<(), String> {
 }
 
 /// In the container's init: stdio, rootfs, hostname; wait for start; exec.
-fn init(
-    bundle: &Path,
-    spec: &Spec,
-    status: &mut File,
-    start_r: OwnedFd,
-    stdout_w: OwnedFd,
-    stderr_w: OwnedFd,
-) -> Result<(), String> {
+fn init(bundle: &Path, spec: &Spec, status: &mut File, start_r: OwnedFd, io: ChildIo) -> Result<(), String> {
     // The shim blocks SIGCHLD for its signalfd; the container must not inherit that.
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(|e| format!("sigprocmask: {e}"))?;
+    restore_default_signals()?;
     setsid().map_err(|e| format!("setsid: {e}"))?;
-    let devnull = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    dup2(devnull.as_raw_fd(), 0).map_err(|e| format!("dup2 stdin: {e}"))?;
-    dup2(stdout_w.as_raw_fd(), 1).map_err(|e| format!("dup2 stdout: {e}"))?;
-    dup2(stderr_w.as_raw_fd(), 2).map_err(|e| format!("dup2 stderr: {e}"))?;
-    drop((devnull, stdout_w, stderr_w));
+    let stdin: OwnedFd = match io.stdin {
+        Some(fd) => fd,
+        None => File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?.into(),
+    };
+    dup2(stdin.as_raw_fd(), 0).map_err(|e| format!("dup2 stdin: {e}"))?;
+    dup2(io.stdout.as_raw_fd(), 1).map_err(|e| format!("dup2 stdout: {e}"))?;
+    dup2(io.stderr.as_raw_fd(), 2).map_err(|e| format!("dup2 stderr: {e}"))?;
+    drop((stdin, io.stdout, io.stderr));
+    if io.terminal {
+        // SAFETY: TIOCSCTTY takes an int and touches no memory of ours; we
+        // are a session leader (setsid above) and fd 0 is the pty slave.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+            return Err(format!("setting the controlling terminal: {}", std::io::Error::last_os_error()));
+        }
+    }
 
     let new_mount_ns = spec
         .linux()
@@ -206,6 +258,15 @@ fn init(
     let cexe = CString::new(exe.as_os_str().as_encoded_bytes()).map_err(|_| "NUL in executable path")?;
     let err = nix::unistd::execve(&cexe, &cargs, &cenv).err().map(|e| e.to_string()).unwrap_or_default();
     Err(format!("exec {arg0:?}: {err}"))
+}
+
+/// Rust's runtime ignores SIGPIPE in the shim; an ignored signal stays
+/// ignored across exec, and the container must get the default.
+pub(crate) fn restore_default_signals() -> Result<(), String> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installing SIG_DFL runs no handler code of ours.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(|e| format!("resetting SIGPIPE: {e}"))?;
+    Ok(())
 }
 
 /// The container gets stdio only: whatever else the shim (or whoever started

@@ -147,6 +147,7 @@ fn child(
     let fail = |e: String| (CANNOT_RUN, e);
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(|e| fail(format!("sigprocmask: {e}")))?;
+    crate::container::restore_default_signals().map_err(fail)?;
     setsid().map_err(|e| fail(format!("setsid: {e}")))?;
     if o.tty {
         // SAFETY: TIOCSCTTY takes an int argument and touches no memory of ours.

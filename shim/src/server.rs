@@ -8,6 +8,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use gantry_proto::attach;
 use gantry_proto::shim::{frame, request, response, Request, Response, State, Status, MAX_FRAME};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -34,6 +35,12 @@ struct Pipe {
     pending: LineBuffer,
 }
 
+/// A client attached to the container's stdio (see `gantry_proto::attach`).
+struct Attached {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
 pub struct Shim {
     state: State,
     state_file: PathBuf,
@@ -48,6 +55,14 @@ pub struct Shim {
     exec_status: Option<File>,
     shutdown: bool,
     cgroup: Option<crate::cgroup::ContainerCgroup>,
+    attach_listener: UnixListener,
+    attach_path: PathBuf,
+    attached: Vec<Attached>,
+    /// The container's stdin (a pipe, or the pty master), if it has one.
+    stdin: Option<OwnedFd>,
+    stdin_once: bool,
+    /// The pty master, for resizing, when the container has a terminal.
+    terminal: Option<OwnedFd>,
 }
 
 fn now_nanos() -> i64 {
@@ -57,6 +72,19 @@ fn now_nanos() -> i64 {
 fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
     let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
     fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
+}
+
+/// Writes all of `data` to a blocking fd (the container's stdin); false
+/// once the reader is gone.
+fn write_all_fd(fd: &OwnedFd, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Writes the state durably: temp file, fsync, rename, fsync the directory.
@@ -123,6 +151,11 @@ impl Shim {
         let _ = fs::remove_file(&args.socket);
         let listener =
             UnixListener::bind(&args.socket).map_err(|e| format!("binding {}: {e}", args.socket.display()))?;
+        let attach_path = args.socket.with_extension("attach");
+        let _ = fs::remove_file(&attach_path);
+        let attach_listener =
+            UnixListener::bind(&attach_path).map_err(|e| format!("binding {}: {e}", attach_path.display()))?;
+        let stdin_once = container::annotation(&spec, container::STDIN_ONCE_ANNOTATION);
 
         let cgroup = crate::cgroup::ContainerCgroup::create(&spec)?;
         let spawned = match container::create(&args.bundle, &spec) {
@@ -143,8 +176,15 @@ impl Shim {
                 return Err(e);
             }
         }
-        for fd in [&spawned.stdout, &spawned.stderr] {
+        let io = spawned.io;
+        for fd in std::iter::once(&io.stdout).chain(io.stderr.as_ref()) {
             set_nonblocking(fd).map_err(|e| format!("O_NONBLOCK: {e}"))?;
+        }
+        let terminal =
+            if io.terminal { Some(io.stdout.try_clone().map_err(|e| format!("dup pty: {e}"))?) } else { None };
+        let mut pipes = vec![Pipe { fd: io.stdout, name: "stdout", pending: LineBuffer::default() }];
+        if let Some(fd) = io.stderr {
+            pipes.push(Pipe { fd, name: "stderr", pending: LineBuffer::default() });
         }
         let state = State {
             id: args.id.clone(),
@@ -163,15 +203,18 @@ impl Shim {
             signals,
             listener,
             conns: Vec::new(),
-            pipes: vec![
-                Pipe { fd: spawned.stdout, name: "stdout", pending: LineBuffer::default() },
-                Pipe { fd: spawned.stderr, name: "stderr", pending: LineBuffer::default() },
-            ],
+            pipes,
             log: CriLog::new(log_file),
             start: Some(spawned.start),
             exec_status: Some(spawned.status),
             shutdown: false,
             cgroup,
+            attach_listener,
+            attach_path,
+            attached: Vec::new(),
+            stdin: io.stdin,
+            stdin_once,
+            terminal,
         })
     }
 
@@ -188,13 +231,15 @@ impl Shim {
     pub fn serve(&mut self) {
         while !self.shutdown {
             // Readiness is collected first (the PollFds borrow our fds), handled after.
-            let (sig_ready, accept_ready, pipes_ready, conns_ready) = {
+            let (sig_ready, accept_ready, attach_ready, pipes_ready, conns_ready, attached_ready) = {
                 let mut fds = vec![
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.attach_listener.as_fd(), PollFlags::POLLIN),
                 ];
                 fds.extend(self.pipes.iter().map(|p| PollFd::new(p.fd.as_fd(), PollFlags::POLLIN)));
                 fds.extend(self.conns.iter().map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)));
+                fds.extend(self.attached.iter().map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)));
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) => {}
                     Err(nix::Error::EINTR) => continue,
@@ -204,12 +249,15 @@ impl Shim {
                     }
                 }
                 let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                let n_pipes = self.pipes.len();
+                let (n_pipes, n_conns) = (self.pipes.len(), self.conns.len());
+                let conns_at = 3 + n_pipes;
                 (
                     ready(&fds[0]),
                     ready(&fds[1]),
-                    fds[2..2 + n_pipes].iter().map(ready).collect::<Vec<_>>(),
-                    fds[2 + n_pipes..].iter().map(ready).collect::<Vec<_>>(),
+                    ready(&fds[2]),
+                    fds[3..conns_at].iter().map(ready).collect::<Vec<_>>(),
+                    fds[conns_at..conns_at + n_conns].iter().map(ready).collect::<Vec<_>>(),
+                    fds[conns_at + n_conns..].iter().map(ready).collect::<Vec<_>>(),
                 )
             };
             for (i, r) in pipes_ready.iter().enumerate().rev() {
@@ -230,7 +278,18 @@ impl Shim {
                     self.read_conn(i);
                 }
             }
+            if attach_ready {
+                if let Ok((stream, _)) = self.attach_listener.accept() {
+                    self.attach(stream);
+                }
+            }
+            for (i, r) in attached_ready.iter().enumerate().rev() {
+                if *r {
+                    self.read_attached(i);
+                }
+            }
         }
+        let _ = fs::remove_file(&self.attach_path);
         if let Some(cg) = &self.cgroup {
             cg.delete();
         }
@@ -252,10 +311,89 @@ impl Shim {
                     if let Err(e) = self.log.feed(pipe.name, &mut pipe.pending, &buf[..n]) {
                         eprintln!("gantry-shim: writing log: {e}");
                     }
+                    let kind = if pipe.name == "stderr" { attach::STDERR } else { attach::STDOUT };
+                    self.broadcast(&attach::frame(kind, &buf[..n]));
                 }
                 Err(nix::Error::EINTR) => continue,
-                Err(_) => return, // EAGAIN: nothing more for now
+                Err(nix::Error::EAGAIN) => return, // nothing more for now
+                Err(_) => {
+                    // A pty master reads EIO once the container's side is closed: its EOF.
+                    let _ = self.log.finish(pipe.name, &mut pipe.pending);
+                    self.pipes.remove(i);
+                    return;
+                }
             }
+        }
+    }
+
+    /// Output to every attached client. One that cannot take it now is
+    /// dropped rather than stall the container's output and the log.
+    fn broadcast(&mut self, bytes: &[u8]) {
+        self.attached.retain_mut(|a| matches!(a.stream.write(bytes), Ok(n) if n == bytes.len()));
+    }
+
+    fn attach(&mut self, stream: UnixStream) {
+        if self.state.status == Status::Stopped as i32 {
+            let mut stream = stream;
+            let _ = stream.write_all(&attach::frame(attach::EXITED, &[]));
+            return;
+        }
+        // Non-blocking writes; big enough a buffer to take a burst of output.
+        if stream.set_nonblocking(true).is_ok() {
+            let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &(1 << 20));
+            self.attached.push(Attached { stream, buf: Vec::new() });
+        }
+    }
+
+    fn read_attached(&mut self, i: usize) {
+        let mut buf = [0u8; 8192];
+        let n = match self.attached[i].stream.read(&mut buf) {
+            Ok(0) => {
+                self.detached(i);
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => {
+                self.detached(i);
+                return;
+            }
+        };
+        self.attached[i].buf.extend_from_slice(&buf[..n]);
+        while let Some((kind, payload)) = attach::take_frame(&mut self.attached[i].buf) {
+            match kind {
+                attach::STDIN => {
+                    let Some(fd) = &self.stdin else { continue };
+                    if !write_all_fd(fd, &payload) {
+                        self.stdin = None;
+                    }
+                }
+                attach::CLOSE_STDIN if self.terminal.is_none() => self.stdin = None,
+                attach::RESIZE if payload.len() == 4 => {
+                    if let Some(master) = &self.terminal {
+                        let size = libc::winsize {
+                            ws_col: u16::from_be_bytes([payload[0], payload[1]]),
+                            ws_row: u16::from_be_bytes([payload[2], payload[3]]),
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which outlives the call.
+                        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.attached[i].buf.len() > attach::MAX_PAYLOAD + 5 {
+            self.detached(i);
+        }
+    }
+
+    fn detached(&mut self, i: usize) {
+        self.attached.remove(i);
+        // CRI stdin_once: the container's stdin closes when its first client leaves.
+        if self.stdin_once && self.terminal.is_none() {
+            self.stdin = None;
         }
     }
 
@@ -286,6 +424,9 @@ impl Shim {
         self.state.oom_killed = self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
         self.start = None;
         self.save();
+        // Attached clients get everything written so far, then the end.
+        self.broadcast(&attach::frame(attach::EXITED, &[]));
+        self.attached.clear();
         let state = self.state.clone();
         for c in self.conns.iter_mut().filter(|c| c.waiting) {
             c.waiting = false;

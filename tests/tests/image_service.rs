@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use gantry_tests::registry::{tar_of, Entry, Layer};
 use gantry_tests::{auth_registry, test_registry, test_registry_storage, tree, Cri, Daemon, PushClient};
 use k8s_cri::v1::{
-    AuthConfig, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest, ListMetricDescriptorsRequest,
-    PullImageRequest, RemoveImageRequest, StatusRequest, VersionRequest,
+    AuthConfig, CheckpointContainerRequest, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest,
+    ListMetricDescriptorsRequest, PullImageRequest, RemoveImageRequest, StatusRequest, VersionRequest,
 };
 use tonic::Code;
 
@@ -84,10 +84,15 @@ async fn version_status_and_unimplemented() {
     assert!(conditions.iter().any(|c| c.r#type == "NetworkReady" && !c.status && !c.reason.is_empty()));
     let config: serde_json::Value = serde_json::from_str(&s.info["config"]).expect("verbose config is JSON");
     assert_eq!(config["listen"], d.socket.display().to_string());
-    let err =
-        cri.runtime.list_metric_descriptors(ListMetricDescriptorsRequest::default()).await.expect_err("unimplemented");
+    let metrics = cri.runtime.list_metric_descriptors(ListMetricDescriptorsRequest::default()).await.expect("metrics");
+    assert!(metrics.into_inner().descriptors.is_empty());
+    let err = cri
+        .runtime
+        .checkpoint_container(CheckpointContainerRequest { container_id: "x".into(), ..Default::default() })
+        .await
+        .expect_err("unimplemented");
     assert_eq!(err.code(), Code::Unimplemented, "{err}");
-    assert!(err.message().contains("ListMetricDescriptors"), "{err}");
+    assert!(err.message().contains("CheckpointContainer"), "{err}");
     // SIGTERM shuts down cleanly and removes the socket.
     assert_eq!(d.stop(), Some(0), "log:\n{}", d.log_text());
     assert!(!d.socket.exists());

@@ -8,7 +8,7 @@ use std::time::Duration;
 use gantry_tests::pods::*;
 use gantry_tests::streaming::connect;
 use gantry_tests::{Cri, Daemon};
-use k8s_cri::v1::{ExecRequest, NamespaceMode, PortForwardRequest, StopContainerRequest};
+use k8s_cri::v1::{AttachRequest, ExecRequest, NamespaceMode, PortForwardRequest, StopContainerRequest};
 use tonic::Code;
 
 const V4: &str = "v4.channel.k8s.io";
@@ -149,5 +149,75 @@ async fn port_forward_reaches_a_server_in_the_pod() {
         .await
         .expect_err("unknown pod");
     assert_eq!(err.code(), Code::NotFound);
+    remove_pod(&mut cri, &pod).await;
+}
+
+async fn attach_url(cri: &mut Cri, id: &str, tty: bool) -> String {
+    cri.runtime
+        .attach(AttachRequest { container_id: id.into(), stdin: true, tty, stdout: true, stderr: !tty })
+        .await
+        .expect("attach")
+        .into_inner()
+        .url
+}
+
+#[tokio::test]
+async fn attach_joins_the_containers_own_stdio() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "stream-attach", NamespaceMode::Pod).await;
+
+    // Pipes: stdin in, stdout and stderr apart; the end of the container ends the session.
+    let mut config = container("piped", &["sh", "-c", "read line; echo got $line; echo oops >&2"]);
+    config.stdin = true;
+    config.stdin_once = true;
+    let id = create(&mut cri, &pod, config).await.expect("create");
+    start(&mut cri, &id).await;
+    let url = attach_url(&mut cri, &id, false).await;
+    let mut c = connect(&url, &[V4]).await.expect("upgrade");
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdin = c.open(&[("streamtype", "stdin")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    c.send(stdin, b"hello\n", false).await;
+    let got = c.receive(&[error, stdout, stderr]).await;
+    assert_eq!(got.text(stdout), "got hello\n");
+    assert_eq!(got.text(stderr), "oops\n");
+    let status: serde_json::Value = serde_json::from_str(&got.text(error)).expect("a JSON status");
+    assert_eq!(status["status"], "Success", "{status}");
+    assert_eq!(wait_exited(&mut cri, &id).await.exit_code, 0);
+    // The log has it too (two pipes: no order between them).
+    let mut log = log_of(&pod, "piped");
+    log.sort();
+    assert_eq!(log, ["stderr F oops", "stdout F got hello"]);
+
+    // A terminal: the container's stdio is a pty, resized from the client.
+    let mut config = container("tty", &["sh", "-c", "read x; test -t 0 && echo tty-$x; stty size"]);
+    config.stdin = true;
+    config.tty = true;
+    let id = create(&mut cri, &pod, config).await.expect("create");
+    start(&mut cri, &id).await;
+    let url = attach_url(&mut cri, &id, true).await;
+    let mut c = connect(&url, &[V4]).await.expect("upgrade");
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdin = c.open(&[("streamtype", "stdin")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let resize = c.open(&[("streamtype", "resize")]).await;
+    c.send(resize, br#"{"Width":90,"Height":20}"#, false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send(stdin, b"abc\n", false).await;
+    let got = c.receive(&[error, stdout]).await;
+    let out = got.text(stdout);
+    assert!(out.contains("tty-abc") && out.contains("20 90"), "{out:?}");
+
+    // Attaching to a container that is not running is refused.
+    wait_exited(&mut cri, &id).await;
+    let err = cri
+        .runtime
+        .attach(AttachRequest { container_id: id.clone(), stdout: true, ..Default::default() })
+        .await
+        .map(|_| ())
+        .expect_err("exited");
+    assert_eq!(err.code(), Code::FailedPrecondition);
     remove_pod(&mut cri, &pod).await;
 }

@@ -31,6 +31,7 @@ const MAX_REQUEST_HEAD: usize = 16 << 10;
 #[derive(Debug, Clone)]
 pub enum Pending {
     Exec { container_id: String, cmd: Vec<String>, tty: bool, stdin: bool, stdout: bool, stderr: bool },
+    Attach { container_id: String, tty: bool, stdin: bool, stdout: bool, stderr: bool },
     PortForward { sandbox_id: String },
 }
 
@@ -38,6 +39,7 @@ impl Pending {
     fn path(&self) -> &'static str {
         match self {
             Pending::Exec { .. } => "exec",
+            Pending::Attach { .. } => "attach",
             Pending::PortForward { .. } => "portforward",
         }
     }
@@ -144,7 +146,7 @@ impl StreamServer {
             return respond(&mut conn, 400, "this server speaks SPDY/3.1 upgrades only").await;
         }
         let supported: &[&str] = match what {
-            Pending::Exec { .. } => &REMOTECOMMAND_PROTOCOLS,
+            Pending::Exec { .. } | Pending::Attach { .. } => &REMOTECOMMAND_PROTOCOLS,
             Pending::PortForward { .. } => &[PORTFORWARD_PROTOCOL],
         };
         let Some(protocol) = supported.iter().find(|p| offered.iter().any(|o| o == *p)) else {
@@ -167,6 +169,10 @@ impl StreamServer {
             Pending::Exec { container_id, cmd, tty, stdin, stdout, stderr } => {
                 let opts = remotecommand::Options { tty, stdin, stdout, stderr, version: protocol.to_string() };
                 remotecommand::exec(&runtime, &container_id, &cmd, opts, streams, closer).await;
+            }
+            Pending::Attach { container_id, tty, stdin, stdout, stderr } => {
+                let opts = remotecommand::Options { tty, stdin, stdout, stderr, version: protocol.to_string() };
+                remotecommand::attach(&runtime, &container_id, opts, streams, closer).await;
             }
             Pending::PortForward { sandbox_id } => {
                 portforward::serve(&runtime, &sandbox_id, streams, closer).await;

@@ -192,6 +192,105 @@ pub async fn exec(
     closer.shutdown().await;
 }
 
+/// Attach: the client joins the container's own stdio, held by its shim
+/// (see `gantry_proto::attach`), until the container exits or the client
+/// leaves. The error stream reports success at the container's exit, as
+/// kubelet's attach does.
+pub async fn attach(
+    runtime: &Arc<Runtime>,
+    id: &str,
+    opts: Options,
+    mut incoming: mpsc::Receiver<SpdyStream>,
+    closer: Closer,
+) {
+    let Some(mut streams) = collect(&opts, &mut incoming).await else {
+        closer.shutdown().await;
+        return;
+    };
+    let result = relay_attach(runtime, id, &mut streams).await;
+    for s in [&streams.stdout, &streams.stderr].into_iter().flatten() {
+        s.out.close().await;
+    }
+    if let Some(err) = &streams.error {
+        let msg = status_message(
+            &opts.version,
+            &[],
+            result.as_ref().ok().map(|_| 0),
+            result.as_ref().err().map(String::as_str),
+        );
+        if !msg.is_empty() {
+            err.out.send(&msg).await;
+        }
+        err.out.close().await;
+    }
+    closer.shutdown().await;
+}
+
+async fn relay_attach(runtime: &Arc<Runtime>, id: &str, s: &mut Streams) -> Result<(), String> {
+    use gantry_proto::attach;
+    let path = runtime.attach_socket_path(id);
+    let conn = tokio::net::UnixStream::connect(&path).await.map_err(|e| format!("attaching to container {id}: {e}"))?;
+    let (mut from_shim, to_shim) = conn.into_split();
+    let to_shim = Arc::new(tokio::sync::Mutex::new(to_shim));
+    let mut inputs = tokio::task::JoinSet::new();
+    if let Some(stdin) = s.stdin.as_mut() {
+        let mut input = take_input(stdin);
+        let to_shim = to_shim.clone();
+        inputs.spawn(async move {
+            while let Some(data) = input.recv().await {
+                for chunk in data.chunks(attach::MAX_PAYLOAD) {
+                    if to_shim.lock().await.write_all(&attach::frame(attach::STDIN, chunk)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    if let Some(resize) = s.resize.as_mut() {
+        let mut sizes = take_input(resize);
+        let to_shim = to_shim.clone();
+        inputs.spawn(async move {
+            let mut pending = Vec::new();
+            while let Some(data) = sizes.recv().await {
+                pending.extend_from_slice(&data);
+                let mut de = serde_json::Deserializer::from_slice(&pending).into_iter::<TerminalSize>();
+                let mut used = 0;
+                while let Some(Ok(size)) = de.next() {
+                    let mut payload = size.width.to_be_bytes().to_vec();
+                    payload.extend_from_slice(&size.height.to_be_bytes());
+                    let _ = to_shim.lock().await.write_all(&attach::frame(attach::RESIZE, &payload)).await;
+                    used = de.byte_offset();
+                }
+                pending.drain(..used);
+            }
+        });
+    }
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 32 << 10];
+    let outcome = 'relay: loop {
+        let n = match from_shim.read(&mut chunk).await {
+            Ok(0) | Err(_) => break 'relay Ok(()),
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((kind, payload)) = attach::take_frame(&mut buf) {
+            let target = match kind {
+                attach::STDOUT => &s.stdout,
+                attach::STDERR => &s.stderr,
+                attach::EXITED => break 'relay Ok(()),
+                _ => continue,
+            };
+            if let Some(stream) = target {
+                if !stream.out.send(&payload).await {
+                    break 'relay Ok(()); // the client left
+                }
+            }
+        }
+    };
+    inputs.abort_all();
+    outcome
+}
+
 /// The client's input on `stream`, taken out of it.
 fn take_input(stream: &mut SpdyStream) -> mpsc::Receiver<Vec<u8>> {
     let (_, closed) = mpsc::channel(1);
