@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, PullImageRequest, RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest,
     RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
@@ -42,6 +42,18 @@ enum Command {
         /// The daemon's pid, to read its RSS and fds
         #[arg(long)]
         daemon_pid: u32,
+    },
+    /// One running container; ROUNDS ExecSync calls of `true` (one JSON line
+    /// each), then ExecSync of a command writing BYTES to stdout, timed
+    Exec {
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+        #[arg(long, default_value_t = 8_000_000)]
+        bytes: usize,
+        #[arg(long)]
+        log_dir: PathBuf,
     },
     /// Remove images (untimed; for resetting between rounds)
     Rmi { images: Vec<String> },
@@ -255,6 +267,35 @@ async fn main() -> anyhow::Result<()> {
             cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await?;
             cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
             eprintln!("teardown of {containers} containers: {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
+        }
+        Command::Exec { image, rounds, bytes, log_dir } => {
+            let (pod, ctr, _, _) = start_pod(&mut cri, "exec", &image, &log_dir).await?;
+            let exec = |cmd: &[&str]| ExecSyncRequest {
+                container_id: ctr.clone(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: 30,
+            };
+            for _ in 0..rounds {
+                let t = Instant::now();
+                let r = cri.runtime.exec_sync(exec(&["true"])).await?.into_inner();
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                anyhow::ensure!(r.exit_code == 0, "true exited {}", r.exit_code);
+                println!("{}", serde_json::json!({"runtime": args.label, "op": "exec_sync", "ms": ms}));
+            }
+            for _ in 0..5 {
+                let count = format!("head -c {bytes} /dev/zero");
+                let t = Instant::now();
+                let r = cri.runtime.exec_sync(exec(&["sh", "-c", &count])).await?.into_inner();
+                let secs = t.elapsed().as_secs_f64();
+                anyhow::ensure!(r.stdout.len() == bytes, "got {} of {bytes} bytes", r.stdout.len());
+                let op = "exec_sync_output";
+                println!("{}", serde_json::json!({"runtime": args.label, "op": op, "bytes": bytes, "s": secs}));
+            }
+            // Leaves the pod for the caller's streaming measurements; prints its IDs.
+            eprintln!("{pod} {ctr}");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            teardown(&mut cri, &pod, &ctr).await?;
         }
         Command::Rmi { images } => {
             for image in images {
