@@ -221,3 +221,36 @@ async fn attach_joins_the_containers_own_stdio() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     remove_pod(&mut cri, &pod).await;
 }
+
+#[tokio::test]
+async fn exec_over_websocket_with_the_v5_channel_protocol() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let (pod, id) = running(&mut cri, &d, "stream-ws", &["sleep", "60"]).await;
+    let url = exec_url(&mut cri, &id, &["sh", "-c", "cat; echo done >&2; exit 4"], false, true).await.unwrap();
+    let mut request = url.replace("http://", "ws://").into_client_request().expect("request");
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket upgrade");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "v5.channel.k8s.io");
+    ws.send(Message::Binary(b"\x00over websocket\n".to_vec().into())).await.unwrap();
+    // v5: the client closes its stdin with the close signal for channel 0.
+    ws.send(Message::Binary(vec![255, 0].into())).await.unwrap();
+    let mut channels: std::collections::HashMap<u8, Vec<u8>> = Default::default();
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Binary(b) if !b.is_empty() => channels.entry(b[0]).or_default().extend_from_slice(&b[1..]),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let text = |ch: u8| String::from_utf8_lossy(channels.get(&ch).map(Vec::as_slice).unwrap_or_default()).into_owned();
+    assert_eq!(text(1), "over websocket\n");
+    assert_eq!(text(2), "done\n");
+    let status: serde_json::Value = serde_json::from_str(&text(3)).expect("a JSON status");
+    assert_eq!(status["details"]["causes"][0]["message"], "4", "{status}");
+    remove_pod(&mut cri, &pod).await;
+}

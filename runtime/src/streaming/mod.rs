@@ -8,6 +8,7 @@ mod portforward;
 mod remotecommand;
 pub mod session;
 pub mod spdy;
+mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -142,8 +143,16 @@ impl StreamServer {
         let Some(what) = self.redeem(kind, token) else {
             return respond(&mut conn, 404, &format!("unknown, used or expired stream URL {path:?}")).await;
         };
+        if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
+            let key = header_values("sec-websocket-key").into_iter().next().unwrap_or_default();
+            let offered = header_values("sec-websocket-protocol");
+            if head_len != buf.len() {
+                return respond(&mut conn, 400, "data before the WebSocket handshake finished").await;
+            }
+            return self.serve_websocket(conn, what, &key, &offered).await;
+        }
         if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1")) {
-            return respond(&mut conn, 400, "this server speaks SPDY/3.1 upgrades only").await;
+            return respond(&mut conn, 400, "upgrade to SPDY/3.1 or websocket").await;
         }
         let supported: &[&str] = match what {
             Pending::Exec { .. } | Pending::Attach { .. } => &REMOTECOMMAND_PROTOCOLS,
@@ -180,6 +189,74 @@ impl StreamServer {
         }
         Ok(())
     }
+}
+
+impl StreamServer {
+    async fn serve_websocket(
+        &self,
+        mut conn: TcpStream,
+        what: Pending,
+        key: &str,
+        offered: &[String],
+    ) -> std::io::Result<()> {
+        let supported: &[&str] = match what {
+            Pending::Exec { .. } | Pending::Attach { .. } => &websocket::CHANNEL_PROTOCOLS,
+            Pending::PortForward { .. } => &[websocket::PORTFORWARD_TUNNEL],
+        };
+        let Some(protocol) = supported.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+            let msg =
+                format!("none of the offered WebSocket protocols {offered:?} is supported; use one of {supported:?}");
+            return respond(&mut conn, 403, &msg).await;
+        };
+        if key.is_empty() {
+            return respond(&mut conn, 400, "missing Sec-WebSocket-Key").await;
+        }
+        let Some(runtime) = self.runtime.upgrade() else {
+            return respond(&mut conn, 503, "gantryd is shutting down").await;
+        };
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+        );
+        conn.write_all(reply.as_bytes()).await?;
+        let ws = websocket::accept(conn).await;
+        match what {
+            Pending::Exec { container_id, cmd, tty, stdin, stdout, stderr } => {
+                let (streams, closer) = websocket::channels(ws, &channel_set(tty, stdin, stdout, stderr));
+                let opts = remotecommand::Options { tty, stdin, stdout, stderr, version: protocol.to_string() };
+                remotecommand::exec(&runtime, &container_id, &cmd, opts, streams, closer).await;
+            }
+            Pending::Attach { container_id, tty, stdin, stdout, stderr } => {
+                let (streams, closer) = websocket::channels(ws, &channel_set(tty, stdin, stdout, stderr));
+                let opts = remotecommand::Options { tty, stdin, stdout, stderr, version: protocol.to_string() };
+                remotecommand::attach(&runtime, &container_id, opts, streams, closer).await;
+            }
+            Pending::PortForward { sandbox_id } => {
+                let (r, w) = tokio::io::split(websocket::ByteStream::new(ws));
+                let (streams, closer) = session::start(r, w);
+                portforward::serve(&runtime, &sandbox_id, streams, closer).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The channels of a remotecommand session over WebSocket, by number.
+fn channel_set(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Vec<(u8, &'static str)> {
+    let mut set = vec![(3, "error")];
+    if stdin {
+        set.push((0, "stdin"));
+    }
+    if stdout {
+        set.push((1, "stdout"));
+    }
+    if stderr && !tty {
+        set.push((2, "stderr"));
+    }
+    if tty {
+        set.push((4, "resize"));
+    }
+    set
 }
 
 async fn respond(conn: &mut TcpStream, code: u16, message: &str) -> std::io::Result<()> {

@@ -54,7 +54,8 @@ struct TerminalSize {
 }
 
 async fn collect(opts: &Options, incoming: &mut mpsc::Receiver<SpdyStream>) -> Option<Streams> {
-    let resizable = opts.tty && matches!(opts.version.as_str(), "v3.channel.k8s.io" | "v4.channel.k8s.io");
+    let resizable =
+        opts.tty && matches!(opts.version.as_str(), "v3.channel.k8s.io" | "v4.channel.k8s.io" | "v5.channel.k8s.io");
     let expected = 1
         + usize::from(opts.stdin)
         + usize::from(opts.stdout)
@@ -89,7 +90,7 @@ fn status_message(version: &str, cmd: &[String], exit_code: Option<i32>, error: 
         )),
         (None, None) => Some(("the command's exit status is unknown".to_string(), None)),
     };
-    if version != "v4.channel.k8s.io" {
+    if !matches!(version, "v4.channel.k8s.io" | "v5.channel.k8s.io") {
         return failure.map(|(m, _)| m.into_bytes()).unwrap_or_default();
     }
     let status = match failure {

@@ -35,6 +35,10 @@ pub struct StreamWriter {
 }
 
 impl StreamWriter {
+    pub(super) fn new(id: u32, tx: mpsc::Sender<Frame>) -> Self {
+        StreamWriter { id, tx }
+    }
+
     /// Sends `data`; false once the connection is gone.
     pub async fn send(&self, data: &[u8]) -> bool {
         for chunk in data.chunks(CHUNK) {
@@ -67,7 +71,8 @@ where
         let mut encoder = FrameWriter::default();
         while let Some(frame) = frames_rx.recv().await {
             let last = matches!(frame, Frame::GoAway { .. });
-            if writer.write_all(&encoder.encode(&frame)).await.is_err() {
+            // Flushed per frame: over a WebSocket a write is only queued.
+            if writer.write_all(&encoder.encode(&frame)).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
             if last {
@@ -142,6 +147,10 @@ pub struct Closer {
 }
 
 impl Closer {
+    pub(super) fn new(tx: mpsc::Sender<Frame>) -> Self {
+        Closer { tx }
+    }
+
     pub async fn shutdown(self) {
         let _ = self.tx.send(Frame::GoAway { last_stream_id: 0 }).await;
     }
