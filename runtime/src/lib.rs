@@ -1,6 +1,7 @@
 //! The CRI `RuntimeService`: pod sandboxes, containers and the shim manager.
 
 pub mod cgroupfs;
+pub mod devices;
 pub mod exec;
 pub mod runtime;
 pub mod service;

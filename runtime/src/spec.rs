@@ -37,6 +37,8 @@ pub enum SpecError {
     MountTarget(String),
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
+    #[error("device: {0}")]
+    BadDevice(String),
     #[error("building the OCI spec: {0}")]
     Oci(String),
 }
@@ -362,6 +364,10 @@ pub fn build(
             process["oomScoreAdj"] = json!(adj);
         }
     }
+    let devices = config.devices.as_slice();
+    let (device_nodes, device_rules) = crate::devices::for_container(devices, security.privileged)?;
+    let mut resources = resources(config);
+    resources["devices"] = json!(device_rules);
     let spec: Value = json!({
         "ociVersion": "1.1.0",
         "process": process,
@@ -371,7 +377,8 @@ pub fn build(
         "linux": {
             "sysctl": pod.sysctls,
             "cgroupsPath": cgroups_path,
-            "resources": resources(config),
+            "resources": resources,
+            "devices": device_nodes,
             "namespaces": namespaces,
             "maskedPaths": if security.privileged { vec![] } else { vec![
                 "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 
 use cgroups_rs::cpu::CpuController;
 use cgroups_rs::cpuset::CpuSetController;
+use cgroups_rs::devices::{DevicePermissions, DeviceType, DevicesController};
 use cgroups_rs::memory::MemController;
 use cgroups_rs::pid::PidController;
 use cgroups_rs::{Cgroup, CgroupPid, MaxValue};
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxDeviceType, Spec};
 
 pub struct ContainerCgroup {
     cgroup: Cgroup,
@@ -76,6 +77,34 @@ impl ContainerCgroup {
                 if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
                     ctl.set_mems(mems).map_err(|e| err("cpuset mems", e))?;
                 }
+            }
+        }
+        if let (Some(rules), Some(ctl)) = (res.devices(), self.cgroup.controller_of::<DevicesController>()) {
+            // In order: a deny-all first, then what is allowed (v1 only; v2
+            // needs an eBPF program, not written yet).
+            for rule in rules {
+                let kind = match rule.typ() {
+                    Some(LinuxDeviceType::C) => DeviceType::Char,
+                    Some(LinuxDeviceType::B) => DeviceType::Block,
+                    _ => DeviceType::All,
+                };
+                let access = rule.access().clone().unwrap_or_else(|| "rwm".into());
+                let perms: Vec<DevicePermissions> = access
+                    .chars()
+                    .filter_map(|c| match c {
+                        'r' => Some(DevicePermissions::Read),
+                        'w' => Some(DevicePermissions::Write),
+                        'm' => Some(DevicePermissions::MkNod),
+                        _ => None,
+                    })
+                    .collect();
+                let (major, minor) = (rule.major().unwrap_or(-1), rule.minor().unwrap_or(-1));
+                let r = if rule.allow() {
+                    ctl.allow_device(kind, major, minor, &perms)
+                } else {
+                    ctl.deny_device(kind, major, minor, &perms)
+                };
+                r.map_err(|e| err("device rule", e))?;
             }
         }
         if let (Some(pids), Some(ctl)) = (res.pids(), self.cgroup.controller_of::<PidController>()) {

@@ -71,6 +71,10 @@ pub fn apply(process: &Process) -> Result<(), String> {
     setgid(Gid::from_raw(user.gid())).map_err(|e| format!("setgid {}: {e}", user.gid()))?;
     setuid(Uid::from_raw(user.uid())).map_err(|e| format!("setuid {}: {e}", user.uid()))?;
     nix::sys::prctl::set_keepcaps(false).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
+    // Capabilities the shim itself lacks (CAP_SYS_RESOURCE on these machines)
+    // cannot be given: a privileged container gets all the others.
+    let held = caps::read(None, CapSet::Permitted).map_err(|e| format!("reading capabilities: {e}"))?;
+    let clamp = |wanted: HashSet<Cap>| -> HashSet<Cap> { wanted.intersection(&held).copied().collect() };
     // Effective first: capset refuses a permitted set that no longer covers
     // the current effective one.
     for (set, wanted) in [
@@ -78,9 +82,9 @@ pub fn apply(process: &Process) -> Result<(), String> {
         (CapSet::Permitted, to_caps(caps.permitted())),
         (CapSet::Inheritable, to_caps(caps.inheritable())),
     ] {
-        caps::set(None, set, &wanted).map_err(|e| format!("setting {set:?} capabilities: {e}"))?;
+        caps::set(None, set, &clamp(wanted)).map_err(|e| format!("setting {set:?} capabilities: {e}"))?;
     }
-    let ambient = to_caps(caps.ambient());
+    let ambient = clamp(to_caps(caps.ambient()));
     if !ambient.is_empty() {
         caps::set(None, CapSet::Ambient, &ambient).map_err(|e| format!("setting ambient capabilities: {e}"))?;
     }

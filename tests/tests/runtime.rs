@@ -316,6 +316,59 @@ async fn cgroup_limits_apply_and_oom_kills_are_reported() {
 }
 
 #[tokio::test]
+async fn devices_are_mapped_and_other_host_devices_denied() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "devices", NamespaceMode::Container).await;
+    // A host block device to try to reach: the machine's disk.
+    let disk = std::fs::read_dir("/dev")
+        .expect("/dev")
+        .flatten()
+        .find(|e| e.file_type().is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_block_device(&t)))
+        .map(|e| e.path().display().to_string())
+        .expect("a block device on the host");
+    let (maj, min) = {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(&disk).unwrap().rdev();
+        (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
+    };
+    // Mapped device: usable at its container path. Unmapped host disk: even
+    // with CAP_MKNOD, the node is made but cannot be opened.
+    let script = format!(
+        "echo hi > /dev/mynull && echo mapped-ok; mknod /dev/disk b {maj} {min} && head -c1 /dev/disk >/dev/null 2>&1 || echo disk-denied"
+    );
+    let mut plain = container("plain", &["sh", "-c", &script]);
+    plain.devices = vec![k8s_cri::v1::Device {
+        host_path: "/dev/null".into(),
+        container_path: "/dev/mynull".into(),
+        permissions: "rw".into(),
+    }];
+    let plain = create(&mut cri, &pod, plain).await.expect("create");
+    let mut privileged = container("privileged", &["sh", "-c", &format!("test -b {disk} && echo host-disk-visible")]);
+    if let Some(sc) = privileged.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.privileged = true;
+    }
+    let privileged = create(&mut cri, &pod, privileged).await.expect("create");
+    for id in [&plain, &privileged] {
+        start(&mut cri, id).await;
+        wait_exited(&mut cri, id).await;
+    }
+    assert_eq!(log_of(&pod, "plain"), ["stdout F mapped-ok", "stdout F disk-denied"]);
+    assert_eq!(log_of(&pod, "privileged"), ["stdout F host-disk-visible"]);
+
+    let mut bad = container("bad", &["true"]);
+    bad.devices = vec![k8s_cri::v1::Device {
+        host_path: "/etc/hostname".into(),
+        container_path: "/dev/x".into(),
+        permissions: "rw".into(),
+    }];
+    let err = create(&mut cri, &pod, bad).await.expect_err("not a device");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("/etc/hostname"), "{err}");
+    remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
 async fn capabilities_and_no_new_privs_are_applied() {
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
