@@ -1,5 +1,6 @@
 //! The CRI `RuntimeService`: pod sandboxes, containers and the shim manager.
 
+pub mod network;
 pub mod runtime;
 pub mod service;
 pub mod shim_client;
