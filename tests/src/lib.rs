@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub mod network;
 pub mod registry;
 pub mod token_auth;
 
