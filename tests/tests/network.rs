@@ -10,9 +10,10 @@ use gantry_tests::network::TestNetwork;
 use gantry_tests::{test_registry, Cri, Daemon};
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
-    LinuxPodSandboxConfig, ListPodSandboxRequest, NetworkConfig, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, PortMapping, Protocol, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    RuntimeConfig, StartContainerRequest, StatusRequest, StopPodSandboxRequest, UpdateRuntimeConfigRequest,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
+    NetworkConfig, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PortMapping, Protocol,
+    PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, RuntimeConfig, StartContainerRequest,
+    StatusRequest, StopPodSandboxRequest, UpdateRuntimeConfigRequest,
 };
 
 fn busybox() -> String {
@@ -332,6 +333,19 @@ async fn network_ready_follows_the_config_dir_and_pods_run_without_one() {
     net.install(net.standard_plugins());
     let c = network_ready(&mut cri).await;
     assert!(c.status, "{c:?}");
+    // Host-network pods get no CNI.
+    let mut config = pod_config(&d, "hostnet", vec![]);
+    if let Some(linux) = config.linux.as_mut() {
+        linux.security_context = Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption { network: NamespaceMode::Node as i32, ..Default::default() }),
+            ..Default::default()
+        });
+    }
+    let id = try_run_pod(&mut cri, config).await.expect("host-network pod");
+    let hostnet = Pod { id, logs: PathBuf::new() };
+    assert!(pod_ips(&mut cri, &hostnet).await.is_empty());
+    assert!(net.allocated_ips().is_empty() && !net.ipam_dir.join(&net.name).exists());
+    remove_pod(&mut cri, &hostnet).await;
     net.uninstall();
     std::fs::write(net.conf_dir.join("00-broken.conflist"), "{").expect("write");
     assert!(!network_ready(&mut cri).await.status, "an invalid config is no config");
@@ -349,10 +363,37 @@ async fn network_ready_follows_the_config_dir_and_pods_run_without_one() {
     assert_eq!(status.info.get("podCIDR").map(String::as_str), Some("10.244.1.0/24"));
 }
 
+/// The lines the recorder plugin wrote: `COMMAND POD_NAME NETNS` per call.
+fn calls(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+async fn pause_pid(cri: &mut Cri, pod: &Pod) -> i32 {
+    let verbose = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: true })
+        .await
+        .expect("verbose pod status")
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).expect("info JSON");
+    info["pid"].as_i64().expect("pause pid") as i32
+}
+
 #[tokio::test]
 async fn stop_releases_the_ip_once_also_after_a_restart() {
     let net = TestNetwork::new();
-    net.install(net.standard_plugins());
+    let log = net.dir.path().join("calls");
+    // First in the list, so its (empty) result does not matter: it records each call.
+    let recorder = format!(
+        "#!/bin/sh\ncat >/dev/null\npod=$(echo \"$CNI_ARGS\" | tr ';' '\\n' | sed -n 's/^K8S_POD_NAME=//p')\n\
+         echo \"$CNI_COMMAND $pod ${{CNI_NETNS:-none}}\" >> {log}\n\
+         [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\"}}'\nexit 0\n",
+        log = log.display()
+    );
+    net.add_plugin("gantry-test-recorder", &recorder);
+    let mut plugins = vec![serde_json::json!({"type": "gantry-test-recorder"})];
+    plugins.extend(net.standard_plugins());
+    net.install(plugins.clone());
     let mut d = Daemon::start(&net.gantryd_config());
     let mut cri = setup(&d).await;
     let pod = run_pod(&mut cri, &d, "stopper", vec![]).await;
@@ -364,6 +405,9 @@ async fn stop_releases_the_ip_once_also_after_a_restart() {
     // A second stop does not run DEL again, and remove after stop works.
     stop_pod(&mut cri, &pod).await;
     remove_pod(&mut cri, &pod).await;
+    let c = calls(&log);
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert!(c[0].starts_with("ADD stopper /proc/") && c[1].starts_with("DEL stopper /proc/"), "{c:?}");
     let pods = cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.expect("list").into_inner().items;
     assert!(pods.is_empty());
 
@@ -380,11 +424,28 @@ async fn stop_releases_the_ip_once_also_after_a_restart() {
     assert!(net.allocated_ips().is_empty(), "DEL after the restart released the IP");
     assert!(net.bridge_ports().is_empty());
     remove_pod(&mut cri, &pod).await;
+    assert!(calls(&log).last().is_some_and(|l| l.starts_with("DEL survivor /proc/")), "{:?}", calls(&log));
+
+    // The pause process died: DEL runs without the netns and still releases the IP.
+    net.install(plugins);
+    let pod = run_pod(&mut cri, &d, "orphan", vec![]).await;
+    assert_eq!(net.allocated_ips().len(), 1);
+    let pid = pause_pid(&mut cri, &pod).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill pause");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}/ns/net")).exists() {
+        assert!(Instant::now() < deadline, "pause process {pid} did not go");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_pod(&mut cri, &pod).await;
+    assert_eq!(calls(&log).last().map(String::as_str), Some("DEL orphan none"));
+    assert!(net.allocated_ips().is_empty(), "{:?}", net.allocated_ips());
+    remove_pod(&mut cri, &pod).await;
 
     // Remove without a stop tears the network down too.
-    net.install(net.standard_plugins());
     let pod = run_pod(&mut cri, &d, "removed", vec![]).await;
     assert_eq!(net.allocated_ips().len(), 1);
     cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("rm");
     assert!(net.allocated_ips().is_empty());
+    assert!(calls(&log).last().is_some_and(|l| l.starts_with("DEL removed /proc/")), "{:?}", calls(&log));
 }
