@@ -205,8 +205,10 @@ impl Runtime {
         for (id, dir) in &half_made {
             tracing::warn!(id = %id, "removing a sandbox or container a crash left half-made");
             // A crash during CNI ADD: DEL what it may have set up.
-            if let Err(e) = self.teardown_network(id, dir).await {
-                tracing::error!(pod = %id, error = %e, "tearing down a half-made pod's network");
+            if dir.join("network.json").exists() {
+                if let Err(e) = self.teardown_network(id, dir).await {
+                    tracing::error!(pod = %id, error = %e, "tearing down a half-made pod's network");
+                }
             }
             self.discard_container_files(id, dir).await;
         }

@@ -22,9 +22,12 @@ struct HostState {
     ip_forward: Option<String>,
     /// Whether portmap's shared nat chains were there before our tests.
     portmap_chains: bool,
+    /// Subnets of this process's networks: a new bridge has no route yet.
+    prefixes: Vec<String>,
 }
 
-static LIVE: Mutex<HostState> = Mutex::new(HostState { live: 0, ip_forward: None, portmap_chains: true });
+static LIVE: Mutex<HostState> =
+    Mutex::new(HostState { live: 0, ip_forward: None, portmap_chains: true, prefixes: Vec::new() });
 
 /// portmap's chains and the rules jumping to them that every network shares.
 const PORTMAP_JUMPS: [&[&str]; 3] = [
@@ -103,14 +106,25 @@ impl TestNetwork {
         let dir = tempfile::Builder::new().prefix("gantry-test-net-").tempdir().expect("temp dir");
         let routes = run("ip", &["-4", "route", "show", "table", "all"]).unwrap_or_default();
         let addrs = run("ip", &["-4", "addr"]).unwrap_or_default();
+        let mut host = LIVE.lock().unwrap_or_else(|e| e.into_inner());
         let (prefix, r) = loop {
             let r = random();
             let prefix = format!("10.{}.{}", 200 + r % 51, (r >> 8) % 256);
             // Not a subnet the host already uses (another test's, or a real one).
-            if !routes.contains(&format!("{prefix}.")) && !addrs.contains(&format!("{prefix}.")) {
+            let taken = routes.contains(&format!("{prefix}."))
+                || addrs.contains(&format!("{prefix}."))
+                || host.prefixes.contains(&prefix);
+            if !taken {
                 break (prefix, r);
             }
         };
+        host.prefixes.push(prefix.clone());
+        if host.live == 0 {
+            host.ip_forward = std::fs::read_to_string(IP_FORWARD).ok();
+            host.portmap_chains = nat_rules().lines().any(|l| l == "-N CNI-HOSTPORT-DNAT");
+        }
+        host.live += 1;
+        drop(host);
         let bridge = format!("gt{:08x}", (r >> 16) as u32);
         let mut net = TestNetwork {
             conf_dir: dir.path().join("net.d"),
@@ -124,14 +138,6 @@ impl TestNetwork {
         };
         for d in [&net.conf_dir, &net.bin_dir, &net.ipam_dir] {
             std::fs::create_dir_all(d).expect("create dir");
-        }
-        {
-            let mut host = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-            if host.live == 0 {
-                host.ip_forward = std::fs::read_to_string(IP_FORWARD).ok();
-                host.portmap_chains = nat_rules().lines().any(|l| l == "-N CNI-HOSTPORT-DNAT");
-            }
-            host.live += 1;
         }
         // Before any pod: the bridge does not exist yet, the rules hold for it anyway.
         for rule in [["-i", &net.bridge, "!", "-o", &net.bridge], ["!", "-i", &net.bridge, "-o", &net.bridge]] {
@@ -285,6 +291,7 @@ impl Drop for TestNetwork {
         }
         let mut host = LIVE.lock().unwrap_or_else(|e| e.into_inner());
         host.live = host.live.saturating_sub(1);
+        host.prefixes.retain(|p| *p != self.prefix);
         if host.live == 0 {
             if let Some(v) = host.ip_forward.take() {
                 let _ = std::fs::write(IP_FORWARD, v);
