@@ -31,6 +31,25 @@ pub struct Config {
     /// The gantry-shim binary [default: next to gantryd].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shim_binary: Option<PathBuf>,
+    /// Pod networking.
+    pub cni: CniConfig,
+}
+
+/// Where the CNI network configs and plugin binaries are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    /// The first valid `*.conflist`/`*.conf`/`*.json` by name is the pod network.
+    pub conf_dir: PathBuf,
+    /// Searched in order for a plugin's binary (and passed as CNI_PATH).
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        let d = gantry_runtime::network::NetworkOptions::default();
+        CniConfig { conf_dir: d.conf_dir, bin_dirs: d.bin_dirs }
+    }
 }
 
 impl Default for Config {
@@ -44,6 +63,7 @@ impl Default for Config {
             registries: BTreeMap::new(),
             stream_address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             shim_binary: None,
+            cni: CniConfig::default(),
         }
     }
 }
@@ -83,6 +103,10 @@ mod tests {
         assert_eq!(c.root, PathBuf::from("/tmp/r"));
         assert_eq!(c.listen, Config::default().listen);
         assert!(c.registries["registry.k8s.io"].skip_upstream);
+        assert_eq!(c.cni.bin_dirs, vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]);
+        let c: Config = toml::from_str("[cni]\nconf_dir = \"/tmp/net.d\"\n").unwrap();
+        assert_eq!((c.cni.conf_dir, c.cni.bin_dirs), (PathBuf::from("/tmp/net.d"), CniConfig::default().bin_dirs));
+        assert!(toml::from_str::<Config>("[cni]\nconfdir = \"/x\"").is_err());
         let err = toml::from_str::<Config>("rooot = \"/x\"").unwrap_err().to_string();
         assert!(err.contains("rooot"), "{err}");
     }

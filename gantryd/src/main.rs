@@ -98,7 +98,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("locating gantryd")?.with_file_name("gantry-shim"),
     };
-    let runtime = gantry_runtime::Runtime::open(images.clone(), &config.state, shim)
+    let network = gantry_runtime::network::NetworkManager::new(gantry_runtime::network::NetworkOptions {
+        conf_dir: config.cni.conf_dir.clone(),
+        bin_dirs: config.cni.bin_dirs.clone(),
+    });
+    let runtime = gantry_runtime::Runtime::open(images.clone(), &config.state, shim, network)
         .await
         .map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
     // Only now that the containers hold their layers: collect what an earlier

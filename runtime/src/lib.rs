@@ -3,6 +3,7 @@
 pub mod cgroupfs;
 pub mod devices;
 pub mod exec;
+pub mod network;
 pub mod runtime;
 pub mod service;
 pub mod shim_client;

@@ -16,6 +16,7 @@ use k8s_cri::v1::{ContainerConfig, NamespaceMode, PodSandboxConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use crate::network::{NetworkManager, PodNetwork};
 use crate::shim_client::{ShimClient, ShimError, State, Status};
 use crate::spec::{self, ImageConfig, PodContext, ProcessIdentity};
 
@@ -56,6 +57,12 @@ pub struct SandboxRecord {
     pub created_at: i64,
     pub pause_pid: u32,
     pub ready: bool,
+    /// The pod's IPs from CNI, first is the primary one.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// CNI ADD happened (`network.json`) and DEL has not yet succeeded.
+    #[serde(default)]
+    pub network_attached: bool,
 }
 
 impl SandboxRecord {
@@ -97,6 +104,7 @@ pub struct Runtime {
     pub images: Arc<ImageStore>,
     state_dir: PathBuf,
     pub(crate) shim_binary: PathBuf,
+    pub network: NetworkManager,
     pub sandboxes: Mutex<HashMap<String, SandboxRecord>>,
     pub containers: Mutex<HashMap<String, ContainerRecord>>,
     /// Last known state of each container, kept current by a watcher task
@@ -152,7 +160,12 @@ fn shim_state_file(bundle: &Path) -> Option<State> {
 }
 
 impl Runtime {
-    pub async fn open(images: Arc<ImageStore>, state_dir: &Path, shim_binary: PathBuf) -> Result<Self, RuntimeError> {
+    pub async fn open(
+        images: Arc<ImageStore>,
+        state_dir: &Path,
+        shim_binary: PathBuf,
+        network: NetworkManager,
+    ) -> Result<Self, RuntimeError> {
         for d in ["sandboxes", "containers", "s"] {
             tokio::fs::create_dir_all(state_dir.join(d)).await.map_err(|e| internal("creating state dirs")(&e))?;
         }
@@ -160,6 +173,7 @@ impl Runtime {
             images,
             state_dir: state_dir.to_path_buf(),
             shim_binary,
+            network,
             sandboxes: Mutex::new(HashMap::new()),
             containers: Mutex::new(HashMap::new()),
             states: std::sync::Mutex::new(HashMap::new()),
@@ -206,6 +220,12 @@ impl Runtime {
         // leaves a bundle without a record: undo it.
         for (id, dir) in &half_made {
             tracing::warn!(id = %id, "removing a sandbox or container a crash left half-made");
+            // A crash during CNI ADD: DEL what it may have set up.
+            if dir.join("network.json").exists() {
+                if let Err(e) = self.teardown_network(id, dir).await {
+                    tracing::error!(pod = %id, error = %e, "tearing down a half-made pod's network");
+                }
+            }
             self.discard_container_files(id, dir).await;
         }
         // Writable layers whose container is gone.
@@ -325,12 +345,81 @@ impl Runtime {
             .map_err(|e| internal("writing sandbox spec")(&e))?;
         self.write_etc_files(dir, &config)?;
         let pid = launch_shim(&self.shim_binary, id, dir, &self.socket_path(id), &dir.join("pause.log")).await?;
+        let with_network = opts.network != node;
+        match self.start_sandbox(id, dir, config, pid, with_network).await {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                // Nothing of a failed pod may stay: its pause process and shim go too.
+                self.kill_shim(id, true).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the pause process, sets up the pod network, records the pod.
+    async fn start_sandbox(
+        &self,
+        id: &str,
+        dir: &Path,
+        config: PodSandboxConfig,
+        pid: u32,
+        with_network: bool,
+    ) -> Result<SandboxRecord, RuntimeError> {
         let mut shim =
             ShimClient::connect(&self.socket_path(id)).await.map_err(|e| internal("connecting to sandbox shim")(&e))?;
         shim.start().await.map_err(|e| internal("starting pause process")(&e))?;
-        let record = SandboxRecord { id: id.to_string(), config, created_at: now_nanos(), pause_pid: pid, ready: true };
+        let mut record = SandboxRecord {
+            id: id.to_string(),
+            config,
+            created_at: now_nanos(),
+            pause_pid: pid,
+            ready: true,
+            ips: vec![],
+            network_attached: false,
+        };
+        let network = if with_network {
+            self.network.prepare(id, pid, &record.config).map_err(|e| internal("loading the CNI config")(&e))?
+        } else {
+            None
+        };
+        if let Some(mut net) = network {
+            // Written before ADD, so that a crash during ADD can still be undone by DEL.
+            Self::persist_network(dir, &net)?;
+            self.network.add(&mut net).await.map_err(|e| internal("setting up the pod network")(&e))?;
+            Self::persist_network(dir, &net)?;
+            record.ips = net.ips();
+            record.network_attached = true;
+        }
         Self::persist(dir, &record)?;
         Ok(record)
+    }
+
+    fn persist_network(dir: &Path, net: &PodNetwork) -> Result<(), RuntimeError> {
+        let bytes = serde_json::to_vec(net).map_err(|e| internal("encoding network state")(&e))?;
+        fsutil::write_atomic(&dir.join("network.json"), &bytes).map_err(|e| internal("writing network state")(&e))
+    }
+
+    /// CNI DEL with what ADD was given (`network.json`); no file, nothing added.
+    async fn teardown_network(&self, id: &str, dir: &Path) -> Result<(), RuntimeError> {
+        let bytes = match tokio::fs::read(dir.join("network.json")).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(internal("reading network state")(&e)),
+        };
+        let net: PodNetwork = serde_json::from_slice(&bytes).map_err(|e| internal("decoding network state")(&e))?;
+        tracing::debug!(pod = %id, network = %net.list.name, "CNI DEL");
+        self.network.del(&net).await.map_err(|e| internal("tearing down the pod network")(&e))
+    }
+
+    /// SIGKILL to the shim's process, then (if `shutdown`) ends the shim.
+    async fn kill_shim(&self, id: &str, shutdown: bool) {
+        if let Ok(mut shim) = ShimClient::connect(&self.socket_path(id)).await {
+            let _ = shim.kill(9).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), shim.wait()).await;
+            if shutdown {
+                let _ = shim.shutdown().await;
+            }
+        }
     }
 
     /// /etc/hosts, /etc/resolv.conf and /etc/hostname shared by the pod's containers.
@@ -376,13 +465,15 @@ impl Runtime {
             r?;
         }
         let dir = self.sandbox_dir(id);
-        if let Ok(mut shim) = ShimClient::connect(&self.socket_path(id)).await {
-            let _ = shim.kill(9).await;
-            let _ = tokio::time::timeout(Duration::from_secs(10), shim.wait()).await;
+        // While the pause process still holds the netns, so plugins can clean inside it.
+        if record.network_attached {
+            self.teardown_network(id, &dir).await?;
         }
+        self.kill_shim(id, false).await;
         let mut sandboxes = self.sandboxes.lock().await;
         if let Some(r) = sandboxes.get_mut(id) {
             r.ready = false;
+            r.network_attached = false;
             Self::persist(&dir, r)?;
         }
         if record.ready {

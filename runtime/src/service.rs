@@ -19,7 +19,7 @@ use k8s_cri::v1::{
     LinuxRuntimeConfiguration, ListContainerStatsRequest, ListContainerStatsResponse, ListContainersRequest,
     ListContainersResponse, ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
     ListPodSandboxMetricsResponse, ListPodSandboxRequest, ListPodSandboxResponse, ListPodSandboxStatsRequest,
-    ListPodSandboxStatsResponse, Namespace, PodSandbox, PodSandboxNetworkStatus, PodSandboxState,
+    ListPodSandboxStatsResponse, Namespace, PodIp, PodSandbox, PodSandboxNetworkStatus, PodSandboxState,
     PodSandboxStatsRequest, PodSandboxStatsResponse, PodSandboxStatus, PodSandboxStatusRequest,
     PodSandboxStatusResponse, PortForwardRequest, PortForwardResponse, RemoveContainerRequest, RemoveContainerResponse,
     RemovePodSandboxRequest, RemovePodSandboxResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
@@ -117,6 +117,21 @@ impl RuntimeService for CriRuntimeService {
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        // The config dir is read at each call: a CNI daemonset may install a config any time.
+        let network = match self.runtime.network.ready() {
+            Ok(_) => RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            Err(why) => RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: format!("gantry: network plugin is not ready: {why}"),
+            },
+        };
         let conditions = vec![
             RuntimeCondition {
                 r#type: "RuntimeReady".into(),
@@ -124,16 +139,12 @@ impl RuntimeService for CriRuntimeService {
                 reason: String::new(),
                 message: String::new(),
             },
-            RuntimeCondition {
-                r#type: "NetworkReady".into(),
-                status: false,
-                reason: "NetworkPluginNotReady".into(),
-                message: "gantry: pod networking (CNI) is not implemented yet".into(),
-            },
+            network,
         ];
         let mut info = HashMap::new();
         if request.into_inner().verbose {
             info.insert("config".to_string(), self.config_json.clone());
+            info.insert("podCIDR".to_string(), self.runtime.network.pod_cidr());
         }
         Ok(Response::new(StatusResponse { status: Some(RuntimeStatus { conditions }), info, ..Default::default() }))
     }
@@ -197,7 +208,7 @@ impl RuntimeService for CriRuntimeService {
         let sandbox = self.runtime.sandbox(&req.pod_sandbox_id).await.map_err(status)?;
         let mut info = HashMap::new();
         if req.verbose {
-            let verbose = serde_json::json!({"pid": sandbox.pause_pid, "config": sandbox.config});
+            let verbose = serde_json::json!({"pid": sandbox.pause_pid, "config": sandbox.config, "ips": sandbox.ips});
             info.insert("info".to_string(), verbose.to_string());
         }
         let options = sandbox
@@ -212,7 +223,10 @@ impl RuntimeService for CriRuntimeService {
                 metadata: sandbox.config.metadata.clone(),
                 state: sandbox_state(&sandbox),
                 created_at: sandbox.created_at,
-                network: Some(PodSandboxNetworkStatus::default()),
+                network: Some(PodSandboxNetworkStatus {
+                    ip: sandbox.ips.first().cloned().unwrap_or_default(),
+                    additional_ips: sandbox.ips.iter().skip(1).map(|ip| PodIp { ip: ip.clone() }).collect(),
+                }),
                 linux: Some(LinuxPodSandboxStatus { namespaces: Some(Namespace { options }) }),
                 labels: sandbox.config.labels.clone(),
                 annotations: sandbox.config.annotations.clone(),
@@ -499,9 +513,15 @@ impl RuntimeService for CriRuntimeService {
 
     async fn update_runtime_config(
         &self,
-        _: Request<UpdateRuntimeConfigRequest>,
+        request: Request<UpdateRuntimeConfigRequest>,
     ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
-        Err(not_yet("UpdateRuntimeConfig"))
+        let cidr = request.into_inner().runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr);
+        // kubelet sends it when it learns the node's pod CIDR; the CNI config has its own ranges.
+        if let Some(cidr) = cidr.filter(|c| !c.is_empty()) {
+            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+            self.runtime.network.set_pod_cidr(&cidr);
+        }
+        Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }
 
     async fn checkpoint_container(

@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub mod network;
 pub mod pods;
 pub mod registry;
 pub mod streaming;
@@ -76,6 +77,13 @@ impl Daemon {
     pub fn start(config_toml: &str) -> Daemon {
         let dir = tempfile::Builder::new().prefix("gantry-test-").tempdir().expect("temp dir");
         let config = dir.path().join("config.toml");
+        // Unless the test brings its own network: an empty CNI conf dir, so
+        // that a CNI config on the host never attaches test pods to a real network.
+        let config_toml = if config_toml.contains("[cni]") {
+            config_toml.to_string()
+        } else {
+            format!("cni.conf_dir = {:?}\n{config_toml}", dir.path().join("no-cni").display().to_string())
+        };
         std::fs::write(&config, config_toml).expect("write config");
         let mut d = Daemon {
             child: None,

@@ -448,7 +448,9 @@ async fn a_restart_removes_what_a_crash_left_half_made() {
     let active = d.images_root().join("snapshots/active").join(id);
     std::fs::create_dir_all(active.join("upper")).expect("active");
     d.start_again();
-    let _cri = d.connect().await;
+    let mut cri = d.connect().await;
+    // The socket is bound before the state is loaded: an answer means loading is over.
+    cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.expect("list");
     assert!(!bundle.exists(), "half-made bundle removed");
     assert!(!active.exists(), "orphaned writable layer removed");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
