@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::runtime::{Runtime, RuntimeError, SandboxRecord};
+use crate::runtime::{ContainerRecord, Runtime, RuntimeError, SandboxRecord};
 use crate::shim_client::{State as ShimState, Status as ShimStatus};
 use crate::streaming::{Pending, StreamServer};
 
@@ -45,6 +45,11 @@ pub struct CriRuntimeService {
 }
 
 impl CriRuntimeService {
+    /// The statuses of a pod's containers (from the cached states: no shim is asked).
+    async fn pod_container_statuses(&self, pod: &str) -> Vec<ContainerStatus> {
+        pod_container_statuses(&self.runtime, pod).await
+    }
+
     /// FailedPrecondition unless the container runs (NotFound if unknown).
     async fn require_running(&self, id: &str) -> Result<(), Status> {
         self.runtime.container(id).await.map_err(status)?;
@@ -68,6 +73,93 @@ fn status(e: RuntimeError) -> Status {
         RuntimeError::FailedPrecondition(m) => Status::failed_precondition(m),
         RuntimeError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
         RuntimeError::Internal(m) => Status::internal(m),
+    }
+}
+
+fn pod_status(sandbox: &SandboxRecord) -> PodSandboxStatus {
+    let options = sandbox
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone());
+    PodSandboxStatus {
+        id: sandbox.id.clone(),
+        metadata: sandbox.config.metadata.clone(),
+        state: sandbox_state(sandbox),
+        created_at: sandbox.created_at,
+        network: Some(PodSandboxNetworkStatus {
+            ip: sandbox.ips.first().cloned().unwrap_or_default(),
+            additional_ips: sandbox.ips.iter().skip(1).map(|ip| PodIp { ip: ip.clone() }).collect(),
+        }),
+        linux: Some(LinuxPodSandboxStatus { namespaces: Some(Namespace { options }) }),
+        labels: sandbox.config.labels.clone(),
+        annotations: sandbox.config.annotations.clone(),
+        runtime_handler: String::new(),
+    }
+}
+
+fn container_status_of(c: &ContainerRecord, shim: &ShimState) -> ContainerStatus {
+    let state = container_state(shim);
+    let (reason, message) = if state == ContainerState::ContainerExited as i32 {
+        let reason = if shim.oom_killed {
+            "OOMKilled"
+        } else if shim.exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        (reason.to_string(), shim.error.clone())
+    } else {
+        (String::new(), String::new())
+    };
+    ContainerStatus {
+        id: c.id.clone(),
+        metadata: c.config.metadata.clone(),
+        state,
+        created_at: c.created_at,
+        started_at: shim.started_at,
+        finished_at: shim.finished_at,
+        exit_code: shim.exit_code,
+        image: Some(ImageSpec { image: c.image_name.clone(), ..Default::default() }),
+        image_ref: c.image_id.clone(),
+        reason,
+        message,
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        mounts: c.config.mounts.clone(),
+        log_path: c.log_path.clone(),
+        ..Default::default()
+    }
+}
+
+async fn pod_container_statuses(runtime: &Runtime, pod: &str) -> Vec<ContainerStatus> {
+    let members: Vec<ContainerRecord> =
+        runtime.containers.lock().await.values().filter(|c| c.sandbox_id == pod).cloned().collect();
+    members.iter().map(|c| container_status_of(c, &runtime.cached_state(&c.id))).collect()
+}
+
+/// An event with the status of the pod it concerns and of the pod's
+/// containers, as kubelet's evented PLEG reads them.
+async fn event_response(runtime: &Runtime, e: crate::runtime::Event) -> ContainerEventResponse {
+    let pod_id = match runtime.containers.lock().await.get(&e.id) {
+        Some(c) => Some(c.sandbox_id.clone()),
+        None => runtime.sandboxes.lock().await.contains_key(&e.id).then(|| e.id.clone()),
+    };
+    let sandbox = match &pod_id {
+        Some(p) => runtime.sandboxes.lock().await.get(p).cloned(),
+        None => None,
+    };
+    let containers_statuses = match &pod_id {
+        Some(p) => pod_container_statuses(runtime, p).await,
+        None => vec![],
+    };
+    ContainerEventResponse {
+        container_id: e.id,
+        container_event_type: e.kind as i32,
+        created_at: e.at,
+        pod_sandbox_status: sandbox.as_ref().map(pod_status),
+        containers_statuses,
     }
 }
 
@@ -154,15 +246,11 @@ impl RuntimeService for CriRuntimeService {
         _: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         let mut events = self.runtime.subscribe();
+        let runtime = self.runtime.clone();
         let stream = async_stream::stream! {
             loop {
                 match events.recv().await {
-                    Ok(e) => yield Ok(ContainerEventResponse {
-                        container_id: e.id,
-                        container_event_type: e.kind as i32,
-                        created_at: e.at,
-                        ..Default::default()
-                    }),
+                    Ok(e) => yield Ok(event_response(&runtime, e).await),
                     // A slow reader missed some: go on with the newest.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "event subscriber fell behind");
@@ -211,27 +299,9 @@ impl RuntimeService for CriRuntimeService {
             let verbose = serde_json::json!({"pid": sandbox.pause_pid, "config": sandbox.config, "ips": sandbox.ips});
             info.insert("info".to_string(), verbose.to_string());
         }
-        let options = sandbox
-            .config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.clone());
         Ok(Response::new(PodSandboxStatusResponse {
-            status: Some(PodSandboxStatus {
-                id: sandbox.id.clone(),
-                metadata: sandbox.config.metadata.clone(),
-                state: sandbox_state(&sandbox),
-                created_at: sandbox.created_at,
-                network: Some(PodSandboxNetworkStatus {
-                    ip: sandbox.ips.first().cloned().unwrap_or_default(),
-                    additional_ips: sandbox.ips.iter().skip(1).map(|ip| PodIp { ip: ip.clone() }).collect(),
-                }),
-                linux: Some(LinuxPodSandboxStatus { namespaces: Some(Namespace { options }) }),
-                labels: sandbox.config.labels.clone(),
-                annotations: sandbox.config.annotations.clone(),
-                runtime_handler: String::new(),
-            }),
+            status: Some(pod_status(&sandbox)),
+            containers_statuses: self.pod_container_statuses(&sandbox.id).await,
             info,
             ..Default::default()
         }))
@@ -339,19 +409,6 @@ impl RuntimeService for CriRuntimeService {
         let req = request.into_inner();
         let c = self.runtime.container(&req.container_id).await.map_err(status)?;
         let shim = self.runtime.container_state(&c.id).await;
-        let state = container_state(&shim);
-        let (reason, message) = if state == ContainerState::ContainerExited as i32 {
-            let reason = if shim.oom_killed {
-                "OOMKilled"
-            } else if shim.exit_code == 0 {
-                "Completed"
-            } else {
-                "Error"
-            };
-            (reason.to_string(), shim.error.clone())
-        } else {
-            (String::new(), String::new())
-        };
         let mut info = HashMap::new();
         if req.verbose {
             let spec: serde_json::Value = std::fs::read(self.runtime.bundle_dir(&c.id).join("config.json"))
@@ -361,27 +418,7 @@ impl RuntimeService for CriRuntimeService {
             let verbose = serde_json::json!({"pid": shim.pid, "sandboxID": c.sandbox_id, "runtimeSpec": spec});
             info.insert("info".to_string(), verbose.to_string());
         }
-        Ok(Response::new(ContainerStatusResponse {
-            status: Some(ContainerStatus {
-                id: c.id.clone(),
-                metadata: c.config.metadata.clone(),
-                state,
-                created_at: c.created_at,
-                started_at: shim.started_at,
-                finished_at: shim.finished_at,
-                exit_code: shim.exit_code,
-                image: Some(ImageSpec { image: c.image_name.clone(), ..Default::default() }),
-                image_ref: c.image_id.clone(),
-                reason,
-                message,
-                labels: c.config.labels.clone(),
-                annotations: c.config.annotations.clone(),
-                mounts: c.config.mounts.clone(),
-                log_path: c.log_path.clone(),
-                ..Default::default()
-            }),
-            info,
-        }))
+        Ok(Response::new(ContainerStatusResponse { status: Some(container_status_of(&c, &shim)), info }))
     }
 
     async fn update_container_resources(

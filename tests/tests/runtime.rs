@@ -522,6 +522,7 @@ async fn events_log_reopen_resource_updates_and_runtime_config() {
 
     // Every container's lifecycle arrives in order, the sandbox's too.
     let mut seen: HashMap<String, Vec<i32>> = HashMap::new();
+    let mut started_with_status = false;
     let deadline = Instant::now() + Duration::from_secs(10);
     // The pod's containers are removed in no particular order: wait for both.
     while seen.get(&sleeper).map_or(0, |v| v.len()) < 4 || seen.get(&talker).map_or(0, |v| v.len()) < 4 {
@@ -530,8 +531,17 @@ async fn events_log_reopen_resource_updates_and_runtime_config() {
             .expect("events in time")
             .expect("event stream")
             .expect("stream open");
+        // For kubelet's evented PLEG: the pod's status and its containers' come along.
+        if next.container_id == sleeper && next.container_event_type == ContainerEventType::ContainerStartedEvent as i32
+        {
+            assert_eq!(next.pod_sandbox_status.as_ref().map(|p| p.id.as_str()), Some(pod.id.as_str()));
+            let mine = next.containers_statuses.iter().find(|c| c.id == sleeper).expect("own status");
+            assert_eq!(mine.state, ContainerState::ContainerRunning as i32);
+            started_with_status = true;
+        }
         seen.entry(next.container_id).or_default().push(next.container_event_type);
     }
+    assert!(started_with_status);
     let lifecycle = vec![
         ContainerEventType::ContainerCreatedEvent as i32,
         ContainerEventType::ContainerStartedEvent as i32,
