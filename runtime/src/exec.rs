@@ -37,6 +37,19 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, into: &mut Vec<u8>) {
     }
 }
 
+/// Stops a `gantry-shim exec`: SIGTERM makes it kill the command and exit
+/// once the command is dead; SIGKILL if it does not within 5 s.
+pub async fn end_exec(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
 impl Runtime {
     /// The `gantry-shim exec` command for `cmd` in running container `id`;
     /// stdio is the caller's to set.

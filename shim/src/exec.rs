@@ -20,8 +20,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::kill;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{chdir, fork, getppid, setsid, ForkResult, Pid};
 use oci_spec::runtime::Spec;
 
@@ -117,6 +118,12 @@ fn exec(o: &Options) -> Result<i32, (i32, String)> {
     let joined_pid_ns = targets.iter().any(|(name, ..)| *name == "pid");
     drop(targets);
     let parent = if joined_pid_ns { Pid::from_raw(0) } else { Pid::this() };
+    // SIGTERM (gantryd's deadline) and SIGCHLD are taken with sigwait below;
+    // the child clears the mask before exec.
+    let mut waited = SigSet::empty();
+    waited.add(Signal::SIGTERM);
+    waited.add(Signal::SIGCHLD);
+    waited.thread_block().map_err(|e| fail(format!("blocking signals: {e}")))?;
     // SAFETY: this process was exec'd fresh by gantryd and never starts a
     // thread, so the child may run arbitrary code after fork.
     match unsafe { fork() }.map_err(|e| fail(format!("fork: {e}")))? {
@@ -129,11 +136,16 @@ fn exec(o: &Options) -> Result<i32, (i32, String)> {
             std::process::exit(code);
         }
         ForkResult::Parent { child } => loop {
-            match waitpid(child, None) {
+            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(_, code)) => return Ok(code),
                 Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(fail(format!("waiting for the command: {e}"))),
+            }
+            // SIGTERM: kill the command and exit only once it is dead, so
+            // gantryd can answer "timed out" knowing it no longer runs.
+            if let Ok(Signal::SIGTERM) = waited.wait() {
+                let _ = kill(child, Signal::SIGKILL);
             }
         },
     }

@@ -83,16 +83,10 @@ async fn exec_sync_is_killed_at_its_deadline() {
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     assert!(err.message().contains("timed out"), "{}", err.message());
     assert!(began.elapsed() < Duration::from_secs(5), "took {:?}", began.elapsed());
-    // The command was killed with it, not left running in the container.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let ps = text(&exec(&mut cri, &id, &["ps", "-o", "args"], 5).await.unwrap().stdout);
-        if !ps.contains("sleep 37") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the timed-out command still runs: {ps}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The command is dead by the time the answer comes (kubelet's probes and
+    // critest look right away).
+    let ps = text(&exec(&mut cri, &id, &["ps", "-o", "args"], 5).await.unwrap().stdout);
+    assert!(!ps.contains("sleep 37"), "the timed-out command still runs: {ps}");
     remove_pod(&mut cri, &pod).await;
 }
 

@@ -68,6 +68,29 @@ async fn exec_streams_stdin_stdout_stderr_and_the_exit_code() {
     assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
     assert_eq!(status["details"]["causes"][0]["message"], "3");
 
+    // A client that goes away takes its command with it.
+    let url = exec_url(&mut cri, &id, &["sleep", "47"], false, false).await.unwrap();
+    let mut c = connect(&url, &[V4]).await.expect("upgrade");
+    for kind in ["error", "stdout", "stderr"] {
+        c.open(&[("streamtype", kind)]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ps = cri
+            .runtime
+            .exec_sync(k8s_cri::v1::ExecSyncRequest { container_id: id.clone(), cmd: vec!["ps".into()], timeout: 5 })
+            .await
+            .expect("ps")
+            .into_inner();
+        if !String::from_utf8_lossy(&ps.stdout).contains("sleep 47") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the abandoned exec still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // The URL was single-use; unknown ones are refused alike.
     let (code, body) = connect(&url, &[V4]).await.err().expect("a used URL is refused");
     assert_eq!(code, 404, "{body}");

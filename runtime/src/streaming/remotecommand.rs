@@ -174,7 +174,7 @@ pub async fn exec(
         closer.shutdown().await;
         return;
     };
-    let (exit_code, error) = match run(runtime, id, cmd, &opts, &mut streams).await {
+    let (exit_code, error) = match run(runtime, id, cmd, &opts, &mut streams, &mut incoming).await {
         Ok(code) => (Some(code), None),
         Err(e) => (None, Some(e)),
     };
@@ -299,7 +299,14 @@ fn take_input(stream: &mut SpdyStream) -> mpsc::Receiver<Vec<u8>> {
 }
 
 /// Runs the command with the streams attached; its exit code.
-async fn run(runtime: &Arc<Runtime>, id: &str, cmd: &[String], opts: &Options, s: &mut Streams) -> Result<i32, String> {
+async fn run(
+    runtime: &Arc<Runtime>,
+    id: &str,
+    cmd: &[String],
+    opts: &Options,
+    s: &mut Streams,
+    connection: &mut mpsc::Receiver<SpdyStream>,
+) -> Result<i32, String> {
     let mut command = runtime.exec_command(id, cmd, opts.tty).await.map_err(|e| e.to_string())?;
     let mut tasks = tokio::task::JoinSet::new();
     let mut child = if opts.tty {
@@ -355,7 +362,19 @@ async fn run(runtime: &Arc<Runtime>, id: &str, cmd: &[String], opts: &Options, s
         }
         child
     };
-    let status = child.wait().await.map_err(|e| format!("waiting for gantry-shim exec: {e}"))?;
+    // Until the command ends, or the client goes away (its connection's
+    // stream channel closes): then the command is ended too.
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            more = connection.recv() => if more.is_none() {
+                tracing::debug!(container = %id, "exec client left; ending the command");
+                crate::exec::end_exec(&mut child).await;
+                break child.wait().await;
+            },
+        }
+    };
+    let status = status.map_err(|e| format!("waiting for gantry-shim exec: {e}"))?;
     let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
     Ok(status.code().unwrap_or(-1))

@@ -75,6 +75,8 @@ pub fn channels(ws: WebSocketStream<TcpStream>, wanted: &[(u8, &'static str)]) -
     }
     let flush = frames_tx.clone();
     tokio::spawn(async move {
+        // Held until the client goes: its closing tells the handler so.
+        let _open = streams_tx;
         while let Some(Ok(msg)) = source.next().await {
             match msg {
                 Message::Binary(b) if !b.is_empty() => {
