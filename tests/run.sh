@@ -38,7 +38,9 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
+    # Never let rm walk into a mount a failed test left.
+    { grep -o "$work/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 
@@ -117,10 +119,14 @@ export GANTRY_TEST_TLS_REGISTRY="$tls_registry"
 export GANTRY_TEST_TLS_CA="$work/tls/ca.pem"
 
 export RUST_BACKTRACE=0
+# The tests' temp roots live below $work, so the leftover check below sees
+# only this run's mounts, not those of another run on the same machine.
+export TMPDIR="$work/tmp"
+mkdir -p "$TMPDIR"
 echo "== cargo test"
 cargo test --workspace --quiet -- --test-threads="${GANTRY_TEST_THREADS:-4}"
 
-leftover=$(grep -c gantry-test /proc/self/mountinfo || true)
+leftover=$(grep -c "$work" /proc/self/mountinfo || true)
 if [ "$leftover" -gt 0 ]; then
     echo "tests left $leftover mounts behind" >&2
     exit 1

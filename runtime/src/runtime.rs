@@ -608,6 +608,15 @@ impl Runtime {
         layout.mount(&rootfs).map_err(|e| internal("mounting the rootfs")(&e))?;
 
         let security = config.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default();
+        if let Some(g) = security.run_as_group.as_ref() {
+            // As containerd: a group alone would pair with whatever user the image names.
+            if security.run_as_user.is_none() && security.run_as_username.is_empty() {
+                return Err(RuntimeError::InvalidArgument(format!(
+                    "run_as_group {} is set without run_as_user or run_as_username",
+                    g.value
+                )));
+            }
+        }
         let user = if let Some(uid) = security.run_as_user.as_ref() {
             uid.value.to_string()
         } else if !security.run_as_username.is_empty() {

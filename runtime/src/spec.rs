@@ -368,6 +368,10 @@ pub fn build(
     let (device_nodes, device_rules) = crate::devices::for_container(devices, security.privileged)?;
     let mut resources = resources(config);
     resources["devices"] = json!(device_rules);
+    // A bidirectional mount needs the container's root shared with the
+    // host's (as runc's rootfsPropagation), else its mounts cannot propagate.
+    let any_bidirectional = config.mounts.iter().any(|m| m.propagation == 2);
+    let rootfs_propagation = if any_bidirectional { "rshared" } else { "rslave" };
     let spec: Value = json!({
         "ociVersion": "1.1.0",
         "process": process,
@@ -378,18 +382,40 @@ pub fn build(
             "sysctl": pod.sysctls,
             "cgroupsPath": cgroups_path,
             "resources": resources,
+            "rootfsPropagation": rootfs_propagation,
             "devices": device_nodes,
             "namespaces": namespaces,
-            "maskedPaths": if security.privileged { vec![] } else { vec![
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-            ] },
-            "readonlyPaths": if security.privileged { vec![] } else { vec![
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-            ] },
+            "maskedPaths": paths_to_protect(security.privileged, &security.masked_paths, DEFAULT_MASKED_PATHS),
+            "readonlyPaths": paths_to_protect(security.privileged, &security.readonly_paths, DEFAULT_READONLY_PATHS),
         },
     });
     serde_json::from_value(spec).map_err(|e| SpecError::Oci(e.to_string()))
+}
+
+/// Paths masked and made read-only unless kubelet gives its own lists
+/// (ProcMount Default sends these very ones; Unmasked sends none).
+const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+const DEFAULT_READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+fn paths_to_protect(privileged: bool, from_cri: &[String], defaults: &[&str]) -> Vec<String> {
+    if privileged {
+        vec![]
+    } else if from_cri.is_empty() {
+        defaults.iter().map(|p| p.to_string()).collect()
+    } else {
+        from_cri.to_vec()
+    }
 }
 
 /// Annotation telling the shim to keep a stdin for the container (CRI

@@ -452,11 +452,23 @@ fn populate_dev(root: &Path, spec: &Spec) -> Result<(), String> {
 }
 
 fn setup_rootfs(bundle: &Path, spec: &Spec) -> Result<(), String> {
-    // Nothing the container mounts may propagate back to the host.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
-        .map_err(|e| format!("making / a slave mount: {e}"))?;
+    // By default nothing the container mounts propagates back to the host;
+    // `rshared` (a bidirectional CRI mount) lets it, as runc does.
+    let propagation = match spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()).as_deref() {
+        Some("rshared") | Some("shared") => MsFlags::MS_SHARED,
+        Some("rprivate") | Some("private") => MsFlags::MS_PRIVATE,
+        _ => MsFlags::MS_SLAVE,
+    };
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | propagation, None::<&str>)
+        .map_err(|e| format!("setting the propagation of /: {e}"))?;
     let root_spec = spec.root().as_ref().ok_or("the spec has no root")?;
     let root = if root_spec.path().is_absolute() { root_spec.path().clone() } else { bundle.join(root_spec.path()) };
+    // pivot_root refuses a shared parent mount, and a bind of the rootfs
+    // under a shared parent would leak to the host.
+    if let Some(parent) = mount_point_of(&root) {
+        mount(None::<&str>, &parent, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+            .map_err(|e| format!("making {} private: {e}", parent.display()))?;
+    }
     // pivot_root needs the new root to be a mount point.
     mount(Some(&root), &root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(|e| format!("bind-mounting rootfs {}: {e}", root.display()))?;
@@ -500,6 +512,16 @@ fn setup_rootfs(bundle: &Path, spec: &Spec) -> Result<(), String> {
 }
 
 /// Hides a path: /dev/null over a file, an empty read-only tmpfs over a dir.
+/// The mount point `path` lives on (the longest mount point that is a prefix).
+fn mount_point_of(path: &Path) -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+}
+
 fn mask_path(p: &Path) -> Result<(), String> {
     let Ok(meta) = fs::symlink_metadata(p) else { return Ok(()) };
     let r = if meta.is_dir() {

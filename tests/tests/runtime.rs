@@ -369,6 +369,63 @@ async fn devices_are_mapped_and_other_host_devices_denied() {
 }
 
 #[tokio::test]
+async fn masked_and_readonly_paths_mount_propagation_and_group_without_user() {
+    use nix::mount::{mount, MsFlags};
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "paths", NamespaceMode::Container).await;
+
+    // kubelet's own masked and read-only lists replace the defaults.
+    let mut paths =
+        container("paths", &["sh", "-c", "cat /etc/passwd | wc -c; touch /tmp/x 2>/dev/null || echo tmp-ro"]);
+    if let Some(sc) = paths.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.masked_paths = vec!["/etc/passwd".into()];
+        sc.readonly_paths = vec!["/tmp".into()];
+    }
+    let paths = create(&mut cri, &pod, paths).await.expect("create");
+    start(&mut cri, &paths).await;
+    wait_exited(&mut cri, &paths).await;
+    assert_eq!(log_of(&pod, "paths"), ["stdout F 0", "stdout F tmp-ro"]);
+
+    // A bidirectional mount: what the container mounts below it shows on the host.
+    let shared = d.dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    mount(Some(&shared), &shared, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind");
+    let _unmount_shared = gantry_tests::MountGuard(shared.clone());
+    mount(None::<&str>, &shared, None::<&str>, MsFlags::MS_SHARED, None::<&str>).expect("make shared");
+    let _unmount_sub = gantry_tests::MountGuard(shared.join("sub"));
+    let mut prop = container(
+        "prop",
+        &["sh", "-c", "mkdir -p /mnt/shared/sub && mount -t tmpfs tmpfs /mnt/shared/sub && touch /mnt/shared/sub/seen && sleep 60"],
+    );
+    prop.mounts = vec![Mount {
+        container_path: "/mnt/shared".into(),
+        host_path: shared.display().to_string(),
+        propagation: k8s_cri::v1::MountPropagation::PropagationBidirectional as i32,
+        ..Default::default()
+    }];
+    if let Some(sc) = prop.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.privileged = true;
+    }
+    let prop = create(&mut cri, &pod, prop).await.expect("create");
+    start(&mut cri, &prop).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shared.join("sub/seen").exists() {
+        assert!(Instant::now() < deadline, "the container's mount did not reach the host: {:?}", log_of(&pod, "prop"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut group_only = container("group-only", &["true"]);
+    if let Some(sc) = group_only.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.run_as_group = Some(Int64Value { value: 1234 });
+    }
+    let err = create(&mut cri, &pod, group_only).await.expect_err("group without user");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("1234"), "{err}");
+    remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
 async fn capabilities_and_no_new_privs_are_applied() {
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
