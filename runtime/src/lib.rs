@@ -5,6 +5,7 @@ pub mod devices;
 pub mod exec;
 pub mod network;
 pub mod runtime;
+pub mod seccomp;
 pub mod service;
 pub mod shim_client;
 pub mod spec;

@@ -39,6 +39,8 @@ pub enum SpecError {
     UnknownCapability(String),
     #[error("device: {0}")]
     BadDevice(String),
+    #[error("seccomp: {0}")]
+    Seccomp(String),
     #[error("building the OCI spec: {0}")]
     Oci(String),
 }
@@ -368,6 +370,7 @@ pub fn build(
     let (device_nodes, device_rules) = crate::devices::for_container(devices, security.privileged)?;
     let mut resources = resources(config);
     resources["devices"] = json!(device_rules);
+    let seccomp = crate::seccomp::profile(&security, &caps)?;
     // A bidirectional mount needs the container's root shared with the
     // host's (as runc's rootfsPropagation), else its mounts cannot propagate.
     let any_bidirectional = config.mounts.iter().any(|m| m.propagation == 2);
@@ -383,6 +386,7 @@ pub fn build(
             "cgroupsPath": cgroups_path,
             "resources": resources,
             "rootfsPropagation": rootfs_propagation,
+            "seccomp": seccomp,
             "devices": device_nodes,
             "namespaces": namespaces,
             "maskedPaths": paths_to_protect(security.privileged, &security.masked_paths, DEFAULT_MASKED_PATHS),

@@ -246,7 +246,7 @@ fn init(bundle: &Path, spec: &Spec, status: &mut File, start_r: OwnedFd, io: Chi
 
     close_inherited_fds_on_exec();
     let process = spec.process().as_ref().ok_or("the spec has no process")?;
-    crate::privileges::apply(process)?;
+    apply_seccomp_and_privileges(spec, process)?;
     chdir(process.cwd()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
 
     let args = process.args().clone().unwrap_or_default();
@@ -258,6 +258,22 @@ fn init(bundle: &Path, spec: &Spec, status: &mut File, start_r: OwnedFd, io: Chi
     let cexe = CString::new(exe.as_os_str().as_encoded_bytes()).map_err(|_| "NUL in executable path")?;
     let err = nix::unistd::execve(&cexe, &cargs, &cenv).err().map(|e| e.to_string()).unwrap_or_default();
     Err(format!("exec {arg0:?}: {err}"))
+}
+
+/// The seccomp filter and the process's privileges. With no_new_privs the
+/// filter goes last (no privilege needed); without, it goes first, while we
+/// still hold CAP_SYS_ADMIN, which installing it then requires (as runc).
+pub(crate) fn apply_seccomp_and_privileges(spec: &Spec, process: &oci_spec::runtime::Process) -> Result<(), String> {
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    if let (Some(profile), false) = (seccomp, nnp) {
+        crate::seccomp::install(profile)?;
+    }
+    crate::privileges::apply(process)?;
+    if let (Some(profile), true) = (seccomp, nnp) {
+        crate::seccomp::install(profile)?;
+    }
+    Ok(())
 }
 
 /// Rust's runtime ignores SIGPIPE in the shim; an ignored signal stays

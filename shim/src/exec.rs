@@ -128,7 +128,7 @@ fn exec(o: &Options) -> Result<i32, (i32, String)> {
     // thread, so the child may run arbitrary code after fork.
     match unsafe { fork() }.map_err(|e| fail(format!("fork: {e}")))? {
         ForkResult::Child => {
-            let (code, msg) = match child(o, &process, parent) {
+            let (code, msg) = match child(o, &spec, &process, parent) {
                 Err(e) => e,
                 Ok(never) => match never {},
             };
@@ -153,6 +153,7 @@ fn exec(o: &Options) -> Result<i32, (i32, String)> {
 
 fn child(
     o: &Options,
+    spec: &Spec,
     process: &oci_spec::runtime::Process,
     parent: Pid,
 ) -> Result<std::convert::Infallible, (i32, String)> {
@@ -168,7 +169,7 @@ fn child(
         }
     }
     crate::container::close_inherited_fds_on_exec();
-    crate::privileges::apply(process).map_err(fail)?;
+    crate::container::apply_seccomp_and_privileges(spec, process).map_err(fail)?;
     chdir(process.cwd()).map_err(|e| fail(format!("chdir {}: {e}", process.cwd().display())))?;
     // Set after the user change, which clears it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| fail(format!("PR_SET_PDEATHSIG: {e}")))?;

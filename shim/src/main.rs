@@ -19,6 +19,7 @@ mod log;
 mod pause;
 mod portforward;
 mod privileges;
+mod seccomp;
 mod server;
 
 use std::fs::File;

@@ -426,6 +426,62 @@ async fn masked_and_readonly_paths_mount_propagation_and_group_without_user() {
 }
 
 #[tokio::test]
+async fn seccomp_default_localhost_unconfined_and_privileged() {
+    use k8s_cri::v1::security_profile::ProfileType;
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "seccomp", NamespaceMode::Container).await;
+    let no_chmod = d.dir.path().join("no-chmod.json");
+    std::fs::write(
+        &no_chmod,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["chmod","fchmod","fchmodat","fchmodat2"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let show = "grep Seccomp: /proc/self/status; touch /tmp/f; chmod 600 /tmp/f 2>/dev/null && echo chmod-ok || echo chmod-denied";
+    let with = |name: &str, kind: ProfileType, path: &str, privileged: bool| {
+        let mut c = container(name, &["sh", "-c", show]);
+        if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.seccomp = Some(k8s_cri::v1::SecurityProfile { profile_type: kind as i32, localhost_ref: path.into() });
+            sc.privileged = privileged;
+        }
+        c
+    };
+    let cases = [
+        (
+            "default",
+            with("default", ProfileType::RuntimeDefault, "", false),
+            ["stdout F Seccomp:\t2", "stdout F chmod-ok"],
+        ),
+        (
+            "localhost",
+            with("localhost", ProfileType::Localhost, &no_chmod.display().to_string(), false),
+            ["stdout F Seccomp:\t2", "stdout F chmod-denied"],
+        ),
+        (
+            "unconfined",
+            with("unconfined", ProfileType::Unconfined, "", false),
+            ["stdout F Seccomp:\t0", "stdout F chmod-ok"],
+        ),
+        (
+            "privileged",
+            with("privileged", ProfileType::RuntimeDefault, "", true),
+            ["stdout F Seccomp:\t0", "stdout F chmod-ok"],
+        ),
+    ];
+    for (name, config, expected) in cases {
+        let id = create(&mut cri, &pod, config).await.expect("create");
+        start(&mut cri, &id).await;
+        wait_exited(&mut cri, &id).await;
+        assert_eq!(log_of(&pod, name), expected, "{name}");
+    }
+    let missing = with("missing", ProfileType::Localhost, "/no/such/profile.json", false);
+    let err = create(&mut cri, &pod, missing).await.expect_err("missing profile");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("/no/such/profile.json"), "{err}");
+    remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
 async fn capabilities_and_no_new_privs_are_applied() {
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
