@@ -98,6 +98,9 @@ pub struct ContainerRecord {
     /// The image's layers, held while the container exists.
     #[serde(default)]
     pub chain_ids: Vec<Digest>,
+    /// The user and groups its process runs as (ContainerStatus.user).
+    #[serde(default)]
+    pub identity: Option<ProcessIdentity>,
 }
 
 pub struct Runtime {
@@ -558,7 +561,7 @@ impl Runtime {
         let chains = image.chain_ids();
         self.images.hold_layers(&id, chains.clone());
         let result = self.prepare_container(&id, &dir, &sandbox, &config, &image_ref, &image_config, &chains).await;
-        let (log_path, stop_signal) = match result {
+        let (log_path, stop_signal, identity) = match result {
             Ok(v) => v,
             Err(e) => {
                 self.discard_container_files(&id, &dir).await;
@@ -575,6 +578,7 @@ impl Runtime {
             log_path,
             stop_signal,
             chain_ids: chains,
+            identity: Some(identity),
         };
         if let Err(e) = Self::persist(&dir, &record) {
             self.discard_container_files(&id, &dir).await;
@@ -597,7 +601,7 @@ impl Runtime {
         image_ref: &str,
         image_config: &ImageConfig,
         chains: &[Digest],
-    ) -> Result<(String, String), RuntimeError> {
+    ) -> Result<(String, String, ProcessIdentity), RuntimeError> {
         let rootfs = dir.join("rootfs");
         tokio::fs::create_dir_all(&rootfs).await.map_err(|e| internal("creating bundle")(&e))?;
         let layout = self
@@ -629,11 +633,16 @@ impl Runtime {
         if let Some(g) = security.run_as_group.as_ref() {
             gid = g.value as u32;
         }
-        let who = ProcessIdentity {
-            uid,
-            gid,
-            additional_gids: security.supplemental_groups.iter().map(|g| *g as u32).collect(),
-        };
+        // The primary group, the CRI's supplemental groups and, unless the
+        // policy is Strict, the groups the image lists the user in.
+        let mut groups = vec![gid];
+        groups.extend(security.supplemental_groups.iter().map(|g| *g as u32));
+        if security.supplemental_groups_policy != k8s_cri::v1::SupplementalGroupsPolicy::Strict as i32 {
+            groups.extend(spec::image_groups(&rootfs, uid));
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        let who = ProcessIdentity { uid, gid, additional_gids: groups };
         let sdir = self.sandbox_dir(&sandbox.id);
         let etc = [
             ("/etc/hosts", sdir.join("hosts")),
@@ -666,7 +675,7 @@ impl Runtime {
         };
         launch_shim(&self.shim_binary, id, dir, &self.socket_path(id), &log_path).await?;
         let stop_signal = image_config.stop_signal.clone().unwrap_or_default();
-        Ok((log_path.display().to_string(), stop_signal))
+        Ok((log_path.display().to_string(), stop_signal, who))
     }
 
     /// Undoes a container's files: shim, mount, writable layer, bundle.

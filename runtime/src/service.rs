@@ -14,20 +14,20 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::{
     AttachRequest, AttachResponse, CgroupDriver, CheckpointContainerRequest, CheckpointContainerResponse, Container,
     ContainerEventResponse, ContainerState, ContainerStatsRequest, ContainerStatsResponse, ContainerStatus,
-    ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest, CreateContainerResponse, ExecRequest,
-    ExecResponse, ExecSyncRequest, ExecSyncResponse, GetEventsRequest, ImageSpec, LinuxPodSandboxStatus,
-    LinuxRuntimeConfiguration, ListContainerStatsRequest, ListContainerStatsResponse, ListContainersRequest,
-    ListContainersResponse, ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
-    ListPodSandboxMetricsResponse, ListPodSandboxRequest, ListPodSandboxResponse, ListPodSandboxStatsRequest,
-    ListPodSandboxStatsResponse, Namespace, PodIp, PodSandbox, PodSandboxNetworkStatus, PodSandboxState,
-    PodSandboxStatsRequest, PodSandboxStatsResponse, PodSandboxStatus, PodSandboxStatusRequest,
+    ContainerStatusRequest, ContainerStatusResponse, ContainerUser, CreateContainerRequest, CreateContainerResponse,
+    ExecRequest, ExecResponse, ExecSyncRequest, ExecSyncResponse, GetEventsRequest, ImageSpec, LinuxContainerUser,
+    LinuxPodSandboxStatus, LinuxRuntimeConfiguration, ListContainerStatsRequest, ListContainerStatsResponse,
+    ListContainersRequest, ListContainersResponse, ListMetricDescriptorsRequest, ListMetricDescriptorsResponse,
+    ListPodSandboxMetricsRequest, ListPodSandboxMetricsResponse, ListPodSandboxRequest, ListPodSandboxResponse,
+    ListPodSandboxStatsRequest, ListPodSandboxStatsResponse, Namespace, PodIp, PodSandbox, PodSandboxNetworkStatus,
+    PodSandboxState, PodSandboxStatsRequest, PodSandboxStatsResponse, PodSandboxStatus, PodSandboxStatusRequest,
     PodSandboxStatusResponse, PortForwardRequest, PortForwardResponse, RemoveContainerRequest, RemoveContainerResponse,
     RemovePodSandboxRequest, RemovePodSandboxResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
     RunPodSandboxRequest, RunPodSandboxResponse, RuntimeCondition, RuntimeConfigRequest, RuntimeConfigResponse,
-    RuntimeStatus, StartContainerRequest, StartContainerResponse, StatusRequest, StatusResponse, StopContainerRequest,
-    StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse, UpdateContainerResourcesRequest,
-    UpdateContainerResourcesResponse, UpdateRuntimeConfigRequest, UpdateRuntimeConfigResponse, VersionRequest,
-    VersionResponse,
+    RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StartContainerRequest,
+    StartContainerResponse, StatusRequest, StatusResponse, StopContainerRequest, StopContainerResponse,
+    StopPodSandboxRequest, StopPodSandboxResponse, UpdateContainerResourcesRequest, UpdateContainerResourcesResponse,
+    UpdateRuntimeConfigRequest, UpdateRuntimeConfigResponse, VersionRequest, VersionResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -129,6 +129,13 @@ fn container_status_of(c: &ContainerRecord, shim: &ShimState) -> ContainerStatus
         annotations: c.config.annotations.clone(),
         mounts: c.config.mounts.clone(),
         log_path: c.log_path.clone(),
+        user: c.identity.as_ref().map(|who| ContainerUser {
+            linux: Some(LinuxContainerUser {
+                uid: i64::from(who.uid),
+                gid: i64::from(who.gid),
+                supplemental_groups: who.additional_gids.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }),
         ..Default::default()
     }
 }
@@ -238,7 +245,16 @@ impl RuntimeService for CriRuntimeService {
             info.insert("config".to_string(), self.config_json.clone());
             info.insert("podCIDR".to_string(), self.runtime.network.pod_cidr());
         }
-        Ok(Response::new(StatusResponse { status: Some(RuntimeStatus { conditions }), info, ..Default::default() }))
+        Ok(Response::new(StatusResponse {
+            status: Some(RuntimeStatus { conditions }),
+            info,
+            // The default (unnamed) handler; user namespaces are not done yet.
+            runtime_handlers: vec![RuntimeHandler {
+                name: String::new(),
+                features: Some(RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false }),
+            }],
+            features: Some(RuntimeFeatures { supplemental_groups_policy: true }),
+        }))
     }
 
     async fn get_container_events(

@@ -240,10 +240,33 @@ pub struct PodContext<'a> {
     pub sysctls: &'a std::collections::HashMap<String, String>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessIdentity {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
+}
+
+/// The groups the image's /etc/group lists user `uid` in (by the name
+/// /etc/passwd gives that uid): what SupplementalGroupsPolicy Merge adds.
+pub fn image_groups(rootfs: &Path, uid: u32) -> Vec<u32> {
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let uid = uid.to_string();
+    let Some(name) = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[2] == uid).then(|| f[0].to_string())
+    }) else {
+        return vec![];
+    };
+    let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let member = f.len() >= 4 && f[3].split(',').any(|m| m.trim() == name);
+            member.then(|| f[2].parse().ok()).flatten()
+        })
+        .collect()
 }
 
 /// The cgroup resources of the OCI spec from CRI's.

@@ -482,6 +482,49 @@ async fn seccomp_default_localhost_unconfined_and_privileged() {
 }
 
 #[tokio::test]
+async fn supplemental_groups_merge_the_images_unless_strict_and_status_reports_the_user() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let image = format!("{}/gantry/user:groups", test_registry());
+    cri.images
+        .pull_image(k8s_cri::v1::PullImageRequest {
+            image: Some(ImageSpec { image: image.clone(), ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    let pod = run_pod(&mut cri, &d, "groups", NamespaceMode::Container).await;
+    let with_policy = |name: &str, strict: bool| {
+        let mut c = container(name, &["sh", "-c", "id -G; sleep 60"]);
+        c.image = Some(ImageSpec { image: image.clone(), ..Default::default() });
+        if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.run_as_user = Some(Int64Value { value: 1234 });
+            sc.supplemental_groups = vec![777];
+            if strict {
+                sc.supplemental_groups_policy = k8s_cri::v1::SupplementalGroupsPolicy::Strict as i32;
+            }
+        }
+        c
+    };
+    for (name, strict, expected) in [("merge", false, vec![777, 1234, 50000]), ("strict", true, vec![777, 1234])] {
+        let id = create(&mut cri, &pod, with_policy(name, strict)).await.expect("create");
+        start(&mut cri, &id).await;
+        let user = status(&mut cri, &id).await.user.and_then(|u| u.linux).expect("ContainerStatus.user");
+        assert_eq!((user.uid, user.gid, user.supplemental_groups.clone()), (1234, 1234, expected.clone()), "{name}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log_of(&pod, name).is_empty() {
+            assert!(Instant::now() < deadline, "{name}: no output");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut groups: Vec<i64> =
+            log_of(&pod, name)[0].trim_start_matches("stdout F ").split(' ').map(|g| g.parse().unwrap()).collect();
+        groups.sort();
+        assert_eq!(groups, expected, "{name}");
+    }
+    remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
 async fn capabilities_and_no_new_privs_are_applied() {
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
