@@ -30,7 +30,8 @@ pub mod attach {
     pub const STDERR: u8 = 2;
     /// Shim → client: the container exited and all its output was sent.
     pub const EXITED: u8 = 3;
-    /// Client → shim: close the container's stdin.
+    /// Client → shim: the client's stdin ended (the container's stdin is
+    /// closed if it is `stdin_once`).
     pub const CLOSE_STDIN: u8 = 4;
     /// Client → shim: terminal size, u16 columns then u16 rows (big-endian).
     pub const RESIZE: u8 = 5;

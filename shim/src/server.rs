@@ -368,7 +368,8 @@ impl Shim {
                         self.stdin = None;
                     }
                 }
-                attach::CLOSE_STDIN if self.terminal.is_none() => self.stdin = None,
+                // The client's stdin ended: with stdin_once the container's does too.
+                attach::CLOSE_STDIN if self.stdin_once && self.terminal.is_none() => self.stdin = None,
                 attach::RESIZE if payload.len() == 4 => {
                     if let Some(master) = &self.terminal {
                         let size = libc::winsize {

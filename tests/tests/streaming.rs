@@ -214,6 +214,23 @@ async fn attach_joins_the_containers_own_stdio() {
     log.sort();
     assert_eq!(log, ["stderr F oops", "stdout F got hello"]);
 
+    // stdin_once: the end of the client's stdin is the end of the container's,
+    // so `cat` finishes (critest's attach does just this).
+    let mut config = container("cat", &["cat"]);
+    config.stdin = true;
+    config.stdin_once = true;
+    let id = create(&mut cri, &pod, config).await.expect("create");
+    start(&mut cri, &id).await;
+    let url = attach_url(&mut cri, &id, false).await;
+    let mut c = connect(&url, &[V4]).await.expect("upgrade");
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdin = c.open(&[("streamtype", "stdin")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    c.send(stdin, b"echoed back\n", true).await;
+    let got = c.receive(&[error, stdout, stderr]).await;
+    assert_eq!(got.text(stdout), "echoed back\n");
+
     // A terminal: the container's stdio is a pty, resized from the client.
     let mut config = container("tty", &["sh", "-c", "read x; test -t 0 && echo tty-$x; stty size"]);
     config.stdin = true;

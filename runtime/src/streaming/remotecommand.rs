@@ -245,6 +245,7 @@ async fn relay_attach(runtime: &Arc<Runtime>, id: &str, s: &mut Streams) -> Resu
                     }
                 }
             }
+            let _ = to_shim.lock().await.write_all(&attach::frame(attach::CLOSE_STDIN, &[])).await;
         });
     }
     if let Some(resize) = s.resize.as_mut() {
