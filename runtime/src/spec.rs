@@ -41,6 +41,8 @@ pub enum SpecError {
     BadDevice(String),
     #[error("seccomp: {0}")]
     Seccomp(String),
+    #[error("mount {0:?}: recursive_read_only needs readonly and private propagation")]
+    RecursiveReadOnly(String),
     #[error("building the OCI spec: {0}")]
     Oci(String),
 }
@@ -348,7 +350,16 @@ pub fn build(
             _ => "rprivate",
         };
         let rw = if m.readonly { "ro" } else { "rw" };
-        mounts.push(json!({"destination": m.container_path, "type": "bind", "source": m.host_path, "options": ["rbind", propagation, rw]}));
+        let mut options = vec!["rbind", propagation, rw];
+        if m.recursive_read_only {
+            // As containerd: only a private, read-only mount can be made read-only all the way down.
+            if !m.readonly || m.propagation != 0 {
+                return Err(SpecError::RecursiveReadOnly(m.container_path.clone()));
+            }
+            options.push("rro");
+        }
+        mounts
+            .push(json!({"destination": m.container_path, "type": "bind", "source": m.host_path, "options": options}));
     }
 
     let ns_path = |name: &str| pod.ns_dir.join(name).display().to_string();

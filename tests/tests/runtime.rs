@@ -415,6 +415,36 @@ async fn masked_and_readonly_paths_mount_propagation_and_group_without_user() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Read-only, and recursively read-only: a tmpfs mounted below the host path
+    // stays writable through the first, not the second.
+    let rro_host = d.dir.path().join("rro");
+    std::fs::create_dir_all(rro_host.join("tmpfs")).unwrap();
+    mount(Some("none"), &rro_host.join("tmpfs"), Some("tmpfs"), MsFlags::empty(), None::<&str>).expect("tmpfs");
+    let _unmount_tmpfs = gantry_tests::MountGuard(rro_host.join("tmpfs"));
+    for (name, rro, expected) in [("ro", false, "touched"), ("rro", true, "read-only")] {
+        let mut c = container(name, &["sh", "-c", "touch /mnt/tmpfs/f 2>/dev/null && echo touched || echo read-only"]);
+        c.mounts = vec![Mount {
+            container_path: "/mnt".into(),
+            host_path: rro_host.display().to_string(),
+            readonly: true,
+            recursive_read_only: rro,
+            ..Default::default()
+        }];
+        let id = create(&mut cri, &pod, c).await.expect("create");
+        start(&mut cri, &id).await;
+        wait_exited(&mut cri, &id).await;
+        assert_eq!(log_of(&pod, name), [format!("stdout F {expected}")], "{name}");
+    }
+    let mut rro_rw = container("rro-rw", &["true"]);
+    rro_rw.mounts = vec![Mount {
+        container_path: "/mnt".into(),
+        host_path: rro_host.display().to_string(),
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    let err = create(&mut cri, &pod, rro_rw).await.expect_err("rro without readonly");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+
     let mut group_only = container("group-only", &["true"]);
     if let Some(sc) = group_only.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
         sc.run_as_group = Some(Int64Value { value: 1234 });
