@@ -37,9 +37,34 @@ async fn read_capped(mut r: impl AsyncRead + Unpin, into: &mut Vec<u8>) {
     }
 }
 
+/// Sends SIGTERM to a `gantry-shim exec` still running when its caller's
+/// future is dropped (a gRPC call cancelled), so the command dies with it.
+pub struct StopOnDrop(Option<u32>);
+
+impl StopOnDrop {
+    pub fn new(child: &tokio::process::Child) -> Self {
+        StopOnDrop(child.id())
+    }
+
+    /// The helper was waited for: nothing to stop.
+    pub fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+}
+
 /// Stops a `gantry-shim exec`: SIGTERM makes it kill the command and exit
 /// once the command is dead; SIGKILL if it does not within 5 s.
 pub async fn end_exec(child: &mut tokio::process::Child) {
+    // The helper kills its command and exits once the command is reaped.
     if let Some(pid) = child.id() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
         if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_ok() {
@@ -75,7 +100,7 @@ impl Runtime {
         if tty {
             command.arg("--tty");
         }
-        command.arg("--").args(cmd).kill_on_drop(true);
+        command.arg("--").args(cmd);
         Ok(command)
     }
 
@@ -97,6 +122,7 @@ impl Runtime {
         let mut command = self.exec_command(id, cmd, false).await?;
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|e| internal("starting gantry-shim exec")(&e))?;
+        let mut stop_on_drop = StopOnDrop::new(&child);
         let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(RuntimeError::Internal("gantry-shim exec has no output pipes".into()));
         };
@@ -122,7 +148,8 @@ impl Runtime {
                 Some(t) => match tokio::time::timeout(t, run).await {
                     Ok(r) => r?,
                     Err(_) => {
-                        // kill_on_drop: the shim dies and takes the command with it.
+                        end_exec(&mut child).await;
+                        stop_on_drop.disarm();
                         return Err(RuntimeError::DeadlineExceeded(format!(
                             "command {cmd:?} in container {id} timed out after {t:?} and was killed"
                         )));
@@ -131,6 +158,7 @@ impl Runtime {
                 None => run.await?,
             }
         };
+        stop_on_drop.disarm();
         output.exit_code = status.code().unwrap_or(-1);
         output.stdout = stdout;
         output.stderr = stderr;

@@ -75,7 +75,9 @@ async fn exec_sync_is_killed_at_its_deadline() {
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
     let pod = run_pod(&mut cri, &d, "timeout", NamespaceMode::Pod).await;
-    let id = create(&mut cri, &pod, container("app", &["sleep", "60"])).await.expect("create");
+    // The pod's PID namespace, as kubelet's default: an orphan there would
+    // linger as a zombie, not vanish.
+    let id = create(&mut cri, &pod, with_pid_mode("app", &["sleep", "60"], NamespaceMode::Pod)).await.expect("create");
     start(&mut cri, &id).await;
 
     let began = Instant::now();
@@ -85,8 +87,9 @@ async fn exec_sync_is_killed_at_its_deadline() {
     assert!(began.elapsed() < Duration::from_secs(5), "took {:?}", began.elapsed());
     // The command is dead by the time the answer comes (kubelet's probes and
     // critest look right away).
-    let ps = text(&exec(&mut cri, &id, &["ps", "-o", "args"], 5).await.unwrap().stdout);
-    assert!(!ps.contains("sleep 37"), "the timed-out command still runs: {ps}");
+    // Not even as a zombie: only the container's own sleep is left.
+    let ps = text(&exec(&mut cri, &id, &["ps", "-o", "stat,args"], 5).await.unwrap().stdout);
+    assert_eq!(ps.lines().filter(|l| l.contains("sleep")).count(), 1, "the timed-out command is still there: {ps}");
     remove_pod(&mut cri, &pod).await;
 }
 

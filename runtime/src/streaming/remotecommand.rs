@@ -363,6 +363,7 @@ async fn run(
         }
         child
     };
+    let mut stop_on_drop = crate::exec::StopOnDrop::new(&child);
     // Until the command ends, or the client goes away (its connection's
     // stream channel closes): then the command is ended too.
     let status = loop {
@@ -375,6 +376,7 @@ async fn run(
             },
         }
     };
+    stop_on_drop.disarm();
     let status = status.map_err(|e| format!("waiting for gantry-shim exec: {e}"))?;
     let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
