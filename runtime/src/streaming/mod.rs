@@ -46,9 +46,28 @@ impl Pending {
     }
 }
 
+/// Issued tokens and when; each works once, within `TOKEN_TTL`.
+#[derive(Default)]
+struct Tokens(HashMap<String, (Pending, Instant)>);
+
+impl Tokens {
+    fn issue(&mut self, what: Pending, now: Instant) -> String {
+        // Expired ones go here, so the map never grows past a TTL's worth.
+        self.0.retain(|_, (_, at)| now.duration_since(*at) < TOKEN_TTL);
+        let token = new_token();
+        self.0.insert(token.clone(), (what, now));
+        token
+    }
+
+    fn redeem(&mut self, kind: &str, token: &str, now: Instant) -> Option<Pending> {
+        let (what, at) = self.0.remove(token)?;
+        (now.duration_since(at) < TOKEN_TTL && what.path() == kind).then_some(what)
+    }
+}
+
 pub struct StreamServer {
     addr: SocketAddr,
-    tokens: Mutex<HashMap<String, (Pending, Instant)>>,
+    tokens: Mutex<Tokens>,
     runtime: Weak<Runtime>,
 }
 
@@ -67,7 +86,7 @@ impl StreamServer {
             .map_err(|e| RuntimeError::Internal(format!("binding the streaming server to {addr}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| RuntimeError::Internal(format!("streaming server: {e}")))?;
         let server =
-            Arc::new(StreamServer { addr, tokens: Mutex::new(HashMap::new()), runtime: Arc::downgrade(runtime) });
+            Arc::new(StreamServer { addr, tokens: Mutex::new(Tokens::default()), runtime: Arc::downgrade(runtime) });
         let s = server.clone();
         tokio::spawn(async move {
             loop {
@@ -90,19 +109,13 @@ impl StreamServer {
 
     /// Issues a single-use URL for `what`.
     pub fn register(&self, what: Pending) -> String {
-        let token = new_token();
-        let url = format!("http://{}/{}/{token}", self.addr, what.path());
-        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        tokens.retain(|_, (_, at)| now.duration_since(*at) < TOKEN_TTL);
-        tokens.insert(token, (what, now));
-        url
+        let path = what.path();
+        let token = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).issue(what, Instant::now());
+        format!("http://{}/{path}/{token}", self.addr)
     }
 
-    /// Takes the token's request: a token works once, and only within its TTL.
     fn redeem(&self, kind: &str, token: &str) -> Option<Pending> {
-        let (what, at) = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).remove(token)?;
-        (at.elapsed() < TOKEN_TTL && what.path() == kind).then_some(what)
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner()).redeem(kind, token, Instant::now())
     }
 
     async fn handle(self: Arc<Self>, mut conn: TcpStream) -> std::io::Result<()> {
@@ -275,4 +288,27 @@ async fn respond(conn: &mut TcpStream, code: u16, message: &str) -> std::io::Res
     conn.write_all(head.as_bytes()).await?;
     conn.write_all(body.as_bytes()).await?;
     conn.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_work_once_for_their_kind_within_the_ttl() {
+        let pf = || Pending::PortForward { sandbox_id: "p".into() };
+        let mut t = Tokens::default();
+        let start = Instant::now();
+        let token = t.issue(pf(), start);
+        assert!(t.redeem("exec", &token, start).is_none(), "wrong kind");
+        let token = t.issue(pf(), start);
+        assert!(t.redeem("portforward", &token, start).is_some());
+        assert!(t.redeem("portforward", &token, start).is_none(), "reused");
+        let token = t.issue(pf(), start);
+        assert!(t.redeem("portforward", &token, start + TOKEN_TTL).is_none(), "expired");
+        // Expired tokens are dropped when new ones are issued.
+        t.issue(pf(), start);
+        t.issue(pf(), start + TOKEN_TTL * 2);
+        assert_eq!(t.0.len(), 1);
+    }
 }
