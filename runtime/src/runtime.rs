@@ -65,13 +65,19 @@ pub struct SandboxRecord {
     pub network_attached: bool,
 }
 
+/// Cgroup `gantry-ID` below the pod's cgroup parent (kubelet's pod cgroup),
+/// `/gantry` when kubelet gives none: for its containers and its pause process.
+fn pod_cgroup(config: &PodSandboxConfig, id: &str) -> String {
+    let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
+    let parent = if parent.is_empty() { "/gantry" } else { parent };
+    format!("{}/gantry-{id}", parent.trim_end_matches('/'))
+}
+
 impl SandboxRecord {
     /// The cgroup (an OCI `cgroupsPath`) of this pod's container `id`:
     /// below the pod's cgroup parent, `/gantry` when kubelet gives none.
     pub fn container_cgroup(&self, id: &str) -> String {
-        let parent = self.config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
-        let parent = if parent.is_empty() { "/gantry" } else { parent };
-        format!("{}/gantry-{id}", parent.trim_end_matches('/'))
+        pod_cgroup(&self.config, id)
     }
 
     pub fn namespace_mode(&self, which: fn(&k8s_cri::v1::NamespaceOption) -> i32) -> i32 {
@@ -342,7 +348,9 @@ impl Runtime {
             },
             "root": {"path": "/"},
             "hostname": hostname,
-            "linux": {"namespaces": namespaces},
+            // In the pod's cgroup, as containerd's pause container: the pod's
+            // usage and limits include it.
+            "linux": {"namespaces": namespaces, "cgroupsPath": pod_cgroup(&config, id)},
         });
         fsutil::write_atomic(&dir.join("config.json"), spec.to_string().as_bytes())
             .map_err(|e| internal("writing sandbox spec")(&e))?;

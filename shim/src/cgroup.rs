@@ -133,6 +133,17 @@ impl ContainerCgroup {
         self.cgroup.controller_of::<MemController>().is_some_and(|m| m.memory_stat().oom_control.oom_kill > 0)
     }
 
+    /// SIGKILLs every process in the cgroup: cgroup.kill on v2, one by one
+    /// on v1 (which has no cgroup.kill; cgroups-rs refuses it there).
+    pub fn kill_all(&self) {
+        if self.cgroup.v2() && self.cgroup.kill().is_ok() {
+            return;
+        }
+        for p in self.cgroup.procs() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
     /// Kills whatever is left in the cgroup and removes it. A cgroup can only
     /// be removed once its last process is gone, so wait (briefly) for that.
     pub fn delete(&self) {
@@ -140,7 +151,7 @@ impl ContainerCgroup {
             if self.cgroup.procs().is_empty() {
                 break;
             }
-            let _ = self.cgroup.kill();
+            self.kill_all();
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         if let Err(e) = self.cgroup.delete() {

@@ -63,6 +63,8 @@ pub struct Shim {
     stdin_once: bool,
     /// The pty master, for resizing, when the container has a terminal.
     terminal: Option<OwnedFd>,
+    /// The container joins a PID namespace (or the host's) rather than owning one.
+    shares_pid_ns: bool,
 }
 
 fn now_nanos() -> i64 {
@@ -156,6 +158,9 @@ impl Shim {
         let attach_listener =
             UnixListener::bind(&attach_path).map_err(|e| format!("binding {}: {e}", attach_path.display()))?;
         let stdin_once = container::annotation(&spec, container::STDIN_ONCE_ANNOTATION);
+        let shares_pid_ns = !spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|ns| {
+            ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none())
+        });
 
         let cgroup = crate::cgroup::ContainerCgroup::create(&spec)?;
         let spawned = match container::create(&args.bundle, &spec) {
@@ -215,6 +220,7 @@ impl Shim {
             stdin: io.stdin,
             stdin_once,
             terminal,
+            shares_pid_ns,
         })
     }
 
@@ -423,6 +429,14 @@ impl Shim {
         self.state.exit_signal = signal;
         self.state.finished_at = now_nanos();
         self.state.oom_killed = self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        // Without a PID namespace of its own (the pod's or the host's), the
+        // container's other processes outlive its init: end them with it,
+        // as runc does for such containers.
+        if self.shares_pid_ns {
+            if let Some(cg) = &self.cgroup {
+                cg.kill_all();
+            }
+        }
         self.start = None;
         self.save();
         // Attached clients get everything written so far, then the end.

@@ -155,6 +155,40 @@ async fn containers_of_a_pod_share_its_namespaces() {
     assert_eq!(log.first().map(String::as_str), Some("stdout F shared-host"), "UTS shared: {log:?}");
     assert_eq!(log.get(1).map(String::as_str), Some("stdout F 1"), "PID namespace shared: {log:?}");
     assert_eq!(log.get(2).map(String::as_str), Some("stdout F 1"), "loopback up in the pod netns: {log:?}");
+
+    // A container without its own PID namespace takes its background
+    // processes with it when its main process ends.
+    let leaver =
+        create(&mut cri, &pod, with_pid_mode("leaver", &["sh", "-c", "sleep 313 & sleep 0.2"], NamespaceMode::Pod))
+            .await
+            .expect("create");
+    start(&mut cri, &leaver).await;
+    wait_exited(&mut cri, &leaver).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00313\x00"))
+    };
+    while running() {
+        assert!(Instant::now() < deadline, "the background sleep outlived its container");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The pause process lives in the pod's cgroup, as containerd's does.
+    let verbose = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: true })
+        .await
+        .expect("pod status")
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&verbose["info"]).expect("verbose info");
+    let pause = info["pid"].as_u64().expect("pause pid");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pause}/cgroup")).expect("pause cgroup");
+    let expected = format!("{}/gantry-{}", gantry_tests::cgroup_parent(&d), pod.id);
+    assert!(cgroups.lines().any(|l| l.ends_with(&expected)), "{cgroups}");
     remove_pod(&mut cri, &pod).await;
 }
 
