@@ -20,6 +20,14 @@ bridge=gcrit0
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Shims outlive gantryd by design: end those of this run (their command
+    # lines name its state dir) and its containers (their root is below it).
+    for p in /proc/[0-9]*; do
+        if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "$work/state" ||
+            readlink "$p/root" 2>/dev/null | grep -q "^$work/"; then
+            kill -9 "${p#/proc/}" 2>/dev/null || true
+        fi
+    done
     iptables -D FORWARD -i "$bridge" ! -o "$bridge" -j DROP 2>/dev/null || true
     iptables -D FORWARD ! -i "$bridge" -o "$bridge" -j DROP 2>/dev/null || true
     ip link del "$bridge" 2>/dev/null || true
