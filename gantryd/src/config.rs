@@ -28,6 +28,11 @@ pub struct Config {
     /// Where the streaming server (exec, attach, port-forward URLs) listens;
     /// port 0 picks a free one. Keep it on loopback unless kubelet is elsewhere.
     pub stream_address: std::net::SocketAddr,
+    /// PEM certificate chain and key: with both, the streaming URLs are HTTPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_tls_key: Option<PathBuf>,
     /// The gantry-shim binary [default: next to gantryd].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shim_binary: Option<PathBuf>,
@@ -62,6 +67,8 @@ impl Default for Config {
             log_level: "info".into(),
             registries: BTreeMap::new(),
             stream_address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            stream_tls_cert: None,
+            stream_tls_key: None,
             shim_binary: None,
             cni: CniConfig::default(),
         }

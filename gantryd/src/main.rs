@@ -113,7 +113,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let runtime = std::sync::Arc::new(runtime);
     runtime.watch_all().await;
-    let streams = gantry_runtime::streaming::StreamServer::start(config.stream_address, &runtime)
+    let tls = match (&config.stream_tls_cert, &config.stream_tls_key) {
+        (Some(cert), Some(key)) => Some(gantry_runtime::streaming::TlsFiles { cert: cert.clone(), key: key.clone() }),
+        (None, None) => None,
+        _ => anyhow::bail!("stream_tls_cert and stream_tls_key go together"),
+    };
+    let streams = gantry_runtime::streaming::StreamServer::start(config.stream_address, tls.as_ref(), &runtime)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json, runtime, streams))

@@ -6,14 +6,19 @@
 use std::collections::HashMap;
 
 use gantry_runtime::streaming::spdy::{Frame, FrameReader, FrameWriter};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Reader = tokio::io::ReadHalf<Box<dyn Io>>;
+type Writer = tokio::io::WriteHalf<Box<dyn Io>>;
+
 pub struct SpdyClient {
-    reader: FrameReader<OwnedReadHalf>,
+    reader: FrameReader<Reader>,
     writer: FrameWriter,
-    out: OwnedWriteHalf,
+    out: Writer,
     next_id: u32,
     /// The protocol the server chose.
     pub protocol: String,
@@ -34,9 +39,45 @@ impl Received {
 
 /// Upgrades `url` offering `protocols`; the HTTP status and body on refusal.
 pub async fn connect(url: &str, protocols: &[&str]) -> Result<SpdyClient, (u16, String)> {
-    let rest = url.strip_prefix("http://").ok_or((0, format!("not an http URL: {url}")))?;
+    connect_with(url, protocols, None).await
+}
+
+/// As `connect`; an https URL is checked against `ca` (a PEM certificate).
+pub async fn connect_with(
+    url: &str,
+    protocols: &[&str],
+    ca: Option<&std::path::Path>,
+) -> Result<SpdyClient, (u16, String)> {
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => return Err((0, format!("not an http(s) URL: {url}"))),
+    };
     let (host, path) = rest.split_once('/').ok_or((0, format!("no path in {url}")))?;
-    let mut conn = TcpStream::connect(host).await.map_err(|e| (0, e.to_string()))?;
+    let tcp = TcpStream::connect(host).await.map_err(|e| (0, e.to_string()))?;
+    let mut conn: Box<dyn Io> = if tls {
+        use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+        let ca = ca.ok_or((0, "an https URL needs a CA".to_string()))?;
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| (0, e.to_string()))? {
+            roots.add(cert.map_err(|e| (0, e.to_string()))?).map_err(|e| (0, e.to_string()))?;
+        }
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| (0, e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let ip = host.rsplit_once(':').map_or(host, |h| h.0).to_string();
+        let name = ServerName::try_from(ip).map_err(|e| (0, e.to_string()))?;
+        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| (0, format!("TLS: {e}")))?;
+        Box::new(stream)
+    } else {
+        Box::new(tcp)
+    };
     let mut req = format!("POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n");
     for p in protocols {
         req += &format!("X-Stream-Protocol-Version: {p}\r\n");
@@ -61,7 +102,7 @@ pub async fn connect(url: &str, protocols: &[&str]) -> Result<SpdyClient, (u16, 
     }
     let protocol =
         head.lines().find_map(|l| l.strip_prefix("X-Stream-Protocol-Version: ")).unwrap_or_default().trim().to_string();
-    let (r, w) = conn.into_split();
+    let (r, w) = tokio::io::split(conn);
     Ok(SpdyClient { reader: FrameReader::new(r), writer: FrameWriter::default(), out: w, next_id: 1, protocol })
 }
 

@@ -294,3 +294,31 @@ async fn exec_over_websocket_with_the_v5_channel_protocol() {
     assert_eq!(status["details"]["causes"][0]["message"], "4", "{status}");
     remove_pod(&mut cri, &pod).await;
 }
+
+#[tokio::test]
+async fn the_streaming_server_speaks_tls_when_given_a_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key, ca) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("ca.pem"));
+    // A throwaway CA and a server certificate it signs: rustls refuses a
+    // self-signed certificate used as its own CA.
+    let script = "set -e
+        openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=gantry-test-ca -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' >ext.cnf
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem";
+    let made =
+        std::process::Command::new("sh").arg("-c").arg(script).current_dir(dir.path()).output().expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let d = Daemon::start(&format!("stream_tls_cert = {cert:?}\nstream_tls_key = {key:?}\n"));
+    let mut cri = setup(&d).await;
+    let (pod, id) = running(&mut cri, &d, "stream-tls", &["sleep", "60"]).await;
+    let url = exec_url(&mut cri, &id, &["echo", "over tls"], false, false).await.unwrap();
+    assert!(url.starts_with("https://"), "{url}");
+    let mut c = gantry_tests::streaming::connect_with(&url, &[V4], Some(&ca)).await.expect("TLS upgrade");
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    let got = c.receive(&[error, stdout, stderr]).await;
+    assert_eq!(got.text(stdout), "over tls\n");
+    remove_pod(&mut cri, &pod).await;
+}

@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::runtime::{Runtime, RuntimeError};
 
@@ -65,8 +65,41 @@ impl Tokens {
     }
 }
 
+/// A connection to the streaming server: plain TCP or TLS over it.
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn for T {}
+
+/// The server's certificate chain and key (PEM files), for HTTPS URLs.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, RuntimeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        RuntimeError::InvalidArgument(format!("streaming TLS {what} {}: {e}", path.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| bad("certificate", &files.cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("certificate", &files.cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad("key", &files.key, &e))?;
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| RuntimeError::Internal(format!("TLS: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| bad("certificate and key", &files.cert, &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
 pub struct StreamServer {
     addr: SocketAddr,
+    scheme: &'static str,
     tokens: Mutex<Tokens>,
     runtime: Weak<Runtime>,
 }
@@ -80,26 +113,44 @@ fn new_token() -> String {
 
 impl StreamServer {
     /// Binds `addr` (port 0: any free port) and serves in the background.
-    pub async fn start(addr: SocketAddr, runtime: &Arc<Runtime>) -> Result<Arc<Self>, RuntimeError> {
+    pub async fn start(
+        addr: SocketAddr,
+        tls: Option<&TlsFiles>,
+        runtime: &Arc<Runtime>,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        let acceptor = tls.map(tls_acceptor).transpose()?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| RuntimeError::Internal(format!("binding the streaming server to {addr}: {e}")))?;
         let addr = listener.local_addr().map_err(|e| RuntimeError::Internal(format!("streaming server: {e}")))?;
-        let server =
-            Arc::new(StreamServer { addr, tokens: Mutex::new(Tokens::default()), runtime: Arc::downgrade(runtime) });
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let server = Arc::new(StreamServer {
+            addr,
+            scheme,
+            tokens: Mutex::new(Tokens::default()),
+            runtime: Arc::downgrade(runtime),
+        });
         let s = server.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((conn, peer)) = listener.accept().await else { continue };
                 let s = s.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = s.handle(conn).await {
+                    let result = match acceptor {
+                        Some(a) => match a.accept(conn).await {
+                            Ok(tls) => s.handle(tls).await,
+                            Err(e) => Err(e),
+                        },
+                        None => s.handle(conn).await,
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "streaming request failed");
                     }
                 });
             }
         });
-        tracing::info!(%addr, "streaming server listening");
+        tracing::info!(%addr, scheme, "streaming server listening");
         Ok(server)
     }
 
@@ -111,14 +162,14 @@ impl StreamServer {
     pub fn register(&self, what: Pending) -> String {
         let path = what.path();
         let token = self.tokens.lock().unwrap_or_else(|e| e.into_inner()).issue(what, Instant::now());
-        format!("http://{}/{path}/{token}", self.addr)
+        format!("{}://{}/{path}/{token}", self.scheme, self.addr)
     }
 
     fn redeem(&self, kind: &str, token: &str) -> Option<Pending> {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner()).redeem(kind, token, Instant::now())
     }
 
-    async fn handle(self: Arc<Self>, mut conn: TcpStream) -> std::io::Result<()> {
+    async fn handle(self: Arc<Self>, mut conn: impl Conn) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(1024);
         let head_len = loop {
             let mut chunk = [0u8; 2048];
@@ -185,7 +236,7 @@ impl StreamServer {
         conn.write_all(reply.as_bytes()).await?;
         // Bytes the client sent after its request head are already SPDY.
         let early = std::io::Cursor::new(buf.split_off(head_len));
-        let (r, w) = conn.into_split();
+        let (r, w) = tokio::io::split(conn);
         let (streams, closer) = session::start(tokio::io::AsyncReadExt::chain(early, r), w);
         match what {
             Pending::Exec { container_id, cmd, tty, stdin, stdout, stderr } => {
@@ -207,7 +258,7 @@ impl StreamServer {
 impl StreamServer {
     async fn serve_websocket(
         &self,
-        mut conn: TcpStream,
+        mut conn: impl Conn,
         what: Pending,
         key: &str,
         offered: &[String],
@@ -272,7 +323,7 @@ fn channel_set(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Vec<(u8, &
     set
 }
 
-async fn respond(conn: &mut TcpStream, code: u16, message: &str) -> std::io::Result<()> {
+async fn respond(conn: &mut impl Conn, code: u16, message: &str) -> std::io::Result<()> {
     let reason = match code {
         400 => "Bad Request",
         403 => "Forbidden",

@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -21,17 +20,21 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::session::{Closer, SpdyStream, StreamWriter};
 use super::spdy::Frame;
+use super::Conn;
 
 pub const CHANNEL_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 pub const PORTFORWARD_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 const CLOSE_SIGNAL: u8 = 255;
 
-pub async fn accept(conn: TcpStream) -> WebSocketStream<TcpStream> {
+pub async fn accept<S: Conn>(conn: S) -> WebSocketStream<S> {
     WebSocketStream::from_raw_socket(conn, Role::Server, None).await
 }
 
 /// The channels an exec or attach uses, as streams named like SPDY's.
-pub fn channels(ws: WebSocketStream<TcpStream>, wanted: &[(u8, &'static str)]) -> (mpsc::Receiver<SpdyStream>, Closer) {
+pub fn channels<S: Conn>(
+    ws: WebSocketStream<S>,
+    wanted: &[(u8, &'static str)],
+) -> (mpsc::Receiver<SpdyStream>, Closer) {
     let (mut sink, mut source) = ws.split();
     let (frames_tx, mut frames_rx) = mpsc::channel::<Frame>(64);
     tokio::spawn(async move {
@@ -103,14 +106,14 @@ pub fn channels(ws: WebSocketStream<TcpStream>, wanted: &[(u8, &'static str)]) -
 
 /// A WebSocket seen as a byte stream: each write is one binary message,
 /// reads return message payloads in order. SPDY runs over it unchanged.
-pub struct ByteStream {
-    ws: WebSocketStream<TcpStream>,
+pub struct ByteStream<S> {
+    ws: WebSocketStream<S>,
     pending: Vec<u8>,
     offset: usize,
 }
 
-impl ByteStream {
-    pub fn new(ws: WebSocketStream<TcpStream>) -> Self {
+impl<S> ByteStream<S> {
+    pub fn new(ws: WebSocketStream<S>) -> Self {
         ByteStream { ws, pending: Vec::new(), offset: 0 }
     }
 }
@@ -119,7 +122,7 @@ fn io_err(e: tokio_tungstenite::tungstenite::Error) -> std::io::Error {
     std::io::Error::other(e)
 }
 
-impl AsyncRead for ByteStream {
+impl<S: Conn> AsyncRead for ByteStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         loop {
             if self.offset < self.pending.len() {
@@ -143,7 +146,7 @@ impl AsyncRead for ByteStream {
     }
 }
 
-impl AsyncWrite for ByteStream {
+impl<S: Conn> AsyncWrite for ByteStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         match Pin::new(&mut self.ws).poll_ready(cx) {
             Poll::Ready(Ok(())) => {}
