@@ -121,15 +121,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let streams = gantry_runtime::streaming::StreamServer::start(config.stream_address, tls.as_ref(), &runtime)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json, runtime, streams))
+    let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json, runtime.clone(), streams))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(socket = %config.listen.display(), root = %config.root.display(), "gantryd serving CRI v1");
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
+    // The Gantry image API (the `gantry` tool) beside CRI on the same socket.
+    let gantry_images = gantry_proto::api::images_server::ImagesServer::new(
+        gantry_imageservice::api::GantryImages::new(images.clone(), runtime.clone()),
+    )
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let serve = tonic::transport::Server::builder()
         .add_service(runtime_service)
         .add_service(image_service)
+        .add_service(gantry_images)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             shutdown_signal().await;
             notify.notify_one();

@@ -1,6 +1,7 @@
 //! Gantry's image side: references, the registry client, the content store,
 //! the overlay snapshotter, image metadata and the CRI `ImageService`.
 
+pub mod api;
 pub mod content;
 pub mod fsutil;
 pub mod metadata;

@@ -228,6 +228,30 @@ impl MetadataStore {
         Ok(image)
     }
 
+    /// Takes tag `tag` off image `id`; false if it did not have it.
+    pub fn untag(&self, id: &Digest, tag: &str) -> Result<bool, MetadataError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let changed = {
+            let mut table = txn.open_table(IMAGES).map_err(|e| self.err(e))?;
+            let key = id.to_string();
+            let record = match table.get(key.as_str()).map_err(|e| self.err(e))? {
+                Some(v) => Some(Self::decode(&key, v.value())?),
+                None => None,
+            };
+            match record {
+                Some(mut image) if image.repo_tags.iter().any(|t| t == tag) => {
+                    image.repo_tags.retain(|t| t != tag);
+                    let bytes = serde_json::to_vec(&image).map_err(|e| self.err(e))?;
+                    table.insert(key.as_str(), bytes.as_slice()).map_err(|e| self.err(e))?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(changed)
+    }
+
     pub fn remove(&self, id: &Digest) -> Result<Option<ImageRecord>, MetadataError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let removed = {

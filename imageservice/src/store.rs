@@ -121,6 +121,22 @@ impl ImageStore {
         self.held_layers.lock().unwrap_or_else(|e| e.into_inner()).remove(holder);
     }
 
+    /// Tags image `id` as `tag` (a normalised reference); a tag another image
+    /// had moves here, as a pull would move it.
+    pub async fn tag(&self, image: &ImageRecord, tag: &str) -> Result<ImageRecord, StoreError> {
+        let _shared = self.gc_lock.read().await;
+        let mut record = image.clone();
+        record.repo_tags = vec![tag.to_string()];
+        record.repo_digests = vec![];
+        Ok(self.meta.put(record)?)
+    }
+
+    /// Takes one tag off an image, leaving the image.
+    pub async fn untag(&self, id: &Digest, tag: &str) -> Result<bool, StoreError> {
+        let _shared = self.gc_lock.read().await;
+        Ok(self.meta.untag(id, tag)?)
+    }
+
     /// Removes an image and then every blob and layer nothing references any
     /// more. Returns the removed record, or `None` if there was no such image.
     pub async fn remove(self: &Arc<Self>, selector: &ImageSelector) -> Result<Option<ImageRecord>, StoreError> {

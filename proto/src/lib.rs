@@ -1,5 +1,11 @@
 //! Gantry's own wire APIs (see the `.proto` files beside this crate).
 
+/// The Gantry image API (gRPC, beside CRI on gantryd's socket).
+#[cfg(feature = "grpc")]
+pub mod api {
+    tonic::include_proto!("gantry.v1");
+}
+
 /// gantryd <-> gantry-shim.
 pub mod shim {
     include!(concat!(env!("OUT_DIR"), "/gantry.shim.v1.rs"));

@@ -899,3 +899,14 @@ pub fn parse_signal(s: &str) -> Option<i32> {
     let name = if s.starts_with("SIG") { s.to_string() } else { format!("SIG{s}") };
     name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
 }
+
+/// For the Gantry image API: which containers were created from an image.
+#[tonic::async_trait]
+impl gantry_imageservice::api::ContainerIndex for Runtime {
+    async fn containers_using(&self, image_id: &str) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.containers.lock().await.values().filter(|c| c.image_id == image_id).map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+}

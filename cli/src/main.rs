@@ -1,0 +1,354 @@
+//! `gantry`: the Docker image model on gantryd. It talks to gantryd over its
+//! socket only (CRI for pull, images, ps, rm; the Gantry image API of
+//! proto/gantry.proto for inspect, history, tag, rmi, df), never to the
+//! store directly.
+//!
+//! Exit codes: 0 done, 1 the daemon refused or failed (message on stderr),
+//! 2 bad usage.
+
+mod client;
+mod format;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use gantry_proto::api::{DiskUsageRequest, InspectRequest, RemoveRequest, TagRequest};
+use k8s_cri::v1::{
+    ContainerFilter, ContainerState, ContainerStateValue, ImageSpec, ListContainersRequest, ListImagesRequest,
+    PullImageRequest, RemoveContainerRequest,
+};
+use serde_json::{json, Value};
+
+use crate::format::{age, human_size, short_id, Table};
+
+#[derive(Parser)]
+#[command(name = "gantry", version, about = "Images and containers of a gantryd node, the Docker way")]
+struct Args {
+    /// gantryd's socket
+    #[arg(long, env = "GANTRY_ADDRESS", default_value = "/run/gantry/gantry.sock", global = true)]
+    address: std::path::PathBuf,
+    /// Output: aligned tables for people, JSON for scripts
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List images
+    Images,
+    /// Pull an image from its registry (mirrors and auth from gantryd's config)
+    Pull { image: String },
+    /// Show an image: tags, digests, config, layers
+    Inspect { image: String },
+    /// Show how an image was built, one row per history entry
+    History { image: String },
+    /// Give an image another name: gantry tag SOURCE TARGET
+    Tag { source: String, target: String },
+    /// Remove images (one of several tags only untags; images in use need --force)
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Remove even when containers use the image or it has several tags
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Disk usage per image: what it shares with others and what only it uses
+    Df,
+    /// List containers (running ones; -a for all)
+    Ps {
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Remove containers (stopping them first)
+    Rm {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gantry: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(args)) {
+        eprintln!("gantry: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The daemon's message for a refused call, without gRPC's framing.
+fn refused(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut c = client::connect(&args.address).await?;
+    let json_out = args.format == Format::Json;
+    match args.command {
+        Command::Images => {
+            let images = c.images.list_images(ListImagesRequest::default()).await.map_err(refused)?.into_inner().images;
+            if json_out {
+                let rows: Vec<Value> = images
+                    .iter()
+                    .map(
+                        |i| json!({"Id": i.id, "RepoTags": i.repo_tags, "RepoDigests": i.repo_digests, "Size": i.size}),
+                    )
+                    .collect();
+                return print_json(&Value::Array(rows));
+            }
+            let mut t = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]);
+            for i in &images {
+                let size = human_size(i.size);
+                if i.repo_tags.is_empty() {
+                    t.row(vec!["<none>".into(), "<none>".into(), short_id(&i.id), size.clone()]);
+                }
+                for tag in &i.repo_tags {
+                    let (repo, tag) = tag.rsplit_once(':').unwrap_or((tag, ""));
+                    t.row(vec![repo.into(), tag.into(), short_id(&i.id), size.clone()]);
+                }
+            }
+            t.print();
+        }
+        Command::Pull { image } => {
+            if !json_out {
+                eprintln!("Pulling {image} ...");
+            }
+            let started = std::time::Instant::now();
+            let spec = Some(ImageSpec { image: image.clone(), ..Default::default() });
+            let id = c
+                .images
+                .pull_image(PullImageRequest { image: spec, ..Default::default() })
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .image_ref;
+            if json_out {
+                return print_json(&json!({"Image": image, "Id": id}));
+            }
+            println!("Pulled {image} ({}) in {:.1}s", short_id(&id), started.elapsed().as_secs_f64());
+        }
+        Command::Inspect { image } => {
+            let r = c.gantry.inspect(InspectRequest { image }).await.map_err(refused)?.into_inner();
+            let config: Value = serde_json::from_slice(&r.config_json).context("the image config is not JSON")?;
+            let doc = json!({
+                "Id": r.id,
+                "RepoTags": r.repo_tags,
+                "RepoDigests": r.repo_digests,
+                "ManifestDigest": r.manifest_digest,
+                "Created": config.get("created"),
+                "Author": config.get("author"),
+                "Architecture": config.get("architecture"),
+                "Os": config.get("os"),
+                "Config": config.get("config"),
+                "RootFS": config.get("rootfs"),
+                "Layers": r.layers.iter().map(|l| json!({
+                    "Digest": l.digest, "MediaType": l.media_type, "Size": l.size,
+                    "DiffID": l.diff_id, "UnpackedSize": l.unpacked_size,
+                })).collect::<Vec<_>>(),
+                "Size": r.size,
+                "Containers": r.containers,
+            });
+            print_json(&doc)?;
+        }
+        Command::History { image } => {
+            let r = c.gantry.inspect(InspectRequest { image }).await.map_err(refused)?.into_inner();
+            let config: Value = serde_json::from_slice(&r.config_json).context("the image config is not JSON")?;
+            let rows = history_rows(&config, &r.layers);
+            if json_out {
+                return print_json(&Value::Array(rows));
+            }
+            let mut t = Table::new(&["CREATED", "CREATED BY", "SIZE", "COMMENT"]);
+            for h in rows.iter().rev() {
+                let created = h["Created"].as_str().map(age).unwrap_or_default();
+                let by = h["CreatedBy"].as_str().unwrap_or("").to_string();
+                let size = human_size(h["Size"].as_u64().unwrap_or(0));
+                t.row(vec![created, by, size, h["Comment"].as_str().unwrap_or("").to_string()]);
+            }
+            t.print();
+        }
+        Command::Tag { source, target } => {
+            let r = c.gantry.tag(TagRequest { source, target }).await.map_err(refused)?.into_inner();
+            if json_out {
+                return print_json(&json!({"Id": r.id, "Tag": r.target}));
+            }
+            println!("Tagged {} as {}", short_id(&r.id), r.target);
+        }
+        Command::Rmi { images, force } => {
+            let mut failed = None;
+            for image in images {
+                match c.gantry.remove(RemoveRequest { image: image.clone(), force }).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        for t in &r.untagged {
+                            println!("Untagged: {t}");
+                        }
+                        if !r.deleted.is_empty() {
+                            println!("Deleted: {}", r.deleted);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("gantry: {}", e.message());
+                        failed = Some(image);
+                    }
+                }
+            }
+            if let Some(image) = failed {
+                anyhow::bail!("not every image was removed (last failure: {image})");
+            }
+        }
+        Command::Df => {
+            let r = c.gantry.disk_usage(DiskUsageRequest {}).await.map_err(refused)?.into_inner();
+            if json_out {
+                let images: Vec<Value> = r
+                    .images
+                    .iter()
+                    .map(|i| {
+                        json!({"Id": i.id, "RepoTags": i.repo_tags, "Size": i.size, "SharedSize": i.shared_size,
+                        "UniqueSize": i.unique_size, "UnpackedSize": i.unpacked_size, "UnpackedShared": i.unpacked_shared,
+                        "UnpackedUnique": i.unpacked_unique, "Containers": i.containers})
+                    })
+                    .collect();
+                return print_json(&json!({"Images": images, "TotalSize": r.total_size,
+                    "TotalUnpacked": r.total_unpacked, "SummedSize": r.summed_size, "SummedUnpacked": r.summed_unpacked}));
+            }
+            let mut t = Table::new(&[
+                "REPOSITORY:TAG",
+                "IMAGE ID",
+                "SIZE",
+                "SHARED",
+                "UNIQUE",
+                "UNPACKED",
+                "UNPACKED UNIQUE",
+                "CONTAINERS",
+            ]);
+            for i in &r.images {
+                let name = i.repo_tags.first().cloned().unwrap_or_else(|| "<none>".into());
+                t.row(vec![
+                    name,
+                    short_id(&i.id),
+                    human_size(i.size),
+                    human_size(i.shared_size),
+                    human_size(i.unique_size),
+                    human_size(i.unpacked_size),
+                    human_size(i.unpacked_unique),
+                    i.containers.to_string(),
+                ]);
+            }
+            t.print();
+            println!();
+            println!(
+                "{} images take {} compressed and {} unpacked on disk, each shared layer once (counted per image: {} and {}).",
+                r.images.len(),
+                human_size(r.total_size),
+                human_size(r.total_unpacked),
+                human_size(r.summed_size),
+                human_size(r.summed_unpacked)
+            );
+        }
+        Command::Ps { all } => {
+            let filter = (!all).then(|| ContainerFilter {
+                state: Some(ContainerStateValue { state: ContainerState::ContainerRunning as i32 }),
+                ..Default::default()
+            });
+            let mut list = c
+                .runtime
+                .list_containers(ListContainersRequest { filter })
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .containers;
+            list.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+            if json_out {
+                let rows: Vec<Value> = list
+                    .iter()
+                    .map(|c| {
+                        json!({"Id": c.id, "Name": c.metadata.as_ref().map(|m| m.name.clone()), "Image": c.image.as_ref().map(|i| i.image.clone()),
+                        "ImageId": c.image_ref, "State": state_name(c.state), "CreatedAt": c.created_at, "PodSandboxId": c.pod_sandbox_id})
+                    })
+                    .collect();
+                return print_json(&Value::Array(rows));
+            }
+            let mut t = Table::new(&["CONTAINER ID", "IMAGE", "CREATED", "STATE", "NAME", "POD ID"]);
+            for ctr in &list {
+                let image = ctr.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+                let created = format::age_nanos(ctr.created_at);
+                let name = ctr.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+                t.row(vec![
+                    short_id(&ctr.id),
+                    image,
+                    created,
+                    state_name(ctr.state).into(),
+                    name,
+                    short_id(&ctr.pod_sandbox_id),
+                ]);
+            }
+            t.print();
+        }
+        Command::Rm { containers } => {
+            let mut failed = None;
+            for id in containers {
+                let full = client::container_id(&mut c, &id).await?;
+                match c.runtime.remove_container(RemoveContainerRequest { container_id: full.clone() }).await {
+                    Ok(_) => println!("{full}"),
+                    Err(e) => {
+                        eprintln!("gantry: {}", e.message());
+                        failed = Some(id);
+                    }
+                }
+            }
+            if let Some(id) = failed {
+                anyhow::bail!("not every container was removed (last failure: {id})");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn state_name(state: i32) -> &'static str {
+    match ContainerState::try_from(state) {
+        Ok(ContainerState::ContainerCreated) => "Created",
+        Ok(ContainerState::ContainerRunning) => "Running",
+        Ok(ContainerState::ContainerExited) => "Exited",
+        _ => "Unknown",
+    }
+}
+
+/// One row per history entry; an entry that made a layer gets that layer's
+/// unpacked size, in order (entries marked empty_layer made none).
+fn history_rows(config: &Value, layers: &[gantry_proto::api::Layer]) -> Vec<Value> {
+    let mut sizes = layers.iter().map(|l| l.unpacked_size);
+    config["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|h| {
+            let empty = h["empty_layer"].as_bool().unwrap_or(false);
+            let size = if empty { 0 } else { sizes.next().unwrap_or(0) };
+            json!({
+                "Created": h.get("created"),
+                "CreatedBy": h["created_by"].as_str().unwrap_or(""),
+                "Size": size,
+                "EmptyLayer": empty,
+                "Comment": h["comment"].as_str().unwrap_or(""),
+            })
+        })
+        .collect()
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

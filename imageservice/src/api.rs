@@ -1,0 +1,190 @@
+//! The Gantry image API (proto/gantry.proto) over the image store: what
+//! the `gantry` tool needs beyond CRI. Inspect, tag, Docker's removal rules
+//! and per-image disk usage. Which containers use an image is the runtime's
+//! knowledge, asked through `ContainerIndex`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use gantry_proto::api::images_server::Images;
+use gantry_proto::api::{
+    DiskUsageRequest, DiskUsageResponse, ImageUsage, InspectRequest, InspectResponse, Layer, RemoveRequest,
+    RemoveResponse, TagRequest, TagResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::metadata::{ImageRecord, ImageSelector};
+use crate::reference::{Digest, Reference};
+use crate::store::ImageStore;
+
+/// The containers created from an image (kept by the runtime).
+#[tonic::async_trait]
+pub trait ContainerIndex: Send + Sync + 'static {
+    async fn containers_using(&self, image_id: &str) -> Vec<String>;
+}
+
+pub struct GantryImages {
+    store: Arc<ImageStore>,
+    containers: Arc<dyn ContainerIndex>,
+}
+
+impl GantryImages {
+    pub fn new(store: Arc<ImageStore>, containers: Arc<dyn ContainerIndex>) -> Self {
+        GantryImages { store, containers }
+    }
+
+    async fn resolve(&self, image: &str) -> Result<(ImageSelector, ImageRecord), Status> {
+        if image.is_empty() {
+            return Err(Status::invalid_argument("no image given"));
+        }
+        let selector = ImageSelector::parse(image).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let record = self
+            .store
+            .resolve(&selector)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("image {image:?} not found")))?;
+        Ok((selector, record))
+    }
+
+    /// Unpacked bytes of each layer snapshot, walked off the async threads.
+    async fn unpacked_sizes(&self, chains: Vec<Digest>) -> HashMap<Digest, u64> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            chains
+                .into_iter()
+                .map(|c| {
+                    let bytes = crate::fsutil::disk_usage(&store.snapshotter().layer_dir(&c)).0;
+                    (c, bytes)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+}
+
+#[tonic::async_trait]
+impl Images for GantryImages {
+    async fn inspect(&self, request: Request<InspectRequest>) -> Result<Response<InspectResponse>, Status> {
+        let (_, image) = self.resolve(&request.into_inner().image).await?;
+        let config_json = self
+            .store
+            .content()
+            .read(&image.config.digest)
+            .map_err(|e| Status::data_loss(format!("config of image {}: {e}", image.id)))?;
+        let unpacked = self.unpacked_sizes(image.layers.iter().map(|l| l.chain_id.clone()).collect()).await;
+        let layers = image
+            .layers
+            .iter()
+            .map(|l| Layer {
+                digest: l.blob.digest.to_string(),
+                media_type: l.blob.media_type.clone(),
+                size: l.blob.size,
+                diff_id: l.diff_id.to_string(),
+                unpacked_size: unpacked.get(&l.chain_id).copied().unwrap_or(0),
+            })
+            .collect();
+        Ok(Response::new(InspectResponse {
+            id: image.id.to_string(),
+            repo_tags: image.repo_tags.clone(),
+            repo_digests: image.repo_digests.clone(),
+            manifest_digest: image.manifest.digest.to_string(),
+            config_json,
+            layers,
+            size: image.size(),
+            containers: self.containers.containers_using(&image.id.to_string()).await,
+        }))
+    }
+
+    async fn tag(&self, request: Request<TagRequest>) -> Result<Response<TagResponse>, Status> {
+        let req = request.into_inner();
+        let (_, image) = self.resolve(&req.source).await?;
+        let target = Reference::parse(&req.target).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if target.digest.is_some() {
+            return Err(Status::invalid_argument(format!("tag target {:?} is a digest, not a tag", req.target)));
+        }
+        let target = target.to_string();
+        self.store.tag(&image, &target).await.map_err(|e| Status::internal(e.to_string()))?;
+        tracing::info!(image = %image.id, tag = %target, "image tagged");
+        Ok(Response::new(TagResponse { id: image.id.to_string(), target }))
+    }
+
+    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+        let req = request.into_inner();
+        let (selector, image) = self.resolve(&req.image).await?;
+        let named_tag = match &selector {
+            ImageSelector::Ref(r) if r.digest.is_none() => Some(r.to_string()),
+            _ => None,
+        };
+        // One of several tags: only the tag goes, as `docker rmi` does.
+        if let Some(tag) = named_tag.as_ref().filter(|t| image.repo_tags.contains(t) && image.repo_tags.len() > 1) {
+            self.store.untag(&image.id, tag).await.map_err(|e| Status::internal(e.to_string()))?;
+            return Ok(Response::new(RemoveResponse { untagged: vec![tag.clone()], deleted: String::new() }));
+        }
+        let users = self.containers.containers_using(&image.id.to_string()).await;
+        if !users.is_empty() && !req.force {
+            return Err(Status::failed_precondition(format!(
+                "image {} is used by container {}: remove the container first, or force (its layers stay while it exists)",
+                req.image,
+                users.join(", ")
+            )));
+        }
+        if named_tag.is_none() && image.repo_tags.len() > 1 && !req.force {
+            return Err(Status::failed_precondition(format!(
+                "image {} is tagged {}: remove the tags one by one, or force",
+                image.id,
+                image.repo_tags.join(", ")
+            )));
+        }
+        self.store.remove(&ImageSelector::Id(image.id.clone())).await.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RemoveResponse { untagged: image.repo_tags.clone(), deleted: image.id.to_string() }))
+    }
+
+    async fn disk_usage(&self, _: Request<DiskUsageRequest>) -> Result<Response<DiskUsageResponse>, Status> {
+        let images = self.store.list().map_err(|e| Status::internal(e.to_string()))?;
+        // How many images use each layer blob and each unpacked layer.
+        let mut blob_users: HashMap<Digest, u32> = HashMap::new();
+        let mut chain_users: HashMap<Digest, u32> = HashMap::new();
+        for image in &images {
+            for l in &image.layers {
+                *blob_users.entry(l.blob.digest.clone()).or_default() += 1;
+                *chain_users.entry(l.chain_id.clone()).or_default() += 1;
+            }
+        }
+        let unpacked = self.unpacked_sizes(chain_users.keys().cloned().collect()).await;
+        let mut out = DiskUsageResponse::default();
+        let mut counted: HashSet<Digest> = HashSet::new();
+        for image in &images {
+            let mut u = ImageUsage {
+                id: image.id.to_string(),
+                repo_tags: image.repo_tags.clone(),
+                size: image.size(),
+                containers: self.containers.containers_using(&image.id.to_string()).await.len() as u32,
+                ..Default::default()
+            };
+            for l in &image.layers {
+                let shared = blob_users.get(&l.blob.digest).copied().unwrap_or(1) > 1;
+                let bytes = unpacked.get(&l.chain_id).copied().unwrap_or(0);
+                u.unpacked_size += bytes;
+                if shared {
+                    u.shared_size += l.blob.size;
+                }
+                if chain_users.get(&l.chain_id).copied().unwrap_or(1) > 1 {
+                    u.unpacked_shared += bytes;
+                }
+            }
+            u.unique_size = u.size - u.shared_size;
+            u.unpacked_unique = u.unpacked_size - u.unpacked_shared;
+            out.summed_size += u.size;
+            out.summed_unpacked += u.unpacked_size;
+            for blob in [&image.manifest, &image.config].into_iter().chain(image.layers.iter().map(|l| &l.blob)) {
+                if counted.insert(blob.digest.clone()) {
+                    out.total_size += blob.size;
+                }
+            }
+            out.images.push(u);
+        }
+        out.total_unpacked = unpacked.values().sum();
+        Ok(Response::new(out))
+    }
+}

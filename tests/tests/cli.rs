@@ -1,0 +1,140 @@
+//! The `gantry` tool against a running gantryd: images, pull, inspect,
+//! history, tag, df, Docker's rmi rules, ps and rm, exit codes.
+
+use gantry_tests::pods::*;
+use gantry_tests::{bin_dir, test_registry, Daemon};
+use k8s_cri::v1::NamespaceMode;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn gantry(d: &Daemon, args: &[&str]) -> Out {
+    let out = std::process::Command::new(bin_dir().join("gantry"))
+        .arg("--address")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("run gantry");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ok(d: &Daemon, args: &[&str]) -> String {
+    let out = gantry(d, args);
+    assert_eq!(out.code, 0, "gantry {args:?}: {}{}", out.stdout, out.stderr);
+    out.stdout
+}
+
+fn json(d: &Daemon, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--format", "json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(d, &all)).expect("JSON output")
+}
+
+fn image(name: &str) -> String {
+    format!("{}/gantry/{name}", test_registry())
+}
+
+#[tokio::test]
+async fn images_inspect_history_tag_and_df() {
+    let d = Daemon::start("");
+    for name in ["busybox:latest", "app1:latest", "app2:latest"] {
+        assert!(ok(&d, &["pull", &image(name)]).contains("Pulled"));
+    }
+    let table = ok(&d, &["images"]);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.starts_with("REPOSITORY") && header.contains("IMAGE ID"), "{table}");
+    assert!(table.contains(&format!("{}/gantry/app1", test_registry())), "{table}");
+
+    let app1 = json(&d, &["inspect", &image("app1:latest")]);
+    assert_eq!(app1["Config"]["Cmd"], serde_json::json!(["sh"]));
+    assert_eq!(app1["Config"]["Labels"]["fixture"], "app1");
+    assert_eq!(app1["Layers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(app1["RootFS"]["diff_ids"].as_array().map(Vec::len), Some(2));
+    assert_eq!(app1["RepoTags"], serde_json::json!([image("app1:latest")]));
+
+    // One row per history entry; the entries that made layers carry their sizes.
+    let history = json(&d, &["history", &image("app1:latest")]);
+    let rows = history.as_array().expect("rows");
+    assert_eq!(rows.len(), 4, "{history}");
+    let sized: Vec<bool> = rows.iter().map(|r| r["Size"].as_u64().unwrap_or(0) > 0).collect();
+    let made_layers: Vec<bool> = rows.iter().map(|r| !r["EmptyLayer"].as_bool().unwrap_or(false)).collect();
+    assert_eq!(sized, made_layers, "{history}");
+    assert!(ok(&d, &["history", &image("app1:latest")]).lines().next().unwrap_or("").starts_with("CREATED"));
+
+    // A second name for the same image.
+    ok(&d, &["tag", &image("busybox:latest"), "mine/busybox:v1"]);
+    let again = json(&d, &["inspect", "mine/busybox:v1"]);
+    assert_eq!(again["Id"], json(&d, &["inspect", &image("busybox:latest")])["Id"]);
+    assert!(ok(&d, &["images"]).contains("docker.io/mine/busybox"));
+
+    // Three images on one base: the base is on disk once, and df says so.
+    let df = json(&d, &["df"]);
+    let images = df["Images"].as_array().expect("images");
+    assert_eq!(images.len(), 3);
+    let base = images.iter().find(|i| i["RepoTags"].to_string().contains("busybox")).expect("busybox");
+    assert_eq!(base["UnpackedShared"], base["UnpackedSize"], "busybox's only layer is shared: {df}");
+    let app = images.iter().find(|i| i["RepoTags"].to_string().contains("app1")).expect("app1");
+    assert!(app["UnpackedUnique"].as_u64().unwrap_or(0) > 0, "{df}");
+    let (total, summed) = (df["TotalUnpacked"].as_u64().unwrap(), df["SummedUnpacked"].as_u64().unwrap());
+    assert!(total * 2 < summed, "shared layers counted once: {total} vs {summed}");
+    assert!(ok(&d, &["df"]).contains("each shared layer once"));
+}
+
+#[tokio::test]
+async fn rmi_follows_dockers_rules_and_ps_rm_show_the_lifecycle() {
+    let d = Daemon::start("");
+    let busybox = image("busybox:latest");
+    ok(&d, &["pull", &busybox]);
+    ok(&d, &["tag", &busybox, "second:name"]);
+
+    // One of two tags: only the tag goes.
+    let out = ok(&d, &["rmi", "second:name"]);
+    assert_eq!(out.trim(), "Untagged: docker.io/library/second:name");
+    assert!(ok(&d, &["images"]).contains("gantry/busybox"));
+
+    // In use by a container: refused; forced: the image goes, the container keeps its layers.
+    let mut cri = d.connect().await;
+    let pod = run_pod(&mut cri, &d, "cli", NamespaceMode::Pod).await;
+    let id = create(&mut cri, &pod, container("user", &["echo", "still runs"])).await.expect("create");
+    let refused = gantry(&d, &["rmi", &busybox]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains(&id) && refused.stderr.contains("force"), "{}", refused.stderr);
+    let forced = ok(&d, &["rmi", "--force", &busybox]);
+    assert!(forced.contains("Deleted: sha256:"), "{forced}");
+    assert!(!ok(&d, &["images"]).contains("gantry/busybox"));
+    start(&mut cri, &id).await;
+    assert_eq!(wait_exited(&mut cri, &id).await.exit_code, 0);
+    assert_eq!(log_of(&pod, "user"), ["stdout F still runs"]);
+
+    // ps: -a shows the exited container, plain ps only running ones; rm by short ID.
+    let all = json(&d, &["ps", "-a"]);
+    assert_eq!(all[0]["Id"], id.as_str());
+    assert_eq!(all[0]["State"], "Exited");
+    assert!(!ok(&d, &["ps"]).contains(&id[..12]));
+    assert!(ok(&d, &["ps", "-a"]).contains(&id[..12]));
+    assert_eq!(ok(&d, &["rm", &id[..12]]).trim(), id);
+    assert_eq!(json(&d, &["ps", "-a"]), serde_json::json!([]));
+    remove_pod(&mut cri, &pod).await;
+
+    // Failures: clear messages and exit codes scripts can rely on.
+    let missing = gantry(&d, &["rmi", "no/such:image"]);
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("no/such:image") && missing.stderr.contains("not found"), "{}", missing.stderr);
+    let bad_tag = gantry(&d, &["tag", "no/such:image", "x:y"]);
+    assert_eq!(bad_tag.code, 1);
+    let usage = gantry(&d, &["rmi"]);
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+    let out = std::process::Command::new(bin_dir().join("gantry"))
+        .args(["--address", "/nonexistent/gantry.sock", "images"])
+        .output()
+        .expect("run gantry");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gantry.sock"));
+}
