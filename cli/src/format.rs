@@ -41,6 +41,26 @@ impl Table {
     }
 }
 
+/// A progress line on stderr when it is a terminal: bytes so far, and a
+/// percentage when the total is known.
+pub fn progress(what: &str, done: u64, total: Option<u64>) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    match total {
+        Some(t) if t > 0 => eprint!("\r{what} {} / {} ({}%)   ", human_size(done), human_size(t), done * 100 / t),
+        _ => eprint!("\r{what} {}   ", human_size(done)),
+    }
+}
+
+pub fn progress_done() {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+}
+
 /// Decimal units, as Docker prints sizes: 4.26MB, 512B.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];

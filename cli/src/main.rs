@@ -11,7 +11,7 @@ mod format;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use gantry_proto::api::{DiskUsageRequest, InspectRequest, RemoveRequest, TagRequest};
+use gantry_proto::api::{ArchiveChunk, DiskUsageRequest, InspectRequest, RemoveRequest, SaveRequest, TagRequest};
 use k8s_cri::v1::{
     ContainerFilter, ContainerState, ContainerStateValue, ImageSpec, ListContainersRequest, ListImagesRequest,
     PullImageRequest, RemoveContainerRequest,
@@ -61,6 +61,20 @@ enum Command {
     },
     /// Disk usage per image: what it shares with others and what only it uses
     Df,
+    /// Write images to one archive (docker-archive and OCI layout at once)
+    Save {
+        /// The archive to write
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Read images from an archive (`gantry save`, `docker save`, an OCI layout tar)
+    Load {
+        /// The archive to read
+        #[arg(short, long)]
+        input: std::path::PathBuf,
+    },
     /// List containers (running ones; -a for all)
     Ps {
         #[arg(short, long)]
@@ -256,6 +270,75 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 human_size(r.summed_size),
                 human_size(r.summed_unpacked)
             );
+        }
+        Command::Save { output, images } => {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = c.gantry.save(SaveRequest { images }).await.map_err(refused)?.into_inner();
+            // Written beside the target and renamed, so a failed save leaves no half archive.
+            let partial = output.with_extension("partial");
+            let mut file =
+                tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?;
+            let mut written = 0u64;
+            let result = async {
+                while let Some(chunk) = stream.message().await.map_err(refused)? {
+                    file.write_all(&chunk.data).await?;
+                    written += chunk.data.len() as u64;
+                    format::progress("Saving", written, None);
+                }
+                file.flush().await?;
+                anyhow::Ok(())
+            }
+            .await;
+            format::progress_done();
+            if let Err(e) = result {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(e);
+            }
+            tokio::fs::rename(&partial, &output).await?;
+            if json_out {
+                return print_json(&json!({"Output": output, "Bytes": written}));
+            }
+            println!("Saved {} to {}", human_size(written), output.display());
+        }
+        Command::Load { input } => {
+            let file = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;
+            let total = file.metadata().map(|m| m.len()).ok();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            // Read on a blocking thread, sent in 1 MiB chunks as the call goes.
+            let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                use std::io::Read;
+                let mut file = file;
+                let mut sent = 0u64;
+                loop {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    buf.truncate(n);
+                    sent += n as u64;
+                    format::progress("Loading", sent, total);
+                    if tx.blocking_send(ArchiveChunk { data: buf }).is_err() {
+                        return Ok(());
+                    }
+                }
+            });
+            let result = c.gantry.load(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+            format::progress_done();
+            reader.await??;
+            let loaded = result.map_err(refused)?.into_inner().images;
+            if json_out {
+                let rows: Vec<Value> = loaded.iter().map(|i| json!({"Id": i.id, "RepoTags": i.repo_tags})).collect();
+                return print_json(&Value::Array(rows));
+            }
+            for i in &loaded {
+                if i.repo_tags.is_empty() {
+                    println!("Loaded image ID: {}", i.id);
+                }
+                for t in &i.repo_tags {
+                    println!("Loaded image: {t}");
+                }
+            }
         }
         Command::Ps { all } => {
             let filter = (!all).then(|| ContainerFilter {

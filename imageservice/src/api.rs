@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use gantry_proto::api::images_server::Images;
 use gantry_proto::api::{
-    DiskUsageRequest, DiskUsageResponse, ImageUsage, InspectRequest, InspectResponse, Layer, RemoveRequest,
-    RemoveResponse, TagRequest, TagResponse,
+    ArchiveChunk, DiskUsageRequest, DiskUsageResponse, ImageUsage, InspectRequest, InspectResponse, Layer,
+    LoadResponse, LoadedImage, RemoveRequest, RemoveResponse, SaveRequest, TagRequest, TagResponse,
 };
+use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status};
 
 use crate::metadata::{ImageRecord, ImageSelector};
@@ -63,8 +64,91 @@ impl GantryImages {
     }
 }
 
+/// A `Write` that sends what it gets down a channel (a save's tar, written
+/// on a blocking thread, streamed to the client as it is made).
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<ArchiveChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 1 << 20 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = ArchiveChunk { data: std::mem::take(&mut self.buf) };
+            self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::other("the client went away"))?;
+        }
+        Ok(())
+    }
+}
+
+fn archive_status(e: crate::archive::ArchiveError) -> Status {
+    use crate::archive::ArchiveError as E;
+    match e {
+        E::Store(_) => Status::internal(e.to_string()),
+        E::Io(_) => Status::invalid_argument(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
+
+type ChunkStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<ArchiveChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Images for GantryImages {
+    type SaveStream = ChunkStream;
+
+    async fn save(&self, request: Request<SaveRequest>) -> Result<Response<Self::SaveStream>, Status> {
+        let names = request.into_inner().images;
+        if names.is_empty() {
+            return Err(Status::invalid_argument("no image to save"));
+        }
+        let mut images = vec![];
+        for name in &names {
+            let (_, image) = self.resolve(name).await?;
+            // Tags the caller did not name still go along, as docker save by ID does.
+            if !images.iter().any(|i: &ImageRecord| i.id == image.id) {
+                images.push(image);
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChunkWriter { tx: tx.clone(), buf: Vec::new() };
+            let result = store.save(&images, &mut w).and_then(|_| std::io::Write::flush(&mut w).map_err(Into::into));
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(Status::internal(format!("writing the archive: {e}"))));
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn load(&self, request: Request<tonic::Streaming<ArchiveChunk>>) -> Result<Response<LoadResponse>, Status> {
+        let mut incoming = request.into_inner();
+        // The archive is spooled to disk first: a tar's index may come last.
+        let spool = self.store.root().join(crate::fsutil::random_name("load"));
+        let result = async {
+            let mut file = tokio::fs::File::create(&spool).await.map_err(|e| Status::internal(e.to_string()))?;
+            while let Some(chunk) = incoming.message().await? {
+                file.write_all(&chunk.data).await.map_err(|e| Status::internal(e.to_string()))?;
+            }
+            file.flush().await.map_err(|e| Status::internal(e.to_string()))?;
+            drop(file);
+            self.store.load(&spool).await.map_err(archive_status)
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&spool).await;
+        let images =
+            result?.into_iter().map(|r| LoadedImage { id: r.id.to_string(), repo_tags: r.repo_tags }).collect();
+        Ok(Response::new(LoadResponse { images }))
+    }
+
     async fn inspect(&self, request: Request<InspectRequest>) -> Result<Response<InspectResponse>, Status> {
         let (_, image) = self.resolve(&request.into_inner().image).await?;
         let config_json = self

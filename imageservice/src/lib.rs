@@ -2,6 +2,7 @@
 //! the overlay snapshotter, image metadata and the CRI `ImageService`.
 
 pub mod api;
+pub mod archive;
 pub mod content;
 pub mod fsutil;
 pub mod metadata;

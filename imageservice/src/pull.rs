@@ -60,13 +60,15 @@ pub enum LayerError {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    size: u64,
+    pub(crate) media_type: String,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
     #[serde(default)]
     platform: Option<Platform>,
+    #[serde(default)]
+    pub(crate) annotations: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,26 +80,26 @@ struct Platform {
 }
 
 #[derive(Debug, Deserialize)]
-struct Manifest {
-    config: Descriptor,
+pub(crate) struct Manifest {
+    pub(crate) config: Descriptor,
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub(crate) layers: Vec<Descriptor>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Index {
-    manifests: Vec<Descriptor>,
+pub(crate) struct Index {
+    pub(crate) manifests: Vec<Descriptor>,
 }
 
 #[derive(Debug, Deserialize)]
-struct ConfigRootfs {
-    rootfs: RootFs,
+pub(crate) struct ConfigRootfs {
+    pub(crate) rootfs: RootFs,
 }
 
 #[derive(Debug, Deserialize)]
-struct RootFs {
+pub(crate) struct RootFs {
     #[serde(default)]
-    diff_ids: Vec<String>,
+    pub(crate) diff_ids: Vec<String>,
 }
 
 /// The platform images are chosen for: this host's.
@@ -310,7 +312,12 @@ impl ImageStore {
     /// Runs on a blocking thread: tees the compressed bytes into the content
     /// store while decompressing and unpacking them, then verifies both digests
     /// before anything becomes visible.
-    fn process_layer(&self, reader: impl Read, writer: Option<BlobWriter>, job: LayerJob) -> Result<(), LayerError> {
+    pub(crate) fn process_layer(
+        &self,
+        reader: impl Read,
+        writer: Option<BlobWriter>,
+        job: LayerJob,
+    ) -> Result<(), LayerError> {
         let mut tee = TeeReader { inner: reader, writer, limit: job.layer.blob.size };
         if let Some(unpack) = job.unpack {
             let diff_id = {
@@ -347,9 +354,9 @@ impl ImageStore {
     }
 }
 
-struct LayerJob {
-    layer: LayerRecord,
-    unpack: Option<UnpackDir>,
+pub(crate) struct LayerJob {
+    pub(crate) layer: LayerRecord,
+    pub(crate) unpack: Option<UnpackDir>,
 }
 
 /// Copies every byte read into the blob writer, and stops a stream that runs
@@ -427,6 +434,7 @@ mod tests {
                 os: "linux".into(),
                 variant: variant.map(Into::into),
             }),
+            annotations: Default::default(),
         }
     }
 

@@ -138,3 +138,88 @@ async fn rmi_follows_dockers_rules_and_ps_rm_show_the_lifecycle() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gantry.sock"));
 }
+
+#[tokio::test]
+async fn save_load_round_trip_interop_and_bad_archives() {
+    use gantry_tests::registry::{tar_of, Entry};
+    let d = Daemon::start("");
+    let (busybox, app1) = (image("busybox:latest"), image("app1:latest"));
+    ok(&d, &["pull", &busybox]);
+    ok(&d, &["pull", &app1]);
+    let before = json(&d, &["inspect", &app1]);
+    let archive = d.dir.path().join("images.tar");
+    let archive_s = archive.display().to_string();
+    ok(&d, &["save", "-o", &archive_s, &busybox, &app1]);
+
+    // Both layouts in one tar; the shared base layer once.
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&archive).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    for wanted in ["oci-layout", "index.json", "manifest.json", "repositories"] {
+        assert!(names.iter().any(|n| n == wanted), "{wanted} missing: {names:?}");
+    }
+    let base_layer = before["Layers"][0]["Digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    assert_eq!(names.iter().filter(|n| n.ends_with(&base_layer)).count(), 1, "{names:?}");
+
+    // skopeo reads it as a docker-archive and as an OCI archive.
+    let one = d.dir.path().join("app1.tar");
+    ok(&d, &["save", "-o", &one.display().to_string(), &app1]);
+    for transport in ["docker-archive", "oci-archive"] {
+        let out = std::process::Command::new("skopeo")
+            .args(["inspect", "--config", &format!("{transport}:{}", one.display())])
+            .output()
+            .expect("skopeo");
+        assert!(out.status.success(), "{transport}: {}", String::from_utf8_lossy(&out.stderr));
+        let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("config JSON");
+        assert_eq!(config["config"]["Labels"]["fixture"], "app1", "{transport}");
+    }
+
+    // Remove, load back: same ID, digests and layers.
+    ok(&d, &["rmi", &busybox, &app1]);
+    let loaded = ok(&d, &["load", "-i", &archive_s]);
+    assert!(loaded.contains(&format!("Loaded image: {app1}")), "{loaded}");
+    let after = json(&d, &["inspect", &app1]);
+    for key in ["Id", "RepoTags", "RepoDigests", "ManifestDigest", "Layers", "Config"] {
+        assert_eq!(before[key], after[key], "{key}");
+    }
+    // A docker-archive as skopeo writes it (uncompressed layer tars) loads too.
+    let skopeo_tar = d.dir.path().join("skopeo.tar");
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false", &format!("docker://{busybox}")])
+        .arg(format!("docker-archive:{}:other/name:v9", skopeo_tar.display()))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(&d, &["load", "-i", &skopeo_tar.display().to_string()]);
+    assert_eq!(json(&d, &["inspect", "other/name:v9"])["Id"], json(&d, &["inspect", &busybox])["Id"]);
+
+    // Bad archives: clear errors, nothing stored. (With no image left, every
+    // layer is read from the archive, not found already in the store.)
+    ok(&d, &["rmi", "--force", &busybox, &app1]);
+    ok(&d, &["rmi", "other/name:v9"]);
+    assert_eq!(ok(&d, &["images"]).lines().count(), 1, "only the header");
+    let bytes = std::fs::read(&one).unwrap();
+    let bad = d.dir.path().join("bad.tar");
+    let try_load = |content: &[u8]| {
+        std::fs::write(&bad, content).unwrap();
+        gantry(&d, &["load", "-i", &bad.display().to_string()])
+    };
+    let truncated = try_load(&bytes[..bytes.len() / 2]);
+    assert_eq!(truncated.code, 1, "{}", truncated.stdout);
+    let mut tampered = bytes.clone();
+    // Flip a byte inside the archive's largest entry (a layer blob).
+    let at = bytes.len() / 3;
+    tampered[at] ^= 0xff;
+    let out = try_load(&tampered);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("digest") || out.stderr.contains("layer"), "{}", out.stderr);
+    let escaping = tar_of(&[Entry::File("../evil", b"x"), Entry::File("index.json", b"{\"manifests\":[]}")]);
+    let out = try_load(&escaping);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("escapes"), "{}", out.stderr);
+    assert!(!d.dir.path().parent().unwrap().join("evil").exists());
+    let after_bad = ok(&d, &["images"]);
+    assert_eq!(after_bad.lines().count(), 1, "nothing loaded from bad archives: {after_bad}");
+}

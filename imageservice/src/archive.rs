@@ -1,0 +1,452 @@
+//! Image archives, as `docker save` writes them since Docker 25: one tar
+//! that is both an OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/sha256/…`) and a docker-archive (`manifest.json` pointing at the
+//! same blobs, and the legacy `repositories`). Each blob is written once,
+//! however many images share it.
+//!
+//! Loading reads either layout (and the older docker-archive, whose layers
+//! are `ID/layer.tar` files): every blob is checked against its digest, and
+//! layers are unpacked through the same code as pulls. Entries that would
+//! escape the archive's root are refused before anything is stored.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::metadata::{BlobRef, ImageRecord, LayerRecord};
+use crate::pull::{ConfigRootfs, Index, LayerError, LayerJob, Manifest};
+use crate::reference::{Digest, Reference};
+use crate::registry::{MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST};
+use crate::snapshot::chain_ids;
+use crate::store::{ImageStore, StoreError};
+
+const MAX_DOCUMENT: u64 = 8 << 20;
+const MEDIA_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("reading the archive: {0}")]
+    Io(#[from] io::Error),
+    #[error("the archive is not an image archive: {0}")]
+    Format(String),
+    #[error("archive entry {0:?} escapes the archive's root")]
+    Escape(String),
+    #[error("archive entry {path}: content has digest {actual}, expected {expected}")]
+    Digest { path: String, expected: String, actual: String },
+    #[error("layer {digest}: {source}")]
+    Layer { digest: Digest, source: LayerError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn sha256_of(bytes: &[u8]) -> Digest {
+    Digest::of_bytes(bytes)
+}
+
+fn blob_path(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+fn tar_file(out: &mut tar::Builder<impl Write>, path: &str, size: u64, data: impl Read) -> io::Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    out.append_data(&mut h, path, data)
+}
+
+impl ImageStore {
+    /// Writes `images` as one archive (OCI layout and docker-archive at once).
+    pub fn save(&self, images: &[ImageRecord], out: impl Write) -> Result<(), ArchiveError> {
+        let mut tar = tar::Builder::new(out);
+        tar_file(&mut tar, "oci-layout", 30, &br#"{"imageLayoutVersion":"1.0.0"}"#[..])?;
+        let mut written: HashSet<Digest> = HashSet::new();
+        let mut index = vec![];
+        let mut docker = vec![];
+        let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for image in images {
+            let blobs = [&image.manifest, &image.config].into_iter().chain(image.layers.iter().map(|l| &l.blob));
+            for blob in blobs {
+                if written.insert(blob.digest.clone()) {
+                    let file = File::open(self.content.path(&blob.digest))?;
+                    tar_file(&mut tar, &blob_path(&blob.digest), blob.size, file)?;
+                }
+            }
+            let descriptor = |name: Option<&str>| {
+                let mut d = json!({
+                    "mediaType": image.manifest.media_type, "digest": image.manifest.digest.to_string(),
+                    "size": image.manifest.size,
+                });
+                if let Some(name) = name {
+                    let tag = name.rsplit_once(':').map_or("latest", |t| t.1);
+                    d["annotations"] =
+                        json!({"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag});
+                }
+                d
+            };
+            if image.repo_tags.is_empty() {
+                index.push(descriptor(None));
+            }
+            for name in &image.repo_tags {
+                index.push(descriptor(Some(name)));
+                if let Some((repo, tag)) = name.rsplit_once(':') {
+                    repositories
+                        .entry(repo.to_string())
+                        .or_default()
+                        .insert(tag.to_string(), image.id.hex().to_string());
+                }
+            }
+            docker.push(json!({
+                "Config": blob_path(&image.config.digest),
+                "RepoTags": image.repo_tags,
+                "Layers": image.layers.iter().map(|l| blob_path(&l.blob.digest)).collect::<Vec<_>>(),
+            }));
+        }
+        let documents = [
+            ("index.json", json!({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": index})),
+            ("manifest.json", json!(docker)),
+            ("repositories", json!(repositories)),
+        ];
+        for (name, doc) in documents {
+            let bytes = serde_json::to_vec(&doc).map_err(io::Error::other)?;
+            tar_file(&mut tar, name, bytes.len() as u64, bytes.as_slice())?;
+        }
+        tar.into_inner()?.flush()?;
+        Ok(())
+    }
+
+    /// Imports every image of the archive at `path`; returns their records.
+    pub async fn load(self: &Arc<Self>, path: &Path) -> Result<Vec<ImageRecord>, ArchiveError> {
+        let _shared = self.gc_lock.read().await;
+        let this = Arc::clone(self);
+        let path = path.to_path_buf();
+        let records = tokio::task::spawn_blocking(move || this.load_blocking(&path))
+            .await
+            .map_err(|e| ArchiveError::Io(io::Error::other(e.to_string())))??;
+        self.usage_changed();
+        Ok(records)
+    }
+
+    fn load_blocking(&self, path: &Path) -> Result<Vec<ImageRecord>, ArchiveError> {
+        let archive = ArchiveIndex::scan(path)?;
+        let mut names_by_config: HashMap<String, Vec<String>> = HashMap::new();
+        let docker: Option<Vec<DockerEntry>> = match archive.has("manifest.json") {
+            true => Some(
+                serde_json::from_slice(&archive.read("manifest.json", MAX_DOCUMENT)?)
+                    .map_err(|e| ArchiveError::Format(format!("manifest.json: {e}")))?,
+            ),
+            false => None,
+        };
+        for e in docker.iter().flatten() {
+            names_by_config.entry(archive.resolve(&e.config)?).or_default().extend(e.repo_tags.iter().cloned());
+        }
+        let mut loaded = vec![];
+        if archive.has("index.json") {
+            let index: Index = serde_json::from_slice(&archive.read("index.json", MAX_DOCUMENT)?)
+                .map_err(|e| ArchiveError::Format(format!("index.json: {e}")))?;
+            // Several index entries (one per tag) may name one manifest.
+            let mut by_manifest: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for d in &index.manifests {
+                if d.media_type != MEDIA_OCI_MANIFEST && d.media_type != MEDIA_DOCKER_MANIFEST {
+                    return Err(ArchiveError::Format(format!("index entry {} is a {}", d.digest, d.media_type)));
+                }
+                let names = by_manifest.entry(d.digest.clone()).or_default();
+                if let Some(name) = d.annotations.get("io.containerd.image.name") {
+                    names.push(name.clone());
+                }
+            }
+            for (digest, mut names) in by_manifest {
+                let digest: Digest = digest.parse().map_err(|e| ArchiveError::Format(format!("{digest}: {e}")))?;
+                let manifest_bytes = archive.read_blob(&digest, MAX_DOCUMENT)?;
+                let media_type =
+                    index.manifests.iter().find(|d| d.digest == digest.to_string()).map(|d| d.media_type.clone());
+                let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+                    .map_err(|e| ArchiveError::Format(format!("manifest {digest}: {e}")))?;
+                let config_path = blob_path(&parse(&manifest.config.digest)?);
+                names.extend(names_by_config.remove(&config_path).unwrap_or_default());
+                let media_type = media_type.unwrap_or_else(|| MEDIA_OCI_MANIFEST.to_string());
+                loaded.push(self.import(&archive, manifest_bytes, &media_type, &manifest, None, names)?);
+            }
+        } else if let Some(entries) = docker {
+            for e in entries {
+                let (manifest_bytes, manifest, layer_paths) = docker_manifest(&archive, &e)?;
+                loaded.push(self.import(
+                    &archive,
+                    manifest_bytes,
+                    MEDIA_DOCKER_MANIFEST,
+                    &manifest,
+                    Some(layer_paths),
+                    e.repo_tags.clone(),
+                )?);
+            }
+        } else {
+            return Err(ArchiveError::Format("neither index.json nor manifest.json".into()));
+        }
+        Ok(loaded)
+    }
+
+    /// Stores one image: layers (checked and unpacked), config, manifest,
+    /// then the record, last, so a failure leaves no image behind.
+    fn import(
+        &self,
+        archive: &ArchiveIndex,
+        manifest_bytes: Vec<u8>,
+        manifest_type: &str,
+        manifest: &Manifest,
+        layer_paths: Option<Vec<String>>,
+        names: Vec<String>,
+    ) -> Result<ImageRecord, ArchiveError> {
+        let config_digest = parse(&manifest.config.digest)?;
+        let config_bytes = archive.read_blob(&config_digest, MAX_DOCUMENT)?;
+        let config: ConfigRootfs = serde_json::from_slice(&config_bytes)
+            .map_err(|e| ArchiveError::Format(format!("config {config_digest}: {e}")))?;
+        let diff_ids = config.rootfs.diff_ids.iter().map(|d| parse(d)).collect::<Result<Vec<_>, _>>()?;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(ArchiveError::Format(format!(
+                "manifest has {} layers but the config lists {} diff IDs",
+                manifest.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let chains = chain_ids(&diff_ids);
+        let mut layers = vec![];
+        for (i, ((desc, diff_id), chain_id)) in manifest.layers.iter().zip(&diff_ids).zip(&chains).enumerate() {
+            let layer = LayerRecord {
+                blob: BlobRef { digest: parse(&desc.digest)?, size: desc.size, media_type: desc.media_type.clone() },
+                diff_id: diff_id.clone(),
+                chain_id: chain_id.clone(),
+            };
+            let path = match &layer_paths {
+                Some(paths) => paths[i].clone(),
+                None => blob_path(&layer.blob.digest),
+            };
+            // Runs on a blocking thread: waiting for the async lock here is fine.
+            let _one_at_a_time = tokio::runtime::Handle::current().block_on(self.inflight.lock(layer.chain_id.hex()));
+            let have_blob = self.content.has(&layer.blob.digest);
+            let have_layer = self.snapshots.has_layer(&layer.chain_id);
+            if !(have_blob && have_layer) {
+                let err = |source: LayerError| ArchiveError::Layer { digest: layer.blob.digest.clone(), source };
+                let unpack =
+                    if have_layer { None } else { Some(self.snapshots.begin_unpack().map_err(|e| err(e.into()))?) };
+                let writer = if have_blob { None } else { Some(self.content.writer().map_err(|e| err(e.into()))?) };
+                let job = LayerJob { layer: layer.clone(), unpack };
+                self.process_layer(archive.open(&path)?, writer, job).map_err(err)?;
+            }
+            layers.push(layer);
+        }
+        self.content.write_all(&config_digest, &config_bytes).map_err(StoreError::from)?;
+        let manifest_digest = sha256_of(&manifest_bytes);
+        self.content.write_all(&manifest_digest, &manifest_bytes).map_err(StoreError::from)?;
+        let mut repo_tags = vec![];
+        let mut repo_digests = vec![];
+        for name in names {
+            // Docker writes familiar names (busybox:latest); store them normalised.
+            if let Ok(r) = Reference::parse(&name) {
+                repo_digests.push(r.with_digest(&manifest_digest));
+                if r.tag.is_some() {
+                    repo_tags.push(r.to_string());
+                }
+            }
+        }
+        repo_tags.dedup();
+        repo_digests.sort();
+        repo_digests.dedup();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+        let record = ImageRecord {
+            id: config_digest.clone(),
+            repo_tags,
+            repo_digests,
+            manifest: BlobRef {
+                digest: manifest_digest,
+                size: manifest_bytes.len() as u64,
+                media_type: manifest_type.to_string(),
+            },
+            config: BlobRef {
+                digest: config_digest,
+                size: config_bytes.len() as u64,
+                media_type: manifest.config.media_type.clone(),
+            },
+            layers,
+            kept_blobs: vec![],
+            created_unix_nanos: now,
+            pinned: false,
+        };
+        let record = self.meta.put(record).map_err(StoreError::from)?;
+        tracing::info!(image = %record.id, tags = ?record.repo_tags, "image loaded");
+        Ok(record)
+    }
+}
+
+fn parse(d: &str) -> Result<Digest, ArchiveError> {
+    d.parse().map_err(|e| ArchiveError::Format(format!("digest {d:?}: {e}")))
+}
+
+#[derive(serde::Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Vec<String>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+/// A docker-archive entry without an OCI manifest (older `docker save`):
+/// the manifest is made from the layer files as they are in the archive.
+fn docker_manifest(archive: &ArchiveIndex, e: &DockerEntry) -> Result<(Vec<u8>, Manifest, Vec<String>), ArchiveError> {
+    let config_bytes = archive.read(&e.config, MAX_DOCUMENT)?;
+    let config_digest = sha256_of(&config_bytes);
+    let mut layers = vec![];
+    let mut paths = vec![];
+    for path in &e.layers {
+        let path = archive.resolve(path)?;
+        let mut r = archive.open(&path)?;
+        let mut head = [0u8; 4];
+        let n = r.read(&mut head)?;
+        let media_type = if head[..n].starts_with(&[0x1f, 0x8b]) {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        } else {
+            "application/vnd.docker.image.rootfs.diff.tar"
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(&head[..n]);
+        let size = n as u64 + io::copy(&mut r, &mut hasher)?;
+        let digest = Digest::from_sha256(hasher);
+        layers.push(json!({"mediaType": media_type, "size": size, "digest": digest.to_string()}));
+        paths.push(path);
+    }
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": MEDIA_DOCKER_MANIFEST,
+        "config": {"mediaType": MEDIA_DOCKER_CONFIG, "size": config_bytes.len(), "digest": config_digest.to_string()},
+        "layers": layers,
+    });
+    let bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+    let parsed: Manifest = serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Format(e.to_string()))?;
+    // The config is read through its blob path later: make it findable there.
+    Ok((bytes, parsed, paths))
+}
+
+/// Where each file of the archive is: offset and size of its data, and the
+/// targets of its symlinks (older docker-archives link shared layers).
+struct ArchiveIndex {
+    path: PathBuf,
+    files: HashMap<String, (u64, u64)>,
+    links: HashMap<String, String>,
+}
+
+/// A clean relative path inside the archive, or None if it would escape.
+fn clean(path: &Path) -> Option<String> {
+    let mut parts: Vec<String> = vec![];
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str()?.to_string()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.join("/"))
+}
+
+impl ArchiveIndex {
+    fn scan(path: &Path) -> Result<Self, ArchiveError> {
+        let mut files = HashMap::new();
+        let mut links = HashMap::new();
+        let mut tar = tar::Archive::new(File::open(path)?);
+        for entry in tar.entries()? {
+            let entry = entry?;
+            let raw = entry.path()?.into_owned();
+            let name = clean(&raw).ok_or_else(|| ArchiveError::Escape(raw.display().to_string()))?;
+            match entry.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    files.insert(name, (entry.raw_file_position(), entry.size()));
+                }
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    let target =
+                        entry.link_name()?.ok_or_else(|| ArchiveError::Format(format!("link {name} has no target")))?;
+                    let base = if entry.header().entry_type() == tar::EntryType::Symlink {
+                        Path::new(&name).parent().unwrap_or(Path::new("")).join(&target)
+                    } else {
+                        target.into_owned()
+                    };
+                    let resolved = clean(&base).ok_or_else(|| ArchiveError::Escape(raw.display().to_string()))?;
+                    links.insert(name, resolved);
+                }
+                _ => {}
+            }
+        }
+        Ok(ArchiveIndex { path: path.to_path_buf(), files, links })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.files.contains_key(name)
+    }
+
+    /// Follows links (a few hops at most) to a file of the archive.
+    fn resolve(&self, name: &str) -> Result<String, ArchiveError> {
+        let mut name = clean(Path::new(name)).ok_or_else(|| ArchiveError::Escape(name.to_string()))?;
+        for _ in 0..8 {
+            if self.files.contains_key(&name) {
+                return Ok(name);
+            }
+            match self.links.get(&name) {
+                Some(target) => name = target.clone(),
+                None => break,
+            }
+        }
+        Err(ArchiveError::Format(format!("{name} is missing from the archive")))
+    }
+
+    fn open(&self, name: &str) -> Result<io::Take<File>, ArchiveError> {
+        let name = self.resolve(name)?;
+        let (offset, size) = self.files[&name];
+        let mut f = File::open(&self.path)?;
+        f.seek(SeekFrom::Start(offset))?;
+        Ok(f.take(size))
+    }
+
+    fn read(&self, name: &str, limit: u64) -> Result<Vec<u8>, ArchiveError> {
+        let mut bytes = vec![];
+        self.open(name)?.take(limit).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// A blob by digest, checked.
+    fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, ArchiveError> {
+        let path = blob_path(digest);
+        let bytes = match self.read(&path, limit) {
+            Ok(b) => b,
+            // Older docker-archives keep the config as HEX.json.
+            Err(_) => self.read(&format!("{}.json", digest.hex()), limit)?,
+        };
+        let actual = sha256_of(&bytes);
+        if &actual != digest {
+            return Err(ArchiveError::Digest { path, expected: digest.to_string(), actual: actual.to_string() });
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_that_escape_are_refused() {
+        assert_eq!(clean(Path::new("blobs/sha256/ab")).as_deref(), Some("blobs/sha256/ab"));
+        assert_eq!(clean(Path::new("./a/../b")).as_deref(), Some("b"));
+        assert_eq!(clean(Path::new("../evil")), None);
+        assert_eq!(clean(Path::new("/etc/passwd")), None);
+    }
+}
