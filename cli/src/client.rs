@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use gantry_proto::api::containers_client::ContainersClient;
 use gantry_proto::api::images_client::ImagesClient;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -18,6 +19,7 @@ pub struct Clients {
     pub images: ImageServiceClient<Channel>,
     pub runtime: RuntimeServiceClient<Channel>,
     pub gantry: ImagesClient<Channel>,
+    pub containers: ContainersClient<Channel>,
 }
 
 pub async fn connect(socket: &Path) -> anyhow::Result<Clients> {
@@ -32,7 +34,8 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Clients> {
     Ok(Clients {
         images: ImageServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
         runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
-        gantry: ImagesClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
+        gantry: ImagesClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
+        containers: ContainersClient::new(channel),
     })
 }
 
@@ -51,4 +54,15 @@ pub async fn container_id(c: &mut Clients, prefix: &str) -> anyhow::Result<Strin
         [] => anyhow::bail!("no container {prefix:?}"),
         _ => anyhow::bail!("{prefix:?} names {} containers: give more of the ID", matches.len()),
     }
+}
+
+/// Whether a running container is paused (its verbose CRI status says).
+pub async fn is_paused(c: &mut Clients, id: &str) -> bool {
+    let request = k8s_cri::v1::ContainerStatusRequest { container_id: id.to_string(), verbose: true };
+    let Ok(r) = c.runtime.container_status(request).await else { return false };
+    let info = r.into_inner().info;
+    info.get("info")
+        .and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok())
+        .and_then(|v| v["paused"].as_bool())
+        .unwrap_or(false)
 }

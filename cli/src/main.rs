@@ -11,7 +11,9 @@ mod format;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use gantry_proto::api::{ArchiveChunk, DiskUsageRequest, InspectRequest, RemoveRequest, SaveRequest, TagRequest};
+use gantry_proto::api::{
+    ArchiveChunk, DiskUsageRequest, InspectRequest, PauseRequest, RemoveRequest, SaveRequest, TagRequest,
+};
 use k8s_cri::v1::{
     ContainerFilter, ContainerState, ContainerStateValue, ImageSpec, ListContainersRequest, ListImagesRequest,
     PullImageRequest, RemoveContainerRequest,
@@ -79,6 +81,16 @@ enum Command {
     Ps {
         #[arg(short, long)]
         all: bool,
+    },
+    /// Freeze a running container's processes (no CPU; memory kept)
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw a paused container
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
     },
     /// Remove containers (stopping them first)
     Rm {
@@ -354,30 +366,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .containers;
             list.sort_by_key(|c| std::cmp::Reverse(c.created_at));
             if json_out {
-                let rows: Vec<Value> = list
-                    .iter()
-                    .map(|c| {
-                        json!({"Id": c.id, "Name": c.metadata.as_ref().map(|m| m.name.clone()), "Image": c.image.as_ref().map(|i| i.image.clone()),
-                        "ImageId": c.image_ref, "State": state_name(c.state), "CreatedAt": c.created_at, "PodSandboxId": c.pod_sandbox_id})
-                    })
-                    .collect();
+                let mut rows = vec![];
+                for ctr in &list {
+                    let paused = ctr.state == ContainerState::ContainerRunning as i32
+                        && client::is_paused(&mut c, &ctr.id).await;
+                    rows.push(json!({"Id": ctr.id, "Name": ctr.metadata.as_ref().map(|m| m.name.clone()),
+                        "Image": ctr.image.as_ref().map(|i| i.image.clone()), "ImageId": ctr.image_ref,
+                        "State": if paused { "Paused" } else { state_name(ctr.state) }, "CreatedAt": ctr.created_at,
+                        "PodSandboxId": ctr.pod_sandbox_id}));
+                }
                 return print_json(&Value::Array(rows));
             }
             let mut t = Table::new(&["CONTAINER ID", "IMAGE", "CREATED", "STATE", "NAME", "POD ID"]);
             for ctr in &list {
+                let paused =
+                    ctr.state == ContainerState::ContainerRunning as i32 && client::is_paused(&mut c, &ctr.id).await;
                 let image = ctr.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
                 let created = format::age_nanos(ctr.created_at);
                 let name = ctr.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
-                t.row(vec![
-                    short_id(&ctr.id),
-                    image,
-                    created,
-                    state_name(ctr.state).into(),
-                    name,
-                    short_id(&ctr.pod_sandbox_id),
-                ]);
+                let state = if paused { "Paused" } else { state_name(ctr.state) };
+                t.row(vec![short_id(&ctr.id), image, created, state.into(), name, short_id(&ctr.pod_sandbox_id)]);
             }
             t.print();
+        }
+        Command::Pause { containers } => {
+            for c_id in containers {
+                let r = c.containers.pause(PauseRequest { container: c_id }).await.map_err(refused)?.into_inner();
+                println!("{}", r.id);
+            }
+        }
+        Command::Unpause { containers } => {
+            for c_id in containers {
+                let r = c.containers.unpause(PauseRequest { container: c_id }).await.map_err(refused)?.into_inner();
+                println!("{}", r.id);
+            }
         }
         Command::Rm { containers } => {
             let mut failed = None;

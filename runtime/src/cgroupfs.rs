@@ -86,7 +86,10 @@ impl CgroupLayout {
             match fstype {
                 "cgroup" => {
                     for opt in super_opts.split(',') {
-                        if matches!(opt, "cpu" | "cpuacct" | "memory" | "pids" | "cpuset" | "hugetlb" | "blkio") {
+                        if matches!(
+                            opt,
+                            "cpu" | "cpuacct" | "memory" | "pids" | "cpuset" | "hugetlb" | "blkio" | "freezer"
+                        ) {
                             layout.v1.entry(opt.to_string()).or_insert_with(|| mountpoint.into());
                         }
                     }
@@ -119,6 +122,40 @@ impl CgroupLayout {
     /// Whether cgroup `path` exists in the memory (or else CPU) hierarchy.
     pub fn exists(&self, path: &str) -> bool {
         ["memory", "cpu", "cpuacct"].iter().find_map(|c| self.dir(c, path)).is_some_and(|(d, _)| d.is_dir())
+    }
+
+    /// Freezes or thaws every process of cgroup `path`, and waits until the
+    /// kernel says it is done (v1 passes through FREEZING).
+    pub fn set_frozen(&self, path: &str, frozen: bool) -> std::io::Result<()> {
+        let rel = path.trim_start_matches('/');
+        let (file, value) = match self.v1.get("freezer") {
+            Some(mount) => (mount.join(rel).join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }),
+            None => match &self.unified {
+                Some((mount, _)) => (mount.join(rel).join("cgroup.freeze"), if frozen { "1" } else { "0" }),
+                None => return Err(std::io::Error::other("no freezer: neither a v1 freezer hierarchy nor cgroup v2")),
+            },
+        };
+        std::fs::write(&file, value)?;
+        for _ in 0..200 {
+            if self.is_frozen(path) == frozen {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Err(std::io::Error::other(format!("{} did not reach {value}", file.display())))
+    }
+
+    pub fn is_frozen(&self, path: &str) -> bool {
+        let rel = path.trim_start_matches('/');
+        match self.v1.get("freezer") {
+            Some(mount) => {
+                std::fs::read_to_string(mount.join(rel).join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+            }
+            None => self.unified.as_ref().is_some_and(|(mount, _)| {
+                std::fs::read_to_string(mount.join(rel).join("cgroup.events"))
+                    .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1"))
+            }),
+        }
     }
 
     pub fn usage(&self, path: &str) -> CgroupUsage {

@@ -4,6 +4,7 @@ pub mod cgroupfs;
 pub mod devices;
 pub mod exec;
 pub mod network;
+pub mod pause;
 pub mod runtime;
 pub mod seccomp;
 pub mod service;

@@ -808,6 +808,10 @@ impl Runtime {
         if state.status == Status::Stopped as i32 {
             return Ok(());
         }
+        // A frozen process takes no signal: thaw a paused container first.
+        if self.is_paused(id).await {
+            let _ = self.pause(id, false).await;
+        }
         if state.status == Status::Running as i32 && timeout_secs > 0 {
             let sig = parse_signal(&record.stop_signal).unwrap_or(libc_sigterm());
             shim.kill(sig).await.map_err(|e| internal("signalling container")(&e))?;

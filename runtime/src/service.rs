@@ -65,7 +65,7 @@ impl CriRuntimeService {
     }
 }
 
-fn status(e: RuntimeError) -> Status {
+pub(crate) fn status(e: RuntimeError) -> Status {
     match e {
         RuntimeError::InvalidArgument(m) => Status::invalid_argument(m),
         RuntimeError::NotFound(m) => Status::not_found(m),
@@ -431,7 +431,9 @@ impl RuntimeService for CriRuntimeService {
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default();
-            let verbose = serde_json::json!({"pid": shim.pid, "sandboxID": c.sandbox_id, "runtimeSpec": spec});
+            let paused = self.runtime.is_paused(&c.id).await;
+            let verbose =
+                serde_json::json!({"pid": shim.pid, "sandboxID": c.sandbox_id, "paused": paused, "runtimeSpec": spec});
             info.insert("info".to_string(), verbose.to_string());
         }
         Ok(Response::new(ContainerStatusResponse { status: Some(container_status_of(&c, &shim)), info }))

@@ -223,3 +223,46 @@ async fn save_load_round_trip_interop_and_bad_archives() {
     let after_bad = ok(&d, &["images"]);
     assert_eq!(after_bad.lines().count(), 1, "nothing loaded from bad archives: {after_bad}");
 }
+
+#[tokio::test]
+async fn pause_freezes_a_container_and_unpause_thaws_it() {
+    use k8s_cri::v1::{ContainerStatsRequest, ContainerStatusRequest, StopContainerRequest};
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "pause", NamespaceMode::Pod).await;
+    let id = create(&mut cri, &pod, container("spin", &["sh", "-c", "while :; do :; done"])).await.expect("create");
+    start(&mut cri, &id).await;
+    let cpu = |mut cri: gantry_tests::Cri, id: String| async move {
+        let stats = cri.runtime.container_stats(ContainerStatsRequest { container_id: id }).await.expect("stats");
+        stats.into_inner().stats.and_then(|s| s.cpu).and_then(|c| c.usage_core_nano_seconds).map_or(0, |v| v.value)
+    };
+
+    assert_eq!(ok(&d, &["pause", &id[..12]]).trim(), id);
+    assert_eq!(json(&d, &["ps"])[0]["State"], "Paused");
+    let verbose = cri
+        .runtime
+        .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true })
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(verbose.info["info"].contains("\"paused\":true"), "{:?}", verbose.info);
+    let before = cpu(cri.clone(), id.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let frozen = cpu(cri.clone(), id.clone()).await - before;
+    assert!(frozen < 20_000_000, "a paused container used {frozen} ns of CPU");
+
+    ok(&d, &["unpause", &id]);
+    assert_eq!(json(&d, &["ps"])[0]["State"], "Running");
+    let before = cpu(cri.clone(), id.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(cpu(cri.clone(), id.clone()).await - before > 200_000_000, "unpaused, it spins again");
+
+    // A paused container still stops (it is thawed to take the signal).
+    ok(&d, &["pause", &id]);
+    cri.runtime.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 2 }).await.expect("stop");
+    assert_eq!(wait_exited(&mut cri, &id).await.state, k8s_cri::v1::ContainerState::ContainerExited as i32);
+    let refused = gantry(&d, &["pause", &id]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("not running"), "{}", refused.stderr);
+    remove_pod(&mut cri, &pod).await;
+}
