@@ -12,7 +12,7 @@ mod format;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use gantry_proto::api::{
-    ArchiveChunk, DiskUsageRequest, InspectRequest, PauseRequest, RemoveRequest, SaveRequest, TagRequest,
+    ArchiveChunk, CommitRequest, DiskUsageRequest, InspectRequest, PauseRequest, RemoveRequest, SaveRequest, TagRequest,
 };
 use k8s_cri::v1::{
     ContainerFilter, ContainerState, ContainerStateValue, ImageSpec, ListContainersRequest, ListImagesRequest,
@@ -81,6 +81,21 @@ enum Command {
     Ps {
         #[arg(short, long)]
         all: bool,
+    },
+    /// Make a new image from a container's changes (on top of its image)
+    Commit {
+        /// Author recorded in the image
+        #[arg(short, long, default_value = "")]
+        author: String,
+        /// Comment recorded in the history entry
+        #[arg(short, long, default_value = "")]
+        message: String,
+        /// Dockerfile instruction applied to the config (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, STOPSIGNAL)
+        #[arg(short, long = "change")]
+        changes: Vec<String>,
+        container: String,
+        /// NAME:TAG of the new image (untagged if left out)
+        reference: Option<String>,
     },
     /// Freeze a running container's processes (no CPU; memory kept)
     Pause {
@@ -388,6 +403,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 t.row(vec![short_id(&ctr.id), image, created, state.into(), name, short_id(&ctr.pod_sandbox_id)]);
             }
             t.print();
+        }
+        Command::Commit { author, message, changes, container, reference } => {
+            let request =
+                CommitRequest { container, reference: reference.unwrap_or_default(), author, message, changes };
+            let r = c.containers.commit(request).await.map_err(refused)?.into_inner();
+            if json_out {
+                return print_json(&json!({"Id": r.id}));
+            }
+            println!("{}", r.id);
         }
         Command::Pause { containers } => {
             for c_id in containers {

@@ -137,7 +137,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .add_service(image_service)
         .add_service(gantry_images)
         .add_service(gantry_proto::api::containers_server::ContainersServer::new(
-            gantry_runtime::pause::GantryContainers(runtime.clone()),
+            gantry_runtime::containers_api::GantryContainers(runtime.clone()),
         ))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
             shutdown_signal().await;

@@ -1,10 +1,10 @@
 //! The CRI `RuntimeService`: pod sandboxes, containers and the shim manager.
 
 pub mod cgroupfs;
+pub mod containers_api;
 pub mod devices;
 pub mod exec;
 pub mod network;
-pub mod pause;
 pub mod runtime;
 pub mod seccomp;
 pub mod service;

@@ -266,3 +266,71 @@ async fn pause_freezes_a_container_and_unpause_thaws_it() {
     assert!(refused.stderr.contains("not running"), "{}", refused.stderr);
     remove_pod(&mut cri, &pod).await;
 }
+
+#[tokio::test]
+async fn commit_adds_a_layer_shares_the_parents_and_runs() {
+    use k8s_cri::v1::ImageSpec;
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let busybox = image("busybox:latest");
+    let pod = run_pod(&mut cri, &d, "commit", NamespaceMode::Pod).await;
+    // Add a file, delete one from the image, replace a directory wholesale.
+    let script = "echo hello > /new.txt && rm /etc/group && rm -rf /home && mkdir /home && touch /home/only";
+    let first = create(&mut cri, &pod, container("first", &["sh", "-c", script])).await.expect("create");
+    start(&mut cri, &first).await;
+    assert_eq!(wait_exited(&mut cri, &first).await.exit_code, 0);
+
+    let id1 = ok(
+        &d,
+        &["commit", "-a", "tester", "-m", "first change", "-c", "CMD [\"cat\", \"/new.txt\"]", &first, "committed:one"],
+    );
+    let parent = json(&d, &["inspect", &busybox]);
+    let one = json(&d, &["inspect", "committed:one"]);
+    assert_eq!(one["Id"], id1.trim());
+    assert_eq!(one["Author"], "tester");
+    assert_eq!(one["Config"]["Cmd"], serde_json::json!(["cat", "/new.txt"]));
+    // The parent's layers, shared, and one more.
+    let (p_layers, layers) = (parent["Layers"].as_array().unwrap(), one["Layers"].as_array().unwrap());
+    assert_eq!(layers.len(), p_layers.len() + 1);
+    assert_eq!(&layers[..p_layers.len()], &p_layers[..]);
+    let history = json(&d, &["history", "committed:one"]);
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["Comment"], "first change");
+    assert!(last["Size"].as_u64().unwrap() > 0);
+
+    // The committed image runs through CRI like any pulled one, changes and all.
+    let mut config = container("check", &[]);
+    config.image = Some(ImageSpec { image: "committed:one".into(), ..Default::default() });
+    config.args = vec!["sh".into(), "-c".into(), "cat /new.txt; test -e /etc/group || echo no-group; ls /home".into()];
+    let check = create(&mut cri, &pod, config).await.expect("create from the committed image");
+    start(&mut cri, &check).await;
+    wait_exited(&mut cri, &check).await;
+    assert_eq!(log_of(&pod, "check"), ["stdout F hello", "stdout F no-group", "stdout F only"]);
+
+    // Commit of a container of the committed image: parent -> first -> second.
+    let mut again = container("second", &["sh", "-c", "echo more > /more.txt"]);
+    again.image = Some(ImageSpec { image: "committed:one".into(), ..Default::default() });
+    let second = create(&mut cri, &pod, again).await.expect("create");
+    start(&mut cri, &second).await;
+    wait_exited(&mut cri, &second).await;
+    ok(&d, &["commit", &second, "committed:two"]);
+    let two = json(&d, &["inspect", "committed:two"]);
+    assert_eq!(two["Layers"].as_array().unwrap().len(), layers.len() + 1);
+    assert_eq!(&two["Layers"].as_array().unwrap()[..layers.len()], &layers[..]);
+    assert_eq!(two["Config"]["Cmd"], serde_json::json!(["cat", "/new.txt"]), "the parent's config carries over");
+
+    // Disk: the committed images add only their own small layers.
+    let df = json(&d, &["df"]);
+    assert!(df["TotalUnpacked"].as_u64().unwrap() < parent["Layers"][0]["UnpackedSize"].as_u64().unwrap() + 100_000);
+
+    // Bad input: an unknown container, a change that is not supported.
+    let missing = gantry(&d, &["commit", "no-such-container", "x:y"]);
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("no-such-container"), "{}", missing.stderr);
+    let bad = gantry(&d, &["commit", "-c", "RUN make", &second, "x:y"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("RUN"), "{}", bad.stderr);
+    remove_pod(&mut cri, &pod).await;
+    let gone = gantry(&d, &["commit", &first, "x:y"]);
+    assert_eq!(gone.code, 1, "a removed container cannot be committed");
+}

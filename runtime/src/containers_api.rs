@@ -1,10 +1,18 @@
-//! Pausing a container (the `gantry pause` command, Docker's model): every
-//! process of its cgroup is frozen, using no CPU and keeping its memory. CRI
-//! keeps calling it RUNNING, as containerd does; the verbose status and the
-//! Gantry API say paused.
+//! The Gantry `Containers` API (the `gantry` tool): what Docker's model
+//! does with containers beyond CRI.
+//!
+//! Pause: every process of the container's cgroup is frozen, using no CPU
+//! and keeping its memory. CRI keeps calling it RUNNING, as containerd does;
+//! the verbose status and `gantry ps` say paused.
+//!
+//! Commit: the container's writable layer becomes a new image on top of its
+//! image (imageservice::commit); a running container is paused meanwhile, as
+//! `docker commit` does, so the layer is consistent.
 
+use gantry_imageservice::commit::{CommitError, CommitOptions};
+use gantry_imageservice::{Digest, ImageSelector};
 use gantry_proto::api::containers_server::Containers;
-use gantry_proto::api::{PauseRequest, PauseResponse};
+use gantry_proto::api::{CommitRequest, CommitResponse, PauseRequest, PauseResponse};
 use tonic::{Request, Response, Status};
 
 use crate::runtime::{Runtime, RuntimeError};
@@ -63,9 +71,51 @@ impl Containers for GantryContainers {
         Ok(Response::new(PauseResponse { id }))
     }
 
+    async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        let req = request.into_inner();
+        let id = self.0.container_by_prefix(&req.container).await.map_err(crate::service::status)?;
+        let opts =
+            CommitOptions { reference: req.reference, author: req.author, message: req.message, changes: req.changes };
+        let image = self.0.commit(&id, &opts).await.map_err(crate::service::status)?;
+        Ok(Response::new(CommitResponse { id: image }))
+    }
+
     async fn unpause(&self, request: Request<PauseRequest>) -> Result<Response<PauseResponse>, Status> {
         let id = self.0.container_by_prefix(&request.into_inner().container).await.map_err(crate::service::status)?;
         self.0.pause(&id, false).await.map_err(crate::service::status)?;
         Ok(Response::new(PauseResponse { id }))
+    }
+}
+
+impl Runtime {
+    /// Commits container `id` as a new image; its ID.
+    pub async fn commit(&self, id: &str, opts: &CommitOptions) -> Result<String, RuntimeError> {
+        let c = self.container(id).await?;
+        let image_id: Digest =
+            c.image_id.parse().map_err(|e| RuntimeError::Internal(format!("container {id}'s image ID: {e}")))?;
+        let parent = self
+            .images
+            .resolve(&ImageSelector::Id(image_id.clone()))
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+            .ok_or_else(|| {
+                RuntimeError::FailedPrecondition(format!(
+                    "container {id}'s image {image_id} was removed: its config is gone, so nothing to commit onto"
+                ))
+            })?;
+        let upper = self.images.snapshotter().rw_layout(id, &[]).upperdir;
+        let running = self.container_state(id).await.status == ShimStatus::Running as i32;
+        let pause = running && !self.is_paused(id).await;
+        if pause {
+            self.pause(id, true).await?;
+        }
+        let result = self.images.commit(&parent, &upper, opts).await;
+        if pause {
+            let _ = self.pause(id, false).await;
+        }
+        let record = result.map_err(|e| match e {
+            CommitError::Invalid(m) => RuntimeError::InvalidArgument(m),
+            other => RuntimeError::Internal(format!("committing container {id}: {other}")),
+        })?;
+        Ok(record.id.to_string())
     }
 }
