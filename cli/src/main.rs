@@ -12,7 +12,8 @@ mod format;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use gantry_proto::api::{
-    ArchiveChunk, CommitRequest, DiskUsageRequest, InspectRequest, PauseRequest, RemoveRequest, SaveRequest, TagRequest,
+    ArchiveChunk, CommitRequest, DiskUsageRequest, ExportRequest, ImportChunk, InspectRequest, PauseRequest,
+    RemoveRequest, SaveRequest, TagRequest,
 };
 use k8s_cri::v1::{
     ContainerFilter, ContainerState, ContainerStateValue, ImageSpec, ListContainersRequest, ListImagesRequest,
@@ -70,6 +71,24 @@ enum Command {
         output: std::path::PathBuf,
         #[arg(required = true)]
         images: Vec<String>,
+    },
+    /// Write a container's filesystem (image plus changes) to a tar
+    Export {
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        container: String,
+    },
+    /// Make a single-layer image from a filesystem tar (what export writes)
+    Import {
+        /// Dockerfile instruction applied to the config (CMD, ENTRYPOINT, ENV, …)
+        #[arg(short, long = "change")]
+        changes: Vec<String>,
+        /// Comment recorded in the history entry
+        #[arg(short, long, default_value = "")]
+        message: String,
+        file: std::path::PathBuf,
+        /// NAME:TAG of the new image
+        reference: Option<String>,
     },
     /// Read images from an archive (`gantry save`, `docker save`, an OCI layout tar)
     Load {
@@ -327,6 +346,52 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             println!("Saved {} to {}", human_size(written), output.display());
         }
+        Command::Export { output, container } => {
+            let stream = c.containers.export(ExportRequest { container }).await.map_err(refused)?.into_inner();
+            let written = receive_to_file(stream, &output, "Exporting").await?;
+            if json_out {
+                return print_json(&json!({"Output": output, "Bytes": written}));
+            }
+            println!("Exported {} to {}", human_size(written), output.display());
+        }
+        Command::Import { changes, message, file, reference } => {
+            let reference = reference.unwrap_or_default();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let total = input.metadata().map(|m| m.len()).ok();
+            let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                use std::io::Read;
+                let mut input = input;
+                let (mut sent, mut first) = (0u64, true);
+                loop {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let n = input.read(&mut buf)?;
+                    if n == 0 && !first {
+                        return Ok(());
+                    }
+                    buf.truncate(n);
+                    sent += n as u64;
+                    format::progress("Importing", sent, total);
+                    let mut chunk = ImportChunk { data: buf, ..Default::default() };
+                    if first {
+                        (chunk.reference, chunk.changes, chunk.message) =
+                            (reference.clone(), changes.clone(), message.clone());
+                        first = false;
+                    }
+                    if tx.blocking_send(chunk).is_err() || n == 0 {
+                        return Ok(());
+                    }
+                }
+            });
+            let result = c.gantry.import(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+            format::progress_done();
+            reader.await??;
+            let id = result.map_err(refused)?.into_inner().id;
+            if json_out {
+                return print_json(&json!({"Id": id}));
+            }
+            println!("{id}");
+        }
         Command::Load { input } => {
             let file = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;
             let total = file.metadata().map(|m| m.len()).ok();
@@ -443,6 +508,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes a streamed archive beside `output` and renames it into place, so
+/// a failure leaves no half file; the bytes written.
+async fn receive_to_file(
+    mut stream: tonic::Streaming<ArchiveChunk>,
+    output: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let partial = output.with_extension("partial");
+    let mut file =
+        tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?;
+    let mut written = 0u64;
+    let result = async {
+        while let Some(chunk) = stream.message().await.map_err(refused)? {
+            file.write_all(&chunk.data).await?;
+            written += chunk.data.len() as u64;
+            format::progress(what, written, None);
+        }
+        file.flush().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    format::progress_done();
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&partial, output).await?;
+    Ok(written)
 }
 
 fn state_name(state: i32) -> &'static str {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use gantry_proto::api::images_server::Images;
 use gantry_proto::api::{
-    ArchiveChunk, DiskUsageRequest, DiskUsageResponse, ImageUsage, InspectRequest, InspectResponse, Layer,
-    LoadResponse, LoadedImage, RemoveRequest, RemoveResponse, SaveRequest, TagRequest, TagResponse,
+    ArchiveChunk, DiskUsageRequest, DiskUsageResponse, ImageUsage, ImportChunk, ImportResponse, InspectRequest,
+    InspectResponse, Layer, LoadResponse, LoadedImage, RemoveRequest, RemoveResponse, SaveRequest, TagRequest,
+    TagResponse,
 };
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status};
@@ -66,9 +67,15 @@ impl GantryImages {
 
 /// A `Write` that sends what it gets down a channel (a save's tar, written
 /// on a blocking thread, streamed to the client as it is made).
-struct ChunkWriter {
+pub struct ChunkWriter {
     tx: tokio::sync::mpsc::Sender<Result<ArchiveChunk, Status>>,
     buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    pub fn new(tx: tokio::sync::mpsc::Sender<Result<ArchiveChunk, Status>>) -> Self {
+        ChunkWriter { tx, buf: Vec::new() }
+    }
 }
 
 impl std::io::Write for ChunkWriter {
@@ -98,7 +105,7 @@ fn archive_status(e: crate::archive::ArchiveError) -> Status {
     }
 }
 
-type ChunkStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<ArchiveChunk, Status>> + Send>>;
+pub type ChunkStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<ArchiveChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Images for GantryImages {
@@ -127,6 +134,37 @@ impl Images for GantryImages {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn import(
+        &self,
+        request: Request<tonic::Streaming<ImportChunk>>,
+    ) -> Result<Response<ImportResponse>, Status> {
+        let mut incoming = request.into_inner();
+        let spool = self.store.root().join(crate::fsutil::random_name("import"));
+        let result = async {
+            let mut opts = crate::commit::CommitOptions::default();
+            let mut file = tokio::fs::File::create(&spool).await.map_err(|e| Status::internal(e.to_string()))?;
+            let mut first = true;
+            while let Some(chunk) = incoming.message().await? {
+                if first {
+                    opts.reference = chunk.reference;
+                    opts.changes = chunk.changes;
+                    opts.message = chunk.message;
+                    first = false;
+                }
+                file.write_all(&chunk.data).await.map_err(|e| Status::internal(e.to_string()))?;
+            }
+            file.flush().await.map_err(|e| Status::internal(e.to_string()))?;
+            drop(file);
+            self.store.import_tar(&spool, &opts).await.map_err(|e| match e {
+                crate::commit::CommitError::Store(e) => Status::internal(e.to_string()),
+                other => Status::invalid_argument(format!("importing: {other}")),
+            })
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&spool).await;
+        Ok(Response::new(ImportResponse { id: result?.id.to_string() }))
     }
 
     async fn load(&self, request: Request<tonic::Streaming<ArchiveChunk>>) -> Result<Response<LoadResponse>, Status> {

@@ -213,12 +213,53 @@ impl ImageStore {
         &self,
         parent: &ImageRecord,
         upper: &Path,
-        mut config: Value,
+        config: Value,
         opts: &CommitOptions,
         reference: Option<Reference>,
     ) -> Result<ImageRecord, CommitError> {
+        let write = |w: &mut dyn Write| layer_tar(upper, w);
+        self.add_layer(&parent.layers, config, &write, opts, reference, "gantry commit")
+    }
+
+    /// A single-layer image from a filesystem tar (`gantry import`).
+    pub async fn import_tar(
+        self: &std::sync::Arc<Self>,
+        tar: &Path,
+        opts: &CommitOptions,
+    ) -> Result<ImageRecord, CommitError> {
+        let reference = match opts.reference.as_str() {
+            "" => None,
+            r => Some(Reference::parse(r).map_err(|e| CommitError::Invalid(e.to_string()))?),
+        };
+        let (os, arch, _) = crate::pull::host_platform();
+        let mut config = json!({"architecture": arch, "os": os, "config": {}, "rootfs": {"type": "layers"}});
+        apply_changes(&mut config, &opts.changes)?;
+        let _shared = self.gc_lock.read().await;
+        let this = std::sync::Arc::clone(self);
+        let (tar, opts) = (tar.to_path_buf(), opts.clone());
+        let record = tokio::task::spawn_blocking(move || {
+            let write = |w: &mut dyn Write| io::copy(&mut fs::File::open(&tar)?, w).map(|_| ());
+            this.add_layer(&[], config, &write, &opts, reference, "gantry import")
+        })
+        .await
+        .map_err(|e| CommitError::Io(io::Error::other(e.to_string())))??;
+        self.usage_changed();
+        Ok(record)
+    }
+
+    /// Stores the layer `write_tar` produces on top of `lower` and an image
+    /// made of them, with `config` completed (diff IDs, history).
+    fn add_layer(
+        &self,
+        lower: &[LayerRecord],
+        mut config: Value,
+        write_tar: &dyn Fn(&mut dyn Write) -> io::Result<()>,
+        opts: &CommitOptions,
+        reference: Option<Reference>,
+        created_by: &str,
+    ) -> Result<ImageRecord, CommitError> {
         // The tar (for its diff ID) and its gzip (the blob) in one pass.
-        let spool = self.root.join(crate::fsutil::random_name("commit"));
+        let spool = self.root.join(crate::fsutil::random_name("layer"));
         let result = (|| {
             let file = fs::File::create(&spool)?;
             let gz = GzEncoder::new(
@@ -226,7 +267,7 @@ impl ImageStore {
                 flate2::Compression::default(),
             );
             let mut tar_hash = Hashing { inner: gz, hasher: Sha256::new(), written: 0 };
-            layer_tar(upper, &mut tar_hash)?;
+            write_tar(&mut tar_hash)?;
             let diff_id = Digest::from_sha256(tar_hash.hasher);
             let mut blob = tar_hash.inner.finish()?;
             blob.flush()?;
@@ -241,7 +282,7 @@ impl ImageStore {
                 return Err(e.into());
             }
         };
-        let mut diff_ids: Vec<Digest> = parent.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let mut diff_ids: Vec<Digest> = lower.iter().map(|l| l.diff_id.clone()).collect();
         diff_ids.push(diff_id.clone());
         let chain_id = chain_ids(&diff_ids).pop().ok_or_else(|| CommitError::Invalid("no layers".into()))?;
         let layer = LayerRecord {
@@ -273,7 +314,7 @@ impl ImageStore {
         }
         config["rootfs"]["diff_ids"] = json!(diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>());
         let mut history: Vec<Value> = serde_json::from_value(config["history"].clone()).unwrap_or_default();
-        let mut entry = json!({"created": created, "created_by": "gantry commit"});
+        let mut entry = json!({"created": created, "created_by": created_by});
         if !opts.author.is_empty() {
             entry["author"] = json!(opts.author);
         }
@@ -285,7 +326,7 @@ impl ImageStore {
         let config_bytes = serde_json::to_vec(&config).map_err(io::Error::other)?;
         let config_digest = Digest::of_bytes(&config_bytes);
 
-        let mut layers = parent.layers.clone();
+        let mut layers = lower.to_vec();
         layers.push(layer);
         let manifest = json!({
             "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
@@ -315,7 +356,7 @@ impl ImageStore {
             pinned: false,
         };
         let record = self.meta.put(record).map_err(StoreError::from)?;
-        tracing::info!(image = %record.id, parent = %parent.id, layer = %diff_id, "container committed");
+        tracing::info!(image = %record.id, layer = %diff_id, how = created_by, "image made");
         Ok(record)
     }
 }

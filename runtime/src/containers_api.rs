@@ -9,10 +9,11 @@
 //! image (imageservice::commit); a running container is paused meanwhile, as
 //! `docker commit` does, so the layer is consistent.
 
+use gantry_imageservice::api::{ChunkStream, ChunkWriter};
 use gantry_imageservice::commit::{CommitError, CommitOptions};
 use gantry_imageservice::{Digest, ImageSelector};
 use gantry_proto::api::containers_server::Containers;
-use gantry_proto::api::{CommitRequest, CommitResponse, PauseRequest, PauseResponse};
+use gantry_proto::api::{CommitRequest, CommitResponse, ExportRequest, PauseRequest, PauseResponse};
 use tonic::{Request, Response, Status};
 
 use crate::runtime::{Runtime, RuntimeError};
@@ -65,6 +66,33 @@ pub struct GantryContainers(pub std::sync::Arc<Runtime>);
 
 #[tonic::async_trait]
 impl Containers for GantryContainers {
+    type ExportStream = ChunkStream;
+
+    async fn export(&self, request: Request<ExportRequest>) -> Result<Response<Self::ExportStream>, Status> {
+        let id = self.0.container_by_prefix(&request.into_inner().container).await.map_err(crate::service::status)?;
+        // The rootfs overlay gantryd mounted: the image plus the container's
+        // changes, without the container's own mounts (/proc, volumes…).
+        let rootfs = self.0.bundle_dir(&id).join("rootfs");
+        if std::fs::read_dir(&rootfs).map_or(true, |mut d| d.next().is_none()) {
+            return Err(Status::failed_precondition(format!("container {id} has no mounted filesystem")));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChunkWriter::new(tx.clone());
+            let result = (|| -> std::io::Result<()> {
+                let mut tar = tar::Builder::new(&mut w);
+                tar.follow_symlinks(false);
+                tar.append_dir_all(".", &rootfs)?;
+                tar.into_inner()?;
+                std::io::Write::flush(&mut w)
+            })();
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(Status::internal(format!("exporting container {id}: {e}"))));
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     async fn pause(&self, request: Request<PauseRequest>) -> Result<Response<PauseResponse>, Status> {
         let id = self.0.container_by_prefix(&request.into_inner().container).await.map_err(crate::service::status)?;
         self.0.pause(&id, true).await.map_err(crate::service::status)?;

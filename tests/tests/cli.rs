@@ -334,3 +334,58 @@ async fn commit_adds_a_layer_shares_the_parents_and_runs() {
     let gone = gantry(&d, &["commit", &first, "x:y"]);
     assert_eq!(gone.code, 1, "a removed container cannot be committed");
 }
+
+#[tokio::test]
+async fn export_then_import_then_run() {
+    use k8s_cri::v1::ImageSpec;
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "export", NamespaceMode::Pod).await;
+    let id = create(&mut cri, &pod, container("maker", &["sh", "-c", "echo exported > /x.txt"])).await.expect("create");
+    start(&mut cri, &id).await;
+    wait_exited(&mut cri, &id).await;
+
+    let fs_tar = d.dir.path().join("fs.tar");
+    ok(&d, &["export", "-o", &fs_tar.display().to_string(), &id[..12]]);
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&fs_tar).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("x.txt")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("bin/busybox")), "the image's files too");
+
+    let imported = ok(
+        &d,
+        &[
+            "import",
+            "-c",
+            "CMD [\"cat\", \"/x.txt\"]",
+            "-m",
+            "from export",
+            &fs_tar.display().to_string(),
+            "imported:v1",
+        ],
+    );
+    let inspect = json(&d, &["inspect", "imported:v1"]);
+    assert_eq!(inspect["Id"], imported.trim());
+    assert_eq!(inspect["Layers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(inspect["Config"]["Cmd"], serde_json::json!(["cat", "/x.txt"]));
+    let mut run = container("reader", &[]);
+    run.command = vec![];
+    run.image = Some(ImageSpec { image: "imported:v1".into(), ..Default::default() });
+    let reader = create(&mut cri, &pod, run).await.expect("create from the imported image");
+    start(&mut cri, &reader).await;
+    wait_exited(&mut cri, &reader).await;
+    assert_eq!(log_of(&pod, "reader"), ["stdout F exported"]);
+
+    // Not a tar: refused, nothing stored.
+    let junk = d.dir.path().join("junk.tar");
+    std::fs::write(&junk, vec![0x42u8; 4096]).unwrap();
+    let out = gantry(&d, &["import", &junk.display().to_string(), "junk:v1"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(gantry(&d, &["inspect", "junk:v1"]).code == 1);
+    let out = gantry(&d, &["export", "-o", &fs_tar.display().to_string(), "no-such-container"]);
+    assert_eq!(out.code, 1);
+    remove_pod(&mut cri, &pod).await;
+}
