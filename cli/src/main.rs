@@ -7,13 +7,14 @@
 //! 2 bad usage.
 
 mod client;
+mod credentials;
 mod format;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use gantry_proto::api::{
     ArchiveChunk, CommitRequest, DiskUsageRequest, ExportRequest, ImportChunk, InspectRequest, PauseRequest,
-    RemoveRequest, SaveRequest, TagRequest,
+    PushRequest, RemoveRequest, SaveRequest, TagRequest,
 };
 use k8s_cri::v1::{
     ContainerFilter, ContainerState, ContainerStateValue, ImageSpec, ListContainersRequest, ListImagesRequest,
@@ -90,6 +91,22 @@ enum Command {
         /// NAME:TAG of the new image
         reference: Option<String>,
     },
+    /// Push an image to its registry (credentials from `gantry login`)
+    Push {
+        /// A local NAME:TAG
+        image: String,
+    },
+    /// Store credentials for a registry (Docker's config.json format, mode 0600)
+    Login {
+        registry: String,
+        #[arg(short, long)]
+        username: String,
+        /// The password (else read from stdin)
+        #[arg(short, long)]
+        password: Option<String>,
+    },
+    /// Forget a registry's credentials
+    Logout { registry: String },
     /// Read images from an archive (`gantry save`, `docker save`, an OCI layout tar)
     Load {
         /// The archive to read
@@ -154,9 +171,34 @@ fn refused(status: tonic::Status) -> anyhow::Error {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Credentials stay on the client: no daemon needed for these.
+    match &args.command {
+        Command::Login { registry, username, password } => {
+            let password = match password {
+                Some(p) => p.clone(),
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            credentials::login(registry, username, &password)?;
+            println!("Login for {registry} stored in {}", credentials::config_path().display());
+            return Ok(());
+        }
+        Command::Logout { registry } => {
+            if !credentials::logout(registry)? {
+                anyhow::bail!("no credentials stored for {registry}");
+            }
+            println!("Removed the credentials for {registry}");
+            return Ok(());
+        }
+        _ => {}
+    }
     let mut c = client::connect(&args.address).await?;
     let json_out = args.format == Format::Json;
     match args.command {
+        Command::Login { .. } | Command::Logout { .. } => {}
         Command::Images => {
             let images = c.images.list_images(ListImagesRequest::default()).await.map_err(refused)?.into_inner().images;
             if json_out {
@@ -187,9 +229,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             let started = std::time::Instant::now();
             let spec = Some(ImageSpec { image: image.clone(), ..Default::default() });
+            let auth = credentials::for_image(&image)?.map(|(username, password)| k8s_cri::v1::AuthConfig {
+                username,
+                password,
+                ..Default::default()
+            });
             let id = c
                 .images
-                .pull_image(PullImageRequest { image: spec, ..Default::default() })
+                .pull_image(PullImageRequest { image: spec, auth, ..Default::default() })
                 .await
                 .map_err(refused)?
                 .into_inner()
@@ -391,6 +438,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 return print_json(&json!({"Id": id}));
             }
             println!("{id}");
+        }
+        Command::Push { image } => {
+            let (username, password) = credentials::for_image(&image)?.unwrap_or_default();
+            if !json_out {
+                eprintln!("Pushing {image} ...");
+            }
+            let request = PushRequest { image: image.clone(), username, password, ..Default::default() };
+            let r = c.gantry.push(request).await.map_err(refused)?.into_inner();
+            if json_out {
+                return print_json(&json!({"Image": image, "Digest": r.digest, "Uploaded": r.uploaded,
+                    "Mounted": r.mounted, "AlreadyThere": r.present}));
+            }
+            println!(
+                "Pushed {image}: {} ({} blobs uploaded, {} mounted, {} already there)",
+                r.digest, r.uploaded, r.mounted, r.present
+            );
         }
         Command::Load { input } => {
             let file = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use gantry_proto::api::images_server::Images;
 use gantry_proto::api::{
     ArchiveChunk, DiskUsageRequest, DiskUsageResponse, ImageUsage, ImportChunk, ImportResponse, InspectRequest,
-    InspectResponse, Layer, LoadResponse, LoadedImage, RemoveRequest, RemoveResponse, SaveRequest, TagRequest,
-    TagResponse,
+    InspectResponse, Layer, LoadResponse, LoadedImage, PushRequest, PushResponse, RemoveRequest, RemoveResponse,
+    SaveRequest, TagRequest, TagResponse,
 };
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status};
@@ -134,6 +134,36 @@ impl Images for GantryImages {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let req = request.into_inner();
+        let (_, image) = self.resolve(&req.image).await?;
+        let target = if req.target.is_empty() { &req.image } else { &req.target };
+        let target = Reference::parse(target).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let credentials = if req.username.is_empty() {
+            crate::registry::Credentials::Anonymous
+        } else {
+            crate::registry::Credentials::Basic { username: req.username, password: req.password }
+        };
+        let (digest, summary) = self.store.push(&image, &target, &credentials).await.map_err(|e| {
+            use crate::publish::PushError as P;
+            use crate::registry::RegistryError as R;
+            let msg = format!("pushing {target}: {e}");
+            match e {
+                P::NotATag(_) => Status::invalid_argument(msg),
+                P::Registry(R::Unauthorized { .. }) => Status::unauthenticated(msg),
+                P::Registry(R::Unreachable { .. } | R::NoEndpoint { .. }) => Status::unavailable(msg),
+                P::Registry(R::NotFound { .. }) => Status::not_found(msg),
+                _ => Status::unknown(msg),
+            }
+        })?;
+        Ok(Response::new(PushResponse {
+            digest: digest.to_string(),
+            uploaded: summary.uploaded,
+            mounted: summary.mounted,
+            present: summary.present,
+        }))
     }
 
     async fn import(

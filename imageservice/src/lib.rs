@@ -7,6 +7,7 @@ pub mod commit;
 pub mod content;
 pub mod fsutil;
 pub mod metadata;
+pub mod publish;
 pub mod pull;
 pub mod reference;
 pub mod registry;

@@ -389,3 +389,75 @@ async fn export_then_import_then_run() {
     assert_eq!(out.code, 1);
     remove_pod(&mut cri, &pod).await;
 }
+
+#[tokio::test]
+async fn push_then_pull_back_with_mounts_chunks_and_credentials() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let registry = test_registry();
+    // A layer the registry cannot have: 3 MB of random bytes (chunked upload).
+    let pod = run_pod(&mut cri, &d, "push", NamespaceMode::Pod).await;
+    let maker = create(&mut cri, &pod, container("maker", &["sh", "-c", "head -c 3000000 /dev/urandom > /blob"]))
+        .await
+        .expect("create");
+    start(&mut cri, &maker).await;
+    wait_exited(&mut cri, &maker).await;
+    let target = format!("{registry}/pushed/random-{}:v1", std::process::id());
+    ok(&d, &["commit", &maker, &target]);
+
+    let pushed = json(&d, &["push", &target]);
+    // The base layer is mounted from gantry/busybox; the new layer and config uploaded.
+    assert_eq!(pushed["Mounted"], 1, "{pushed}");
+    assert_eq!(pushed["Uploaded"], 2, "{pushed}");
+    let digest = pushed["Digest"].as_str().unwrap().to_string();
+    assert_eq!(
+        json(&d, &["inspect", &target])["RepoDigests"][0],
+        format!("{}@{digest}", target.rsplit_once(':').unwrap().0)
+    );
+    // Pushing again sends nothing but the manifest.
+    let again = json(&d, &["push", &target]);
+    assert_eq!((again["Uploaded"].as_u64(), again["AlreadyThere"].as_u64()), (Some(0), Some(3)), "{again}");
+
+    // skopeo sees the same manifest digest.
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}", &format!("docker://{target}")])
+        .output()
+        .expect("skopeo");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest, "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Removed locally, pulled back: the same image.
+    let id = json(&d, &["inspect", &target])["Id"].clone();
+    remove_pod(&mut cri, &pod).await;
+    ok(&d, &["rmi", &target]);
+    ok(&d, &["pull", &target]);
+    assert_eq!(json(&d, &["inspect", &target])["Id"], id);
+
+    // A registry that wants credentials: refused without, accepted after login.
+    if let Ok(auth_registry) = std::env::var("GANTRY_TEST_AUTH_REGISTRY") {
+        let (user, password) =
+            (std::env::var("GANTRY_TEST_AUTH_USER").unwrap(), std::env::var("GANTRY_TEST_AUTH_PASSWORD").unwrap());
+        let private = format!("{auth_registry}/private/copy:v1");
+        ok(&d, &["tag", &target, &private]);
+        let config = d.dir.path().join("client-config.json");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(bin_dir().join("gantry"))
+                .env("GANTRY_CONFIG", &config)
+                .arg("--address")
+                .arg(&d.socket)
+                .args(args)
+                .output()
+                .expect("gantry");
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let (code, stderr) = run(&["push", &private]);
+        assert_eq!(code, Some(1));
+        assert!(stderr.to_lowercase().contains("unauthorized") || stderr.contains("username"), "{stderr}");
+        assert_eq!(run(&["login", &auth_registry, "-u", &user, "-p", &password]).0, Some(0));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+        let (code, stderr) = run(&["push", &private]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(run(&["logout", &auth_registry]).0, Some(0));
+        assert_eq!(run(&["push", &private]).0, Some(1), "logged out");
+    }
+}

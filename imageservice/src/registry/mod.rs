@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod hosts;
+pub mod push;
 
 use std::sync::Arc;
 use std::time::Duration;
