@@ -176,6 +176,19 @@ async fn save_load_round_trip_interop_and_bad_archives() {
         assert_eq!(config["config"]["Labels"]["fixture"], "app1", "{transport}");
     }
 
+    // umoci takes the OCI layout inside it: unpacked, the image's files are there.
+    let layout = d.dir.path().join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    tar::Archive::new(std::fs::File::open(&one).unwrap()).unpack(&layout).expect("untar");
+    let bundle = d.dir.path().join("bundle");
+    let out = std::process::Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:latest", layout.display())])
+        .arg(&bundle)
+        .output()
+        .expect("umoci");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(bundle.join("rootfs/app1.txt").exists() && bundle.join("rootfs/bin/busybox").exists());
+
     // Remove, load back: same ID, digests and layers.
     ok(&d, &["rmi", &busybox, &app1]);
     let loaded = ok(&d, &["load", "-i", &archive_s]);
