@@ -72,6 +72,13 @@ impl ImageStore {
             let content = ContentStore::open(&r.join("content"))?;
             let snapshots = Snapshotter::open(&r.join("snapshots"))?;
             let meta = MetadataStore::open(&r.join("images.redb"))?;
+            // Spool files of loads, imports and commits a crash interrupted.
+            for entry in std::fs::read_dir(&r).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if ["load-", "import-", "layer-"].iter().any(|p| name.starts_with(p)) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
             Ok::<_, StoreError>((content, snapshots, meta))
         })
         .await
