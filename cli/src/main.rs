@@ -14,11 +14,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use gantry_proto::api::{
     ArchiveChunk, CommitRequest, DiskUsageRequest, ExportRequest, ImportChunk, InspectRequest, PauseRequest,
-    PushRequest, RemoveRequest, SaveRequest, TagRequest,
+    PullRequest, PushRequest, RemoveRequest, SaveRequest, TagRequest,
 };
 use k8s_cri::v1::{
-    ContainerFilter, ContainerState, ContainerStateValue, ImageSpec, ListContainersRequest, ListImagesRequest,
-    PullImageRequest, RemoveContainerRequest,
+    ContainerFilter, ContainerState, ContainerStateValue, ListContainersRequest, ListImagesRequest,
+    RemoveContainerRequest,
 };
 use serde_json::{json, Value};
 
@@ -228,19 +228,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("Pulling {image} ...");
             }
             let started = std::time::Instant::now();
-            let spec = Some(ImageSpec { image: image.clone(), ..Default::default() });
-            let auth = credentials::for_image(&image)?.map(|(username, password)| k8s_cri::v1::AuthConfig {
-                username,
-                password,
-                ..Default::default()
-            });
-            let id = c
-                .images
-                .pull_image(PullImageRequest { image: spec, auth, ..Default::default() })
+            let (username, password) = credentials::for_image(&image)?.unwrap_or_default();
+            let mut stream = c
+                .gantry
+                .pull(PullRequest { image: image.clone(), username, password })
                 .await
                 .map_err(refused)?
-                .into_inner()
-                .image_ref;
+                .into_inner();
+            // Per layer: (bytes done, total, already there).
+            let mut layers: std::collections::BTreeMap<String, (u64, u64, bool)> = Default::default();
+            let mut id = String::new();
+            while let Some(p) = stream.message().await.map_err(refused)? {
+                if !p.image_id.is_empty() {
+                    id = p.image_id;
+                    break;
+                }
+                layers.insert(p.layer, (p.done, p.total, p.present));
+                let (done, total) = layers.values().fold((0, 0), |(d, t), l| (d + l.0, t + l.1));
+                let present = layers.values().filter(|l| l.2).count();
+                format::progress(&format!("{} layers ({present} already here)", layers.len()), done, Some(total));
+            }
+            format::progress_done();
             if json_out {
                 return print_json(&json!({"Image": image, "Id": id}));
             }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use gantry_proto::api::images_server::Images;
 use gantry_proto::api::{
     ArchiveChunk, DiskUsageRequest, DiskUsageResponse, ImageUsage, ImportChunk, ImportResponse, InspectRequest,
-    InspectResponse, Layer, LoadResponse, LoadedImage, PushRequest, PushResponse, RemoveRequest, RemoveResponse,
-    SaveRequest, TagRequest, TagResponse,
+    InspectResponse, Layer, LoadResponse, LoadedImage, PullProgress, PullRequest, PushRequest, PushResponse,
+    RemoveRequest, RemoveResponse, SaveRequest, TagRequest, TagResponse,
 };
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status};
@@ -110,6 +110,39 @@ pub type ChunkStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Archi
 #[tonic::async_trait]
 impl Images for GantryImages {
     type SaveStream = ChunkStream;
+    type PullStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<PullProgress, Status>> + Send>>;
+
+    async fn pull(&self, request: Request<PullRequest>) -> Result<Response<Self::PullStream>, Status> {
+        let req = request.into_inner();
+        if req.image.is_empty() {
+            return Err(Status::invalid_argument("no image to pull"));
+        }
+        let credentials = if req.username.is_empty() {
+            crate::registry::Credentials::Anonymous
+        } else {
+            crate::registry::Credentials::Basic { username: req.username, password: req.password }
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let events = tx.clone();
+        let progress: crate::pull::Progress = std::sync::Arc::new(move |p: crate::pull::LayerProgress| {
+            let _ = events.send(Ok(PullProgress {
+                layer: p.layer.to_string(),
+                done: p.done,
+                total: p.total,
+                present: p.present,
+                image_id: String::new(),
+            }));
+        });
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let last = match store.pull_with_progress(&req.image, &credentials, Some(progress)).await {
+                Ok(image) => Ok(PullProgress { image_id: image.id.to_string(), ..Default::default() }),
+                Err(e) => Err(crate::service::pull_status(&e)),
+            };
+            let _ = tx.send(last);
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
+    }
 
     async fn save(&self, request: Request<SaveRequest>) -> Result<Response<Self::SaveStream>, Status> {
         let names = request.into_inner().images;

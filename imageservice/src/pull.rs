@@ -129,18 +129,69 @@ fn parse_digest(reference: &Reference, s: &str) -> Result<Digest, PullError> {
         .map_err(|e: ReferenceError| PullError::BadImage { reference: reference.to_string(), reason: e.to_string() })
 }
 
+/// Where a layer of a pull stands, for progress displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerProgress {
+    pub layer: Digest,
+    /// Compressed bytes received so far, of `total`.
+    pub done: u64,
+    pub total: u64,
+    /// Already in the store: nothing to fetch.
+    pub present: bool,
+}
+
+pub type Progress = Arc<dyn Fn(LayerProgress) + Send + Sync>;
+
+/// Reports bytes as they are read, every 256 KiB and at the end.
+struct ProgressReader<R> {
+    inner: R,
+    progress: Progress,
+    layer: Digest,
+    total: u64,
+    done: u64,
+    reported: u64,
+}
+
+impl<R: Read> Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if n == 0 || self.done - self.reported >= 256 << 10 || self.done == self.total {
+            self.reported = self.done;
+            (self.progress)(LayerProgress {
+                layer: self.layer.clone(),
+                done: self.done,
+                total: self.total,
+                present: false,
+            });
+        }
+        Ok(n)
+    }
+}
+
 impl ImageStore {
     /// Pulls `image` and returns its record (the ID is the config digest).
     pub async fn pull(self: &Arc<Self>, image: &str, credentials: &Credentials) -> Result<ImageRecord, PullError> {
+        self.pull_with_progress(image, credentials, None).await
+    }
+
+    /// As `pull`, reporting each layer's progress to `progress`.
+    pub async fn pull_with_progress(
+        self: &Arc<Self>,
+        image: &str,
+        credentials: &Credentials,
+        progress: Option<Progress>,
+    ) -> Result<ImageRecord, PullError> {
         let reference = Reference::parse(image)?;
         let span = tracing::info_span!("pull", image = %reference);
-        self.pull_reference(reference, credentials).instrument(span).await
+        self.pull_reference(reference, credentials, progress).instrument(span).await
     }
 
     async fn pull_reference(
         self: &Arc<Self>,
         reference: Reference,
         credentials: &Credentials,
+        progress: Option<Progress>,
     ) -> Result<ImageRecord, PullError> {
         let started = std::time::Instant::now();
         let _shared = self.gc_lock.read().await;
@@ -228,7 +279,7 @@ impl ImageStore {
                 chain_id: chain_id.clone(),
             });
         }
-        let fetches = layers.iter().map(|l| self.fetch_layer(&session, &reference, l));
+        let fetches = layers.iter().map(|l| self.fetch_layer(&session, &reference, l, progress.clone()));
         futures::future::try_join_all(fetches).await?;
 
         // Small blobs are stored last, so a pull that failed on a layer leaves
@@ -273,6 +324,7 @@ impl ImageStore {
         session: &Arc<RepoSession>,
         reference: &Reference,
         layer: &LayerRecord,
+        progress: Option<Progress>,
     ) -> Result<(), PullError> {
         let digest = layer.blob.digest.clone();
         let err =
@@ -281,6 +333,10 @@ impl ImageStore {
         let have_blob = self.content.has(&digest);
         let have_layer = self.snapshots.has_layer(&layer.chain_id);
         if have_blob && have_layer {
+            if let Some(p) = &progress {
+                let size = layer.blob.size;
+                p(LayerProgress { layer: digest.clone(), done: size, total: size, present: true });
+            }
             return Ok(());
         }
         let unpack = if have_layer { None } else { Some(self.snapshots.begin_unpack().map_err(|e| err(e.into()))?) };
@@ -301,12 +357,27 @@ impl ImageStore {
         let _permit = self.downloads.clone().acquire_owned().await.map_err(|e| err(LayerError::Join(e.to_string())))?;
         tracing::debug!(layer = %digest, size = layer.blob.size, "downloading");
         let stream = session.fetch_blob(&digest).await?;
+        let digest_for_progress = digest.clone();
         let writer = self.content.writer().map_err(|e| err(e.into()))?;
         let sync_reader = SyncIoBridge::new(StreamReader::new(Box::pin(stream)));
-        tokio::task::spawn_blocking(move || this.process_layer(sync_reader, Some(writer), job))
-            .await
-            .map_err(|e| err(LayerError::Join(e.to_string())))?
-            .map_err(err)
+        let total = layer.blob.size;
+        tokio::task::spawn_blocking(move || match progress {
+            Some(progress) => {
+                let reader = ProgressReader {
+                    inner: sync_reader,
+                    progress,
+                    layer: digest_for_progress,
+                    total,
+                    done: 0,
+                    reported: 0,
+                };
+                this.process_layer(reader, Some(writer), job)
+            }
+            None => this.process_layer(sync_reader, Some(writer), job),
+        })
+        .await
+        .map_err(|e| err(LayerError::Join(e.to_string())))?
+        .map_err(err)
     }
 
     /// Runs on a blocking thread: tees the compressed bytes into the content

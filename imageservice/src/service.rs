@@ -77,9 +77,9 @@ fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 /// Maps pull failures to the status code a client can act on.
-fn pull_status(e: PullError) -> Status {
+pub(crate) fn pull_status(e: &PullError) -> Status {
     let msg = format!("pulling image: {e}");
-    match &e {
+    match e {
         PullError::Reference(_) => Status::invalid_argument(msg),
         PullError::Registry(r) => match r {
             RegistryError::NotFound { .. } => Status::not_found(msg),
@@ -146,7 +146,7 @@ impl ImageService for CriImageService {
         let span = tracing::info_span!("PullImage", image = %image);
         let record = self.store.pull(&image, &credentials).instrument(span).await.map_err(|e| {
             tracing::warn!(image = %image, error = %e, "pull failed");
-            pull_status(e)
+            pull_status(&e)
         })?;
         Ok(Response::new(PullImageResponse { image_ref: record.id.to_string() }))
     }
