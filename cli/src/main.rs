@@ -453,7 +453,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("Pushing {image} ...");
             }
             let request = PushRequest { image: image.clone(), username, password, ..Default::default() };
-            let r = c.gantry.push(request).await.map_err(refused)?.into_inner();
+            let mut stream = c.gantry.push(request).await.map_err(refused)?.into_inner();
+            let (mut blobs, mut bytes) = (0u64, 0u64);
+            let mut last = None;
+            while let Some(m) = stream.message().await.map_err(refused)? {
+                if !m.digest.is_empty() {
+                    last = Some(m);
+                    break;
+                }
+                blobs += 1;
+                bytes += m.size;
+                format::progress(&format!("{blobs} blobs ({} {})", short_id(&m.blob), m.outcome), bytes, None);
+            }
+            format::progress_done();
+            let r = last.context("gantryd ended the push without a result")?;
             if json_out {
                 return print_json(&json!({"Image": image, "Digest": r.digest, "Uploaded": r.uploaded,
                     "Mounted": r.mounted, "AlreadyThere": r.present}));

@@ -110,6 +110,7 @@ pub type ChunkStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Archi
 #[tonic::async_trait]
 impl Images for GantryImages {
     type SaveStream = ChunkStream;
+    type PushStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<PushResponse, Status>> + Send>>;
     type PullStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<PullProgress, Status>> + Send>>;
 
     async fn pull(&self, request: Request<PullRequest>) -> Result<Response<Self::PullStream>, Status> {
@@ -169,7 +170,7 @@ impl Images for GantryImages {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<Self::PushStream>, Status> {
         let req = request.into_inner();
         let (_, image) = self.resolve(&req.image).await?;
         let target = if req.target.is_empty() { &req.image } else { &req.target };
@@ -179,24 +180,44 @@ impl Images for GantryImages {
         } else {
             crate::registry::Credentials::Basic { username: req.username, password: req.password }
         };
-        let (digest, summary) = self.store.push(&image, &target, &credentials).await.map_err(|e| {
-            use crate::publish::PushError as P;
-            use crate::registry::RegistryError as R;
-            let msg = format!("pushing {target}: {e}");
-            match e {
-                P::NotATag(_) => Status::invalid_argument(msg),
-                P::Registry(R::Unauthorized { .. }) => Status::unauthenticated(msg),
-                P::Registry(R::Unreachable { .. } | R::NoEndpoint { .. }) => Status::unavailable(msg),
-                P::Registry(R::NotFound { .. }) => Status::not_found(msg),
-                _ => Status::unknown(msg),
-            }
-        })?;
-        Ok(Response::new(PushResponse {
-            digest: digest.to_string(),
-            uploaded: summary.uploaded,
-            mounted: summary.mounted,
-            present: summary.present,
-        }))
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let events = tx.clone();
+            let on_blob = move |digest: &Digest, size: u64, outcome: crate::registry::push::BlobPush| {
+                use crate::registry::push::BlobPush as B;
+                let outcome = match outcome {
+                    B::Present => "present",
+                    B::Mounted => "mounted",
+                    B::Uploaded => "uploaded",
+                };
+                let blob = digest.to_string();
+                let _ = events.send(Ok(PushResponse { blob, size, outcome: outcome.into(), ..Default::default() }));
+            };
+            let last = match store.push(&image, &target, &credentials, &on_blob).await {
+                Ok((digest, summary)) => Ok(PushResponse {
+                    digest: digest.to_string(),
+                    uploaded: summary.uploaded,
+                    mounted: summary.mounted,
+                    present: summary.present,
+                    ..Default::default()
+                }),
+                Err(e) => {
+                    use crate::publish::PushError as P;
+                    use crate::registry::RegistryError as R;
+                    let msg = format!("pushing {target}: {e}");
+                    Err(match e {
+                        P::NotATag(_) => Status::invalid_argument(msg),
+                        P::Registry(R::Unauthorized { .. }) => Status::unauthenticated(msg),
+                        P::Registry(R::Unreachable { .. } | R::NoEndpoint { .. }) => Status::unavailable(msg),
+                        P::Registry(R::NotFound { .. }) => Status::not_found(msg),
+                        _ => Status::unknown(msg),
+                    })
+                }
+            };
+            let _ = tx.send(last);
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
     }
 
     async fn import(

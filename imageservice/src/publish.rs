@@ -33,6 +33,7 @@ impl ImageStore {
         image: &ImageRecord,
         target: &Reference,
         credentials: &Credentials,
+        on_blob: &(dyn Fn(&Digest, u64, BlobPush) + Send + Sync),
     ) -> Result<(Digest, PushSummary), PushError> {
         let tag = target.tag.clone().ok_or_else(|| PushError::NotATag(target.to_string()))?;
         let _shared = self.gc_lock.read().await;
@@ -54,11 +55,14 @@ impl ImageStore {
         let blobs = image.layers.iter().map(|l| &l.blob).chain(std::iter::once(&image.config));
         for blob in blobs {
             let path = self.content.path(&blob.digest);
-            match session.push_blob(&blob.digest, blob.size, &path, mount_from(&blob.digest).as_deref()).await? {
+            let outcome =
+                session.push_blob(&blob.digest, blob.size, &path, mount_from(&blob.digest).as_deref()).await?;
+            match outcome {
                 BlobPush::Present => summary.present += 1,
                 BlobPush::Mounted => summary.mounted += 1,
                 BlobPush::Uploaded => summary.uploaded += 1,
             }
+            on_blob(&blob.digest, blob.size, outcome);
         }
         let manifest = self.content.read(&image.manifest.digest).map_err(StoreError::from)?;
         session.put_manifest(&tag, &image.manifest.media_type, Bytes::from(manifest)).await?;

@@ -438,12 +438,27 @@ async fn push_then_pull_back_with_mounts_chunks_and_credentials() {
         .expect("skopeo");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest, "{}", String::from_utf8_lossy(&out.stderr));
 
-    // Removed locally, pulled back: the same image.
+    // Removed locally, pulled back through CRI (as crictl pull does): the same image, and it runs.
     let id = json(&d, &["inspect", &target])["Id"].clone();
+    ok(&d, &["rmi", "--force", &target]);
+    let pulled = cri
+        .images
+        .pull_image(k8s_cri::v1::PullImageRequest {
+            image: Some(k8s_cri::v1::ImageSpec { image: target.clone(), ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .expect("CRI pull")
+        .into_inner()
+        .image_ref;
+    assert_eq!(serde_json::json!(pulled), id);
+    let mut run = container("runner", &["sh", "-c", "wc -c < /blob"]);
+    run.image = Some(k8s_cri::v1::ImageSpec { image: target.clone(), ..Default::default() });
+    let runner = create(&mut cri, &pod, run).await.expect("create from the pulled image");
+    start(&mut cri, &runner).await;
+    wait_exited(&mut cri, &runner).await;
+    assert_eq!(log_of(&pod, "runner"), ["stdout F 3000000"]);
     remove_pod(&mut cri, &pod).await;
-    ok(&d, &["rmi", &target]);
-    ok(&d, &["pull", &target]);
-    assert_eq!(json(&d, &["inspect", &target])["Id"], id);
 
     // A registry that wants credentials: refused without, accepted after login.
     if let Ok(auth_registry) = std::env::var("GANTRY_TEST_AUTH_REGISTRY") {
