@@ -135,8 +135,9 @@ pub struct Event {
     pub at: i64,
 }
 
-/// Start a shim for `bundle`; returns the container's pid.
-async fn launch_shim(binary: &Path, id: &str, bundle: &Path, socket: &Path, log: &Path) -> Result<u32, RuntimeError> {
+/// Start a shim for `bundle`. The container's process is only made at
+/// Start, so the shim's `ready CONTAINER_PID SHIM_PID` names pid 0.
+async fn launch_shim(binary: &Path, id: &str, bundle: &Path, socket: &Path, log: &Path) -> Result<(), RuntimeError> {
     let out = tokio::process::Command::new(binary)
         .arg("--id")
         .arg(id)
@@ -153,11 +154,10 @@ async fn launch_shim(binary: &Path, id: &str, bundle: &Path, socket: &Path, log:
         .map_err(|e| RuntimeError::Internal(format!("starting {}: {e}", binary.display())))?;
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     match line.strip_prefix("ready ") {
-        Some(rest) => rest
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| RuntimeError::Internal(format!("shim answered {line:?}"))),
+        Some(rest) => match rest.split_whitespace().next().map(str::parse::<u32>) {
+            Some(Ok(_)) => Ok(()),
+            _ => Err(RuntimeError::Internal(format!("shim answered {line:?}"))),
+        },
         None => Err(RuntimeError::FailedPrecondition(line.strip_prefix("error: ").unwrap_or(&line).to_string())),
     }
 }
@@ -355,9 +355,9 @@ impl Runtime {
         fsutil::write_atomic(&dir.join("config.json"), spec.to_string().as_bytes())
             .map_err(|e| internal("writing sandbox spec")(&e))?;
         self.write_etc_files(dir, &config)?;
-        let pid = launch_shim(&self.shim_binary, id, dir, &self.socket_path(id), &dir.join("pause.log")).await?;
+        launch_shim(&self.shim_binary, id, dir, &self.socket_path(id), &dir.join("pause.log")).await?;
         let with_network = opts.network != node;
-        match self.start_sandbox(id, dir, config, pid, with_network).await {
+        match self.start_sandbox(id, dir, config, with_network).await {
             Ok(record) => Ok(record),
             Err(e) => {
                 // Nothing of a failed pod may stay: its pause process and shim go too.
@@ -373,12 +373,15 @@ impl Runtime {
         id: &str,
         dir: &Path,
         config: PodSandboxConfig,
-        pid: u32,
         with_network: bool,
     ) -> Result<SandboxRecord, RuntimeError> {
         let mut shim =
             ShimClient::connect(&self.socket_path(id)).await.map_err(|e| internal("connecting to sandbox shim")(&e))?;
-        shim.start().await.map_err(|e| internal("starting pause process")(&e))?;
+        // The pause process exists from Start on: its pid names the pod's namespaces.
+        let pid = shim.start().await.map_err(|e| internal("starting pause process")(&e))?.pid;
+        if pid == 0 {
+            return Err(RuntimeError::Internal("the sandbox shim reported no pause process".into()));
+        }
         let mut record = SandboxRecord {
             id: id.to_string(),
             config,

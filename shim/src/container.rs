@@ -94,7 +94,8 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
 }
 
-/// Creates the container process, stopped before exec.
+/// Creates the container process, stopped before exec (the shim calls it
+/// at Start and releases it at once).
 pub fn create(bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
     let (shim_io, child_io) = make_stdio(spec)?;
     let (start_r, start_w) = pipe()?;
@@ -133,8 +134,8 @@ pub fn create(bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
             let mut msg = String::new();
             let _ = status.read_to_string(&mut msg);
             if got_pid {
-                // The grandchild reported an error and exits; reap it later via SIGCHLD is not
-                // possible yet (no loop), so reap it here.
+                // The grandchild reported an error and exits: reap it here (the
+                // shim's loop only records the exit of the pid it was given).
                 let _ = waitpid(Pid::from_raw(i32::from_be_bytes(pid_bytes)), None);
             }
             Err(if msg.is_empty() { "container process died during setup".into() } else { msg })

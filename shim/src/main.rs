@@ -1,4 +1,4 @@
-//! gantry-shim: one per container. Creates the container from an OCI bundle,
+//! gantry-shim: one per container. Runs the container from an OCI bundle,
 //! holds its stdio (written to the CRI log file) and its exit status, and
 //! answers gantryd on a unix socket. Single-threaded by design: it is
 //! resident once per container on every node, so it must stay tiny.
@@ -10,7 +10,8 @@
 //!
 //! It detaches at once (own session, re-parented to init or the nearest
 //! subreaper) and prints one line on stdout before the launching process
-//! exits: `ready CONTAINER_PID SHIM_PID` or `error: MESSAGE`.
+//! exits: `ready CONTAINER_PID SHIM_PID` or `error: MESSAGE`. CONTAINER_PID
+//! is 0: the container's process is only made at `Start` (as runc does).
 
 mod cgroup;
 mod container;
@@ -101,8 +102,7 @@ fn main() {
         Ok(ForkResult::Parent { .. }) => {
             // Relay the detached child's first word, then leave it to init.
             drop(ready_w);
-            // One line, not EOF: the container's process holds a copy of the
-            // pipe until it execs, which is only after Start.
+            // One line: `ready …` or `error: …`.
             let mut msg = String::new();
             let _ = BufReader::new(File::from(ready_r)).read_line(&mut msg);
             if msg.is_empty() {

@@ -51,8 +51,9 @@ pub struct Shim {
     conns: Vec<Conn>,
     pipes: Vec<Pipe>,
     log: CriLog,
-    start: Option<OwnedFd>,
-    exec_status: Option<File>,
+    bundle: PathBuf,
+    /// The container's spec until Start makes its process from it.
+    spec: Option<Spec>,
     shutdown: bool,
     cgroup: Option<crate::cgroup::ContainerCgroup>,
     attach_listener: UnixListener,
@@ -162,44 +163,23 @@ impl Shim {
             ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none())
         });
 
+        // The cgroup exists from create on (stats and updates of a created
+        // container work); the process is only made at Start, as runc does.
         let cgroup = crate::cgroup::ContainerCgroup::create(&spec)?;
-        let spawned = match container::create(&args.bundle, &spec) {
-            Ok(s) => s,
-            Err(e) => {
-                if let Some(cg) = &cgroup {
-                    cg.delete();
-                }
-                return Err(e);
-            }
-        };
-        drop(spec);
-        // The process waits for Start before exec: in its cgroup before it runs anything.
-        if let Some(cg) = &cgroup {
-            if let Err(e) = cg.add(spawned.pid.as_raw() as u32) {
-                let _ = kill(spawned.pid, Signal::SIGKILL);
-                cg.delete();
-                return Err(e);
-            }
-        }
-        let io = spawned.io;
-        for fd in std::iter::once(&io.stdout).chain(io.stderr.as_ref()) {
-            set_nonblocking(fd).map_err(|e| format!("O_NONBLOCK: {e}"))?;
-        }
-        let terminal =
-            if io.terminal { Some(io.stdout.try_clone().map_err(|e| format!("dup pty: {e}"))?) } else { None };
-        let mut pipes = vec![Pipe { fd: io.stdout, name: "stdout", pending: LineBuffer::default() }];
-        if let Some(fd) = io.stderr {
-            pipes.push(Pipe { fd, name: "stderr", pending: LineBuffer::default() });
-        }
         let state = State {
             id: args.id.clone(),
             status: Status::Created as i32,
-            pid: spawned.pid.as_raw() as u32,
+            pid: 0,
             created_at: now_nanos(),
             ..Default::default()
         };
         let state_file = args.bundle.join("state.pb");
-        persist(&state_file, &state).map_err(|e| format!("writing {}: {e}", state_file.display()))?;
+        if let Err(e) = persist(&state_file, &state) {
+            if let Some(cg) = &cgroup {
+                cg.delete();
+            }
+            return Err(format!("writing {}: {e}", state_file.display()));
+        }
         Ok(Shim {
             state,
             state_file,
@@ -208,18 +188,18 @@ impl Shim {
             signals,
             listener,
             conns: Vec::new(),
-            pipes,
+            pipes: Vec::new(),
             log: CriLog::new(log_file),
-            start: Some(spawned.start),
-            exec_status: Some(spawned.status),
+            bundle: args.bundle.clone(),
+            spec: Some(spec),
             shutdown: false,
             cgroup,
             attach_listener,
             attach_path,
             attached: Vec::new(),
-            stdin: io.stdin,
+            stdin: None,
             stdin_once,
-            terminal,
+            terminal: None,
             shares_pid_ns,
         })
     }
@@ -437,7 +417,6 @@ impl Shim {
                 cg.kill_all();
             }
         }
-        self.start = None;
         self.save();
         // Attached clients get everything written so far, then the end.
         self.broadcast(&attach::frame(attach::EXITED, &[]));
@@ -505,6 +484,13 @@ impl Shim {
                         Ok(s) => s,
                         Err(_) => return Self::error_reply(format!("invalid signal {}", k.signal)),
                     };
+                    if self.state.pid == 0 {
+                        // Created, never started: there is no process to
+                        // signal. The container will not run any more; it
+                        // ends as runc's waiting init would, by the signal.
+                        self.stopped_before_start(sig);
+                        return self.state_reply();
+                    }
                     if let Err(e) = kill(Pid::from_raw(self.state.pid as i32), sig) {
                         if e != nix::Error::ESRCH {
                             return Self::error_reply(format!("kill {}: {e}", self.state.pid));
@@ -549,22 +535,117 @@ impl Shim {
         }
     }
 
+    /// A Kill before Start: the container is over without having run.
+    fn stopped_before_start(&mut self, sig: Signal) {
+        // Signals whose default action is to ignore them would not have
+        // ended a waiting process either.
+        if matches!(sig, Signal::SIGCHLD | Signal::SIGCONT | Signal::SIGURG | Signal::SIGWINCH) {
+            return;
+        }
+        self.spec = None;
+        self.state.status = Status::Stopped as i32;
+        self.state.exit_code = 128 + sig as i32;
+        self.state.exit_signal = sig as i32;
+        self.state.finished_at = now_nanos();
+        self.save();
+        self.broadcast(&attach::frame(attach::EXITED, &[]));
+        self.attached.clear();
+        let state = self.state.clone();
+        for c in self.conns.iter_mut().filter(|c| c.waiting) {
+            c.waiting = false;
+            let _ = c.stream.write_all(&frame(&Response { kind: Some(response::Kind::State(state.clone())) }));
+        }
+    }
+
+    /// Start could not make the container's process: it ends here, with
+    /// the error recorded (exit code 128, as containerd's StartError).
+    fn failed_to_start(&mut self, msg: String) -> Option<Response> {
+        self.state.error = msg.clone();
+        self.state.status = Status::Stopped as i32;
+        self.state.exit_code = 128;
+        self.state.started_at = now_nanos();
+        self.state.finished_at = self.state.started_at;
+        self.save();
+        self.broadcast(&attach::frame(attach::EXITED, &[]));
+        self.attached.clear();
+        let state = self.state.clone();
+        for c in self.conns.iter_mut().filter(|c| c.waiting) {
+            c.waiting = false;
+            let _ = c.stream.write_all(&frame(&Response { kind: Some(response::Kind::State(state.clone())) }));
+        }
+        Self::error_reply(msg)
+    }
+
+    /// Makes the container's process (namespaces, rootfs; see
+    /// `container::create`), in its cgroup, and takes its stdio.
+    fn spawn(&mut self, spec: &Spec) -> Result<File, String> {
+        let spawned = container::create(&self.bundle, spec)?;
+        // The process waits for the start byte: in its cgroup before it runs anything.
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = cg.add(spawned.pid.as_raw() as u32) {
+                let _ = kill(spawned.pid, Signal::SIGKILL);
+                let _ = waitpid(spawned.pid, None);
+                return Err(e);
+            }
+        }
+        let io = spawned.io;
+        for fd in std::iter::once(&io.stdout).chain(io.stderr.as_ref()) {
+            if let Err(e) = set_nonblocking(fd) {
+                let _ = kill(spawned.pid, Signal::SIGKILL);
+                let _ = waitpid(spawned.pid, None);
+                return Err(format!("O_NONBLOCK: {e}"));
+            }
+        }
+        if io.terminal {
+            match io.stdout.try_clone() {
+                Ok(fd) => self.terminal = Some(fd),
+                Err(e) => {
+                    let _ = kill(spawned.pid, Signal::SIGKILL);
+                    let _ = waitpid(spawned.pid, None);
+                    return Err(format!("dup pty: {e}"));
+                }
+            }
+        }
+        self.pipes.push(Pipe { fd: io.stdout, name: "stdout", pending: LineBuffer::default() });
+        if let Some(fd) = io.stderr {
+            self.pipes.push(Pipe { fd, name: "stderr", pending: LineBuffer::default() });
+        }
+        self.stdin = io.stdin;
+        // From here on SIGCHLD for this pid is the container's exit.
+        self.state.pid = spawned.pid.as_raw() as u32;
+        if let Err(e) = File::from(spawned.start).write_all(b"s") {
+            // Its end of the start pipe is gone: it died; the reaper records how.
+            return Err(format!("starting container: {e}"));
+        }
+        Ok(spawned.status)
+    }
+
     fn start(&mut self) -> Option<Response> {
         if self.state.status != Status::Created as i32 {
             let status = Status::try_from(self.state.status).unwrap_or(Status::Unknown);
             return Self::error_reply(format!("container {} is {}, not created", self.state.id, status.as_str_name()));
         }
-        let (Some(start), Some(mut exec_status)) = (self.start.take(), self.exec_status.take()) else {
+        let Some(spec) = self.spec.take() else {
             return Self::error_reply("container already started".into());
         };
-        if let Err(e) = File::from(start).write_all(b"s") {
-            return Self::error_reply(format!("starting container: {e}"));
-        }
+        let result = self.spawn(&spec);
+        drop(spec);
+        let mut exec_status = match result {
+            Ok(f) => f,
+            Err(e) if self.state.pid == 0 => return self.failed_to_start(e),
+            Err(e) => {
+                self.state.started_at = now_nanos();
+                self.state.error = e.clone();
+                self.save();
+                return Self::error_reply(e);
+            }
+        };
         // EOF: the pipe was closed by a successful exec. Data: why it failed.
         let mut msg = String::new();
         let _ = exec_status.read_to_string(&mut msg);
         self.state.started_at = now_nanos();
         if let Some(err) = msg.strip_prefix('E') {
+            // The process exits after reporting; the reaper records its exit.
             self.state.error = err.to_string();
             self.save();
             return Self::error_reply(err.to_string());

@@ -15,14 +15,15 @@ struct Bundle {
     snapshots: gantry_imageservice::snapshot::Snapshotter,
     key: String,
     /// (container pid, shim pid) once a shim runs: killed on drop if a test
-    /// failed before shutting it down.
+    /// failed before shutting it down. The container pid is 0 until Start.
     pids: std::sync::Mutex<Option<(i32, i32)>>,
 }
 
 impl Drop for Bundle {
     fn drop(&mut self) {
         if let Some((container, shim)) = self.pids.lock().ok().and_then(|p| *p) {
-            for pid in [container, shim] {
+            // Never pid 0: kill(0, …) would hit the test's own process group.
+            for pid in [container, shim].into_iter().filter(|p| *p > 0) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
         }
@@ -126,11 +127,13 @@ async fn container_runs_in_its_own_namespaces_and_logs_in_cri_format() {
     let mut shim = ShimClient::connect(&socket).await.expect("connect shim");
     let created = shim.state().await.expect("state");
     assert_eq!(created.status, Status::Created as i32);
-    assert!(created.pid > 1 && created.created_at > 0);
+    // As runc: no process before Start.
+    assert!(created.pid == 0 && created.created_at > 0);
     assert!(log_lines(&log).is_empty(), "nothing runs before Start");
 
     let started = shim.start().await.expect("start");
     assert_eq!(started.status, Status::Running as i32);
+    assert!(started.pid > 1);
     let done = within(shim.wait()).await.expect("wait");
     assert_eq!((done.status, done.exit_code, done.exit_signal), (Status::Stopped as i32, 3, 0));
     assert!(done.finished_at >= done.started_at && done.started_at > 0);
@@ -193,7 +196,7 @@ async fn a_missing_command_fails_start_clearly() {
 }
 
 #[tokio::test]
-async fn a_bind_mount_of_a_missing_source_fails_creation() {
+async fn a_bind_mount_of_a_missing_source_fails_start() {
     let d = Daemon::start("");
     let b = bundle(&d, "badmount", &["true"]).await;
     let config_path = b.dir.join("config.json");
@@ -203,6 +206,33 @@ async fn a_bind_mount_of_a_missing_source_fails_creation() {
         "destination": "/data", "type": "bind", "source": "/nonexistent/gantry-test", "options": ["rbind", "ro"]
     }));
     std::fs::write(&config_path, config.to_string()).expect("write");
-    let err = run_shim(&b, "badmount").expect_err("creation fails");
-    assert!(err.contains("/nonexistent/gantry-test"), "{err}");
+    // The rootfs is set up at Start (as runc does), so that is where it fails.
+    let (socket, _log) = run_shim(&b, "badmount").expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    let err = shim.start().await.expect_err("start fails");
+    assert!(err.to_string().contains("/nonexistent/gantry-test"), "{err}");
+    let done = within(shim.wait()).await.expect("wait");
+    assert_eq!((done.status, done.exit_code, done.pid), (Status::Stopped as i32, 128, 0));
+    assert!(done.error.contains("/nonexistent/gantry-test"), "{}", done.error);
+    shim.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn kill_before_start_stops_a_container_that_never_ran() {
+    let d = Daemon::start("");
+    let b = bundle(&d, "never", &["sleep", "1000"]).await;
+    let (socket, log) = run_shim(&b, "never").expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    let err = shim.shutdown().await.expect_err("created");
+    assert!(err.to_string().contains("still running"), "{err}");
+    let mut waiter = ShimClient::connect(&socket).await.expect("second connection");
+    let wait = tokio::spawn(async move { waiter.wait().await });
+    let killed = shim.kill(9).await.expect("kill");
+    assert_eq!((killed.status, killed.exit_code, killed.exit_signal, killed.pid), (Status::Stopped as i32, 137, 9, 0));
+    let done = within(wait).await.expect("join").expect("wait");
+    assert_eq!(done.status, Status::Stopped as i32);
+    let err = shim.start().await.expect_err("stopped");
+    assert!(err.to_string().contains("not created"), "{err}");
+    assert!(log_lines(&log).is_empty());
+    shim.shutdown().await.expect("shutdown");
 }
