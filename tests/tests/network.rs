@@ -179,6 +179,19 @@ fn processes_naming(marker: &str, except: Option<u32>) -> Vec<String> {
     found
 }
 
+/// Processes naming `marker`, waiting up to 5 s for them to go: a shim
+/// gantryd told to shut down exits on its own, just after the call returns.
+fn processes_left(marker: &str, except: Option<u32>) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = processes_naming(marker, except);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn random_port() -> i32 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     30000 + (nanos % 2000) as i32
@@ -295,7 +308,7 @@ async fn a_failing_plugin_fails_the_pod_and_leaves_nothing_behind() {
     assert!(net.allocated_ips().is_empty(), "IP left allocated: {:?}", net.allocated_ips());
     assert!(net.bridge_ports().is_empty(), "veth left on the bridge: {:?}", net.bridge_ports());
     let marker = d.dir.path().display().to_string();
-    let left = processes_naming(&marker, d.pid());
+    let left = processes_left(&marker, d.pid());
     assert!(left.is_empty(), "processes left: {left:?}");
     let pods = cri.runtime.list_pod_sandbox(ListPodSandboxRequest::default()).await.expect("list").into_inner().items;
     assert!(pods.is_empty(), "{pods:?}");
@@ -307,7 +320,8 @@ async fn a_failing_plugin_fails_the_pod_and_leaves_nothing_behind() {
     let err = try_run_pod(&mut cri, pod_config(&d, "missing", vec![])).await.expect_err("no such plugin");
     assert!(err.message().contains("gantry-test-no-such-plugin"), "{err:?}");
     assert!(net.allocated_ips().is_empty() && net.bridge_ports().is_empty());
-    assert!(processes_naming(&marker, d.pid()).is_empty());
+    let left = processes_left(&marker, d.pid());
+    assert!(left.is_empty(), "processes left: {left:?}");
 }
 
 #[tokio::test]
