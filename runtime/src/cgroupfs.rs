@@ -215,6 +215,27 @@ mod tests {
     }
 
     #[test]
+    fn the_v2_freezer_freezes_and_thaws() {
+        // The cgroup2 tree of this host (hybrid here), used as if it were the only one.
+        let Some((mount, _)) = CgroupLayout::detect().unified else { return };
+        let only_v2 = CgroupLayout { v1: HashMap::new(), unified: Some((mount.clone(), vec![])) };
+        let name = format!("gantry-freeze-test-{}", std::process::id());
+        let dir = mount.join(&name);
+        if std::fs::create_dir(&dir).is_err() {
+            return; // not root: nothing to test
+        }
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        let moved = std::fs::write(dir.join("cgroup.procs"), child.id().to_string());
+        let froze = moved.is_ok() && only_v2.set_frozen(&name, true).is_ok() && only_v2.is_frozen(&name);
+        let thawed = only_v2.set_frozen(&name, false).is_ok() && !only_v2.is_frozen(&name);
+        let _ = child.kill();
+        let _ = child.wait();
+        let removed = std::fs::remove_dir(&dir);
+        assert!(moved.is_ok() && froze && thawed, "moved {moved:?}, froze {froze}, thawed {thawed}");
+        assert!(removed.is_ok(), "{removed:?}");
+    }
+
+    #[test]
     fn usage_of_this_process_cgroup_is_read() {
         // Whatever cgroup the test runs in has memory and CPU figures.
         let l = CgroupLayout::detect();
