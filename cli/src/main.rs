@@ -411,34 +411,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Import { changes, message, file, reference } => {
             let reference = reference.unwrap_or_default();
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-            let total = input.metadata().map(|m| m.len()).ok();
-            let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                use std::io::Read;
-                let mut input = input;
-                let (mut sent, mut first) = (0u64, true);
-                loop {
-                    let mut buf = vec![0u8; 1 << 20];
-                    let n = input.read(&mut buf)?;
-                    if n == 0 && !first {
-                        return Ok(());
-                    }
-                    buf.truncate(n);
-                    sent += n as u64;
-                    format::progress("Importing", sent, total);
-                    let mut chunk = ImportChunk { data: buf, ..Default::default() };
-                    if first {
-                        (chunk.reference, chunk.changes, chunk.message) =
-                            (reference.clone(), changes.clone(), message.clone());
-                        first = false;
-                    }
-                    if tx.blocking_send(chunk).is_err() || n == 0 {
-                        return Ok(());
-                    }
+            let mut first = true;
+            let (chunks, reader) = send_file(&file, "Importing", move |data| {
+                let mut chunk = ImportChunk { data, ..Default::default() };
+                // The first chunk carries the name and the changes.
+                if std::mem::take(&mut first) {
+                    (chunk.reference, chunk.changes, chunk.message) =
+                        (reference.clone(), changes.clone(), message.clone());
                 }
-            });
-            let result = c.gantry.import(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+                chunk
+            })?;
+            let result = c.gantry.import(chunks).await;
             format::progress_done();
             reader.await??;
             let id = result.map_err(refused)?.into_inner().id;
@@ -477,29 +460,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         Command::Load { input } => {
-            let file = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;
-            let total = file.metadata().map(|m| m.len()).ok();
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            // Read on a blocking thread, sent in 1 MiB chunks as the call goes.
-            let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                use std::io::Read;
-                let mut file = file;
-                let mut sent = 0u64;
-                loop {
-                    let mut buf = vec![0u8; 1 << 20];
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    buf.truncate(n);
-                    sent += n as u64;
-                    format::progress("Loading", sent, total);
-                    if tx.blocking_send(ArchiveChunk { data: buf }).is_err() {
-                        return Ok(());
-                    }
-                }
-            });
-            let result = c.gantry.load(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+            let (chunks, reader) = send_file(&input, "Loading", |data| ArchiveChunk { data })?;
+            let result = c.gantry.load(chunks).await;
             format::progress_done();
             reader.await??;
             let loaded = result.map_err(refused)?.into_inner().images;
@@ -592,6 +554,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+type Chunks<T> = tokio_stream::wrappers::ReceiverStream<T>;
+
+/// Reads `path` on a blocking thread and streams it in 1 MiB chunks (at
+/// least one, even for an empty file), made into messages by `make`.
+fn send_file<T: Send + 'static>(
+    path: &std::path::Path,
+    what: &'static str,
+    mut make: impl FnMut(Vec<u8>) -> T + Send + 'static,
+) -> anyhow::Result<(Chunks<T>, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let total = file.metadata().map(|m| m.len()).ok();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut sent = 0u64;
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = file.read(&mut buf)?;
+            if n == 0 && sent > 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            sent += n as u64;
+            format::progress(what, sent, total);
+            // The call ended early (refused): it says why.
+            if tx.blocking_send(make(buf)).is_err() || n == 0 {
+                return Ok(());
+            }
+        }
+    });
+    Ok((tokio_stream::wrappers::ReceiverStream::new(rx), reader))
 }
 
 /// Writes a streamed archive beside `output` and renames it into place, so

@@ -417,15 +417,7 @@ impl Shim {
                 cg.kill_all();
             }
         }
-        self.save();
-        // Attached clients get everything written so far, then the end.
-        self.broadcast(&attach::frame(attach::EXITED, &[]));
-        self.attached.clear();
-        let state = self.state.clone();
-        for c in self.conns.iter_mut().filter(|c| c.waiting) {
-            c.waiting = false;
-            let _ = c.stream.write_all(&frame(&Response { kind: Some(response::Kind::State(state.clone())) }));
-        }
+        self.announce_stop();
     }
 
     fn read_conn(&mut self, i: usize) {
@@ -535,6 +527,19 @@ impl Shim {
         }
     }
 
+    /// The container is Stopped: the state goes to disk, attached clients get
+    /// everything written so far and then the end, waiters their answer.
+    fn announce_stop(&mut self) {
+        self.save();
+        self.broadcast(&attach::frame(attach::EXITED, &[]));
+        self.attached.clear();
+        let state = self.state.clone();
+        for c in self.conns.iter_mut().filter(|c| c.waiting) {
+            c.waiting = false;
+            let _ = c.stream.write_all(&frame(&Response { kind: Some(response::Kind::State(state.clone())) }));
+        }
+    }
+
     /// A Kill before Start: the container is over without having run.
     fn stopped_before_start(&mut self, sig: Signal) {
         // Signals whose default action is to ignore them would not have
@@ -547,14 +552,7 @@ impl Shim {
         self.state.exit_code = 128 + sig as i32;
         self.state.exit_signal = sig as i32;
         self.state.finished_at = now_nanos();
-        self.save();
-        self.broadcast(&attach::frame(attach::EXITED, &[]));
-        self.attached.clear();
-        let state = self.state.clone();
-        for c in self.conns.iter_mut().filter(|c| c.waiting) {
-            c.waiting = false;
-            let _ = c.stream.write_all(&frame(&Response { kind: Some(response::Kind::State(state.clone())) }));
-        }
+        self.announce_stop();
     }
 
     /// Start could not make the container's process: it ends here, with
@@ -565,14 +563,7 @@ impl Shim {
         self.state.exit_code = 128;
         self.state.started_at = now_nanos();
         self.state.finished_at = self.state.started_at;
-        self.save();
-        self.broadcast(&attach::frame(attach::EXITED, &[]));
-        self.attached.clear();
-        let state = self.state.clone();
-        for c in self.conns.iter_mut().filter(|c| c.waiting) {
-            c.waiting = false;
-            let _ = c.stream.write_all(&frame(&Response { kind: Some(response::Kind::State(state.clone())) }));
-        }
+        self.announce_stop();
         Self::error_reply(msg)
     }
 

@@ -105,6 +105,23 @@ impl RegistryClient {
         Ok(RegistryClient { client, hosts: Arc::new(hosts) })
     }
 
+    /// A session on one endpoint for `reference`'s repository. A raw
+    /// registry token is sent from the first request; other credentials
+    /// answer the registry's challenge.
+    fn session(&self, endpoint: Endpoint, reference: &Reference, credentials: &Credentials) -> Arc<RepoSession> {
+        Arc::new(RepoSession {
+            client: self.client.clone(),
+            endpoint,
+            repository: reference.repository.clone(),
+            reference: reference.to_string(),
+            credentials: credentials.clone(),
+            authorization: Mutex::new(match credentials {
+                Credentials::RegistryToken(t) => Some(format!("Bearer {t}")),
+                _ => None,
+            }),
+        })
+    }
+
     /// Resolves `reference` to its top-level manifest, trying each endpoint
     /// (mirrors first) until one has it. Returns the session to fetch the rest from.
     pub async fn resolve(
@@ -115,17 +132,7 @@ impl RegistryClient {
         let endpoints = self.hosts.endpoints(&reference.registry);
         let mut best: Option<RegistryError> = None;
         for endpoint in endpoints {
-            let session = Arc::new(RepoSession {
-                client: self.client.clone(),
-                endpoint: endpoint.clone(),
-                repository: reference.repository.clone(),
-                reference: reference.to_string(),
-                credentials: credentials.clone(),
-                authorization: Mutex::new(match credentials {
-                    Credentials::RegistryToken(t) => Some(format!("Bearer {t}")),
-                    _ => None,
-                }),
-            });
+            let session = self.session(endpoint.clone(), reference, credentials);
             let expected = reference.digest.clone();
             match session.fetch_manifest(&reference.manifest_reference(), expected.as_ref()).await {
                 Ok(m) => return Ok((session, m)),

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use tokio::io::AsyncReadExt;
-use tokio::sync::Mutex;
 
 use super::{error_detail, Credentials, RegistryClient, RegistryError, RepoSession};
 use crate::reference::{Digest, Reference};
@@ -39,17 +38,7 @@ impl RegistryClient {
             .into_iter()
             .find(|e| !e.mirror)
             .ok_or_else(|| RegistryError::NoEndpoint { reference: reference.to_string() })?;
-        Ok(Arc::new(RepoSession {
-            client: self.client.clone(),
-            endpoint,
-            repository: reference.repository.clone(),
-            reference: reference.to_string(),
-            credentials: credentials.clone(),
-            authorization: Mutex::new(match credentials {
-                Credentials::RegistryToken(t) => Some(format!("Bearer {t}")),
-                _ => None,
-            }),
-        }))
+        Ok(self.session(endpoint, reference, credentials))
     }
 }
 

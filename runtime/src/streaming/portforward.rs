@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::session::{Closer, SpdyStream, StreamWriter};
+use super::session::{pump_in, pump_out, Closer, SpdyStream};
 use crate::runtime::Runtime;
 
 #[derive(Default)]
@@ -51,24 +51,6 @@ pub async fn serve(runtime: &Arc<Runtime>, sandbox_id: &str, mut incoming: mpsc:
     closer.shutdown().await;
 }
 
-async fn pump_out(mut from: impl AsyncRead + Unpin, to: StreamWriter) {
-    let mut buf = vec![0u8; 32 << 10];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 || !to.send(&buf[..n]).await {
-            break;
-        }
-    }
-}
-
-async fn pump_in(mut from: mpsc::Receiver<Vec<u8>>, mut to: impl AsyncWrite + Unpin) {
-    while let Some(data) = from.recv().await {
-        if to.write_all(&data).await.is_err() {
-            return;
-        }
-    }
-    let _ = to.shutdown().await;
-}
-
 async fn forward(mut command: tokio::process::Command, pod: &str, port: &str, mut data: SpdyStream, error: SpdyStream) {
     let failure = match port.parse::<u16>() {
         Ok(p) if p > 0 => relay(&mut command, &mut data).await.err(),
@@ -89,8 +71,7 @@ async fn relay(command: &mut tokio::process::Command, data: &mut SpdyStream) -> 
     else {
         return Err("gantry-shim port-forward has no pipes".into());
     };
-    let (_, closed) = mpsc::channel(1);
-    let input = std::mem::replace(&mut data.incoming, closed);
+    let input = data.take_input();
     let feeding = tokio::spawn(pump_in(input, stdin));
     pump_out(stdout, data.out.clone()).await;
     let status = child.wait().await.map_err(|e| format!("waiting for gantry-shim port-forward: {e}"))?;

@@ -9,10 +9,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::session::{Closer, SpdyStream, StreamWriter};
+use super::session::{pump_in, pump_out, Closer, SpdyStream};
 use crate::runtime::Runtime;
 
 /// How long the client has to open the streams it announced.
@@ -51,6 +51,27 @@ struct TerminalSize {
     width: u16,
     #[serde(rename = "Height")]
     height: u16,
+}
+
+/// Decodes the resize stream: JSON objects, one per change, possibly split
+/// across frames or several in one.
+#[derive(Default)]
+struct SizeDecoder {
+    pending: Vec<u8>,
+}
+
+impl SizeDecoder {
+    fn feed(&mut self, data: &[u8]) -> Vec<TerminalSize> {
+        self.pending.extend_from_slice(data);
+        let mut de = serde_json::Deserializer::from_slice(&self.pending).into_iter::<TerminalSize>();
+        let (mut sizes, mut used) = (vec![], 0);
+        while let Some(Ok(size)) = de.next() {
+            sizes.push(size);
+            used = de.byte_offset();
+        }
+        self.pending.drain(..used);
+        sizes
+    }
 }
 
 async fn collect(opts: &Options, incoming: &mut mpsc::Receiver<SpdyStream>) -> Option<Streams> {
@@ -104,33 +125,6 @@ fn status_message(version: &str, cmd: &[String], exit_code: Option<i32>, error: 
         }
     };
     status.to_string().into_bytes()
-}
-
-/// Relays one output of the command to its stream until EOF.
-async fn pump_out(mut from: impl AsyncRead + Unpin, to: StreamWriter) {
-    let mut buf = vec![0u8; 32 << 10];
-    loop {
-        match from.read(&mut buf).await {
-            // A pty master reads EIO once the last slave is closed: its EOF.
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if !to.send(&buf[..n]).await {
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Relays the client's stdin to the command; closing it at the client's FIN.
-async fn pump_in(mut from: mpsc::Receiver<Vec<u8>>, mut to: impl AsyncWrite + Unpin) {
-    while let Some(data) = from.recv().await {
-        if to.write_all(&data).await.is_err() {
-            return;
-        }
-        let _ = to.flush().await;
-    }
-    let _ = to.shutdown().await;
 }
 
 struct Pty {
@@ -235,7 +229,7 @@ async fn relay_attach(runtime: &Arc<Runtime>, id: &str, s: &mut Streams) -> Resu
     let to_shim = Arc::new(tokio::sync::Mutex::new(to_shim));
     let mut inputs = tokio::task::JoinSet::new();
     if let Some(stdin) = s.stdin.as_mut() {
-        let mut input = take_input(stdin);
+        let mut input = stdin.take_input();
         let to_shim = to_shim.clone();
         inputs.spawn(async move {
             while let Some(data) = input.recv().await {
@@ -249,21 +243,16 @@ async fn relay_attach(runtime: &Arc<Runtime>, id: &str, s: &mut Streams) -> Resu
         });
     }
     if let Some(resize) = s.resize.as_mut() {
-        let mut sizes = take_input(resize);
+        let mut sizes = resize.take_input();
         let to_shim = to_shim.clone();
         inputs.spawn(async move {
-            let mut pending = Vec::new();
+            let mut decoder = SizeDecoder::default();
             while let Some(data) = sizes.recv().await {
-                pending.extend_from_slice(&data);
-                let mut de = serde_json::Deserializer::from_slice(&pending).into_iter::<TerminalSize>();
-                let mut used = 0;
-                while let Some(Ok(size)) = de.next() {
+                for size in decoder.feed(&data) {
                     let mut payload = size.width.to_be_bytes().to_vec();
                     payload.extend_from_slice(&size.height.to_be_bytes());
                     let _ = to_shim.lock().await.write_all(&attach::frame(attach::RESIZE, &payload)).await;
-                    used = de.byte_offset();
                 }
-                pending.drain(..used);
             }
         });
     }
@@ -293,12 +282,6 @@ async fn relay_attach(runtime: &Arc<Runtime>, id: &str, s: &mut Streams) -> Resu
     outcome
 }
 
-/// The client's input on `stream`, taken out of it.
-fn take_input(stream: &mut SpdyStream) -> mpsc::Receiver<Vec<u8>> {
-    let (_, closed) = mpsc::channel(1);
-    std::mem::replace(&mut stream.incoming, closed)
-}
-
 /// Runs the command with the streams attached; its exit code.
 async fn run(
     runtime: &Arc<Runtime>,
@@ -323,26 +306,20 @@ async fn run(
             tasks.spawn(pump_out(tokio::fs::File::from_std(clone(&pty.master)?), stdout.out.clone()));
         }
         if let Some(stdin) = s.stdin.as_mut() {
-            let input = take_input(stdin);
+            let input = stdin.take_input();
             let master = tokio::fs::File::from_std(clone(&pty.master)?);
             // Not joined: the client may keep stdin open after the command ended.
             tokio::spawn(pump_in(input, master));
         }
         if let Some(resize) = s.resize.as_mut() {
-            let mut sizes = take_input(resize);
+            let mut sizes = resize.take_input();
             let master = pty.master;
             tokio::spawn(async move {
-                let mut pending = Vec::new();
+                let mut decoder = SizeDecoder::default();
                 while let Some(data) = sizes.recv().await {
-                    pending.extend_from_slice(&data);
-                    // One JSON object per line, or back to back.
-                    let mut de = serde_json::Deserializer::from_slice(&pending).into_iter::<TerminalSize>();
-                    let mut used = 0;
-                    while let Some(Ok(size)) = de.next() {
+                    for size in decoder.feed(&data) {
                         set_size(&master, &size);
-                        used = de.byte_offset();
                     }
-                    pending.drain(..used);
                 }
             });
         }
@@ -359,7 +336,7 @@ async fn run(
             tasks.spawn(pump_out(err, stream.out.clone()));
         }
         if let (Some(input), Some(stream)) = (child.stdin.take(), s.stdin.as_mut()) {
-            tokio::spawn(pump_in(take_input(stream), input));
+            tokio::spawn(pump_in(stream.take_input(), input));
         }
         child
     };

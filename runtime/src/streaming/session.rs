@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::spdy::{Frame, FrameReader, FrameWriter, Headers, RST_CANCEL};
@@ -25,6 +25,34 @@ impl SpdyStream {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
+
+    /// The client's input on this stream, taken out of it (to hand to a task).
+    pub fn take_input(&mut self) -> mpsc::Receiver<Vec<u8>> {
+        let (_, closed) = mpsc::channel(1);
+        std::mem::replace(&mut self.incoming, closed)
+    }
+}
+
+/// Relays a local output to a stream until EOF (a pty master's EIO, once
+/// the last slave is closed, counts as EOF) or until the client is gone.
+pub async fn pump_out(mut from: impl AsyncRead + Unpin, to: StreamWriter) {
+    let mut buf = vec![0u8; 32 << 10];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || !to.send(&buf[..n]).await {
+            break;
+        }
+    }
+}
+
+/// Relays a stream's input to a local writer, shutting it at the client's FIN.
+pub async fn pump_in(mut from: mpsc::Receiver<Vec<u8>>, mut to: impl AsyncWrite + Unpin) {
+    while let Some(data) = from.recv().await {
+        if to.write_all(&data).await.is_err() {
+            return;
+        }
+        let _ = to.flush().await;
+    }
+    let _ = to.shutdown().await;
 }
 
 /// Sends data on one stream.
