@@ -12,6 +12,7 @@ pub mod shim_client;
 pub mod spec;
 pub mod stats;
 pub mod streaming;
+pub mod userns;
 
 pub use runtime::Runtime;
 pub use service::CriRuntimeService;

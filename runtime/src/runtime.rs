@@ -80,6 +80,11 @@ impl SandboxRecord {
         pod_cgroup(&self.config, id)
     }
 
+    /// The pod's own user namespace, if it has one (checked at RunPodSandbox).
+    pub fn id_maps(&self) -> Option<crate::userns::PodIdMaps> {
+        crate::userns::for_pod(&self.config).ok().flatten()
+    }
+
     pub fn namespace_mode(&self, which: fn(&k8s_cri::v1::NamespaceOption) -> i32) -> i32 {
         self.config
             .linux
@@ -286,6 +291,7 @@ impl Runtime {
         if meta.name.is_empty() || meta.namespace.is_empty() {
             return Err(RuntimeError::InvalidArgument("pod sandbox metadata needs a name and a namespace".into()));
         }
+        crate::userns::for_pod(&config)?;
         {
             let sandboxes = self.sandboxes.lock().await;
             if let Some(other) = sandboxes.values().find(|s| s.config.metadata.as_ref() == Some(&meta)) {
@@ -323,7 +329,12 @@ impl Runtime {
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
         let node = NamespaceMode::Node as i32;
+        let id_maps = crate::userns::for_pod(&config)?;
         let mut namespaces = vec![];
+        // First, so that the pod's other namespaces belong to it.
+        if id_maps.is_some() {
+            namespaces.push(serde_json::json!({"type": "user"}));
+        }
         if opts.network != node {
             namespaces.push(serde_json::json!({"type": "network"}));
             namespaces.push(serde_json::json!({"type": "uts"}));
@@ -338,7 +349,7 @@ impl Runtime {
             namespaces.push(serde_json::json!({"type": "pid"}));
         }
         let hostname = if opts.network == node { String::new() } else { config.hostname.clone() };
-        let spec = serde_json::json!({
+        let mut spec = serde_json::json!({
             "ociVersion": "1.1.0",
             // Only what bringing up loopback needs.
             "process": {
@@ -352,6 +363,11 @@ impl Runtime {
             // usage and limits include it.
             "linux": {"namespaces": namespaces, "cgroupsPath": pod_cgroup(&config, id)},
         });
+        if let Some(maps) = id_maps {
+            let (uids, gids) = maps.oci();
+            spec["linux"]["uidMappings"] = uids;
+            spec["linux"]["gidMappings"] = gids;
+        }
         fsutil::write_atomic(&dir.join("config.json"), spec.to_string().as_bytes())
             .map_err(|e| internal("writing sandbox spec")(&e))?;
         self.write_etc_files(dir, &config)?;
@@ -620,7 +636,14 @@ impl Runtime {
             .snapshotter()
             .prepare_rw(id, chains)
             .map_err(|e| internal("preparing the writable layer")(&e))?;
-        layout.mount(&rootfs).map_err(|e| internal("mounting the rootfs")(&e))?;
+        let id_maps = sandbox.id_maps();
+        crate::userns::check_container(config, id_maps)?;
+        if id_maps.is_some() {
+            // Every layer ID-mapped into the pod's user namespace.
+            self.mount_idmapped_rootfs(&layout, &rootfs, sandbox.pause_pid, id_maps).await?;
+        } else {
+            layout.mount(&rootfs).map_err(|e| internal("mounting the rootfs")(&e))?;
+        }
 
         let security = config.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default();
         if let Some(g) = security.run_as_group.as_ref() {
@@ -670,6 +693,7 @@ impl Runtime {
             host_pid: sandbox.namespace_mode(|n| n.pid) == node,
             etc_files: &etc,
             sysctls: &sysctls,
+            id_maps,
         };
         let cgroups_path = sandbox.container_cgroup(id);
         let oci = spec::build(config, image_ref, image_config, &pod, &who, &cgroups_path).map_err(|e| match e {
@@ -687,6 +711,38 @@ impl Runtime {
         launch_shim(&self.shim_binary, id, dir, &self.socket_path(id), &log_path).await?;
         let stop_signal = image_config.stop_signal.clone().unwrap_or_default();
         Ok((log_path.display().to_string(), stop_signal, who))
+    }
+
+    /// `gantry-shim mount-rootfs`: the overlay with every layer ID-mapped
+    /// into the user namespace of the pod's pause process.
+    async fn mount_idmapped_rootfs(
+        &self,
+        layout: &gantry_imageservice::snapshot::RootfsLayout,
+        target: &Path,
+        pause_pid: u32,
+        id_maps: Option<crate::userns::PodIdMaps>,
+    ) -> Result<(), RuntimeError> {
+        let rw =
+            layout.upperdir.parent().ok_or_else(|| RuntimeError::Internal("writable layer has no parent".into()))?;
+        // The writable layer is not ID-mapped (see gantry-shim's userns):
+        // its root, the container's `/`, belongs to the container's root.
+        if let Some(maps) = id_maps {
+            std::os::unix::fs::chown(&layout.upperdir, Some(maps.uid.host_id), Some(maps.gid.host_id))
+                .map_err(|e| internal("giving the writable layer to the container's root")(&e))?;
+        }
+        let mut cmd = tokio::process::Command::new(&self.shim_binary);
+        cmd.arg("mount-rootfs").arg("--userns").arg(format!("/proc/{pause_pid}/ns/user")).arg("--rw").arg(rw);
+        for lower in &layout.lowerdirs {
+            cmd.arg("--lower").arg(lower);
+        }
+        let out = cmd.arg(target).output().await.map_err(|e| internal("running gantry-shim mount-rootfs")(&e))?;
+        if !out.status.success() {
+            return Err(RuntimeError::Internal(format!(
+                "mounting the ID-mapped rootfs: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
     }
 
     /// Undoes a container's files: shim, mount, writable layer, bundle.

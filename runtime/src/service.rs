@@ -251,7 +251,7 @@ impl RuntimeService for CriRuntimeService {
             // The default (unnamed) handler; user namespaces are not done yet.
             runtime_handlers: vec![RuntimeHandler {
                 name: String::new(),
-                features: Some(RuntimeHandlerFeatures { recursive_read_only_mounts: true, user_namespaces: false }),
+                features: Some(RuntimeHandlerFeatures { recursive_read_only_mounts: true, user_namespaces: true }),
             }],
             features: Some(RuntimeFeatures { supplemental_groups_policy: true }),
         }))

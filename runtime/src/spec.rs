@@ -240,6 +240,8 @@ pub struct PodContext<'a> {
     pub etc_files: &'a [(&'a str, std::path::PathBuf)],
     /// The pod's namespaced sysctls.
     pub sysctls: &'a std::collections::HashMap<String, String>,
+    /// The pod's own user namespace, if any.
+    pub id_maps: Option<crate::userns::PodIdMaps>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -319,10 +321,12 @@ pub fn build(
         .unwrap_or_else(|| "/".into());
     let security = config.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default();
 
+    // The tty group (5) as the host knows it: devpts is mounted from the host's side.
+    let tty_gid = format!("gid={}", pod.id_maps.map_or(Some(5), |m| m.gid.host_of(5)).unwrap_or(5));
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", tty_gid]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
@@ -378,6 +382,9 @@ pub fn build(
     } else if pid_mode == NamespaceMode::Pod as i32 && !pod.host_pid {
         namespaces.push(json!({"type": "pid", "path": ns_path("pid")}));
     }
+    if pod.id_maps.is_some() {
+        namespaces.push(json!({"type": "user", "path": ns_path("user")}));
+    }
 
     let caps = capabilities(&security)?;
     let ambient: Vec<String> = security
@@ -409,7 +416,7 @@ pub fn build(
     // host's (as runc's rootfsPropagation), else its mounts cannot propagate.
     let any_bidirectional = config.mounts.iter().any(|m| m.propagation == 2);
     let rootfs_propagation = if any_bidirectional { "rshared" } else { "rslave" };
-    let spec: Value = json!({
+    let mut spec: Value = json!({
         "ociVersion": "1.1.0",
         "process": process,
         "root": {"path": "rootfs", "readonly": security.readonly_rootfs},
@@ -427,6 +434,11 @@ pub fn build(
             "readonlyPaths": paths_to_protect(security.privileged, &security.readonly_paths, DEFAULT_READONLY_PATHS),
         },
     });
+    if let Some(maps) = pod.id_maps {
+        let (uids, gids) = maps.oci();
+        spec["linux"]["uidMappings"] = uids;
+        spec["linux"]["gidMappings"] = gids;
+    }
     serde_json::from_value(spec).map_err(|e| SpecError::Oci(e.to_string()))
 }
 

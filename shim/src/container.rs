@@ -152,12 +152,12 @@ fn intermediate(
     start_r: OwnedFd,
     io: ChildIo,
 ) -> Result<(), String> {
-    enter_namespaces(spec)?;
+    let userns = enter_namespaces(spec)?;
     // SAFETY: still single-threaded (a fork of the single-threaded shim).
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(pid_w);
-            if let Err(msg) = init(bundle, spec, status, start_r, io) {
+            if let Err(msg) = init(bundle, spec, status, start_r, io, userns) {
                 let _ = status.write_all(format!("E{msg}").as_bytes());
             }
             std::process::exit(127);
@@ -178,15 +178,28 @@ fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags, String> {
         LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
         LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
         LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
-        other => return Err(format!("namespace type {other} is not supported yet")),
+        other => return Err(format!("namespace type {other} is not supported")),
     })
 }
 
 /// Joins the namespaces the spec names by path (a pod's), creates the others.
-fn enter_namespaces(spec: &Spec) -> Result<(), String> {
+/// A user namespace to create comes first, so that the others belong to it;
+/// one to join is returned open, for the init to join last (see `userns`).
+fn enter_namespaces(spec: &Spec) -> Result<Option<File>, String> {
     let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    if namespaces.iter().any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none()) {
+        crate::userns::unshare_mapped(spec)?;
+    }
+    let mut pod_userns = None;
     let mut new = CloneFlags::empty();
     for ns in &namespaces {
+        if ns.typ() == LinuxNamespaceType::User {
+            if let Some(path) = ns.path() {
+                let f = File::open(path).map_err(|e| format!("opening namespace {}: {e}", path.display()))?;
+                pod_userns = Some(f);
+            }
+            continue;
+        }
         let flag = ns_flag(ns.typ())?;
         match ns.path() {
             Some(path) => {
@@ -196,11 +209,20 @@ fn enter_namespaces(spec: &Spec) -> Result<(), String> {
             None => new |= flag,
         }
     }
-    unshare(new).map_err(|e| format!("unshare({new:?}): {e}"))
+    unshare(new).map_err(|e| format!("unshare({new:?}): {e}"))?;
+    Ok(pod_userns)
 }
 
-/// In the container's init: stdio, rootfs, hostname; wait for start; exec.
-fn init(bundle: &Path, spec: &Spec, status: &mut File, start_r: OwnedFd, io: ChildIo) -> Result<(), String> {
+/// In the container's init: stdio, rootfs, hostname, the pod's user
+/// namespace; wait for start; exec.
+fn init(
+    bundle: &Path,
+    spec: &Spec,
+    status: &mut File,
+    start_r: OwnedFd,
+    io: ChildIo,
+    userns: Option<File>,
+) -> Result<(), String> {
     // The shim blocks SIGCHLD for its signalfd; the container must not inherit that.
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(|e| format!("sigprocmask: {e}"))?;
     restore_default_signals()?;
@@ -235,6 +257,10 @@ fn init(bundle: &Path, spec: &Spec, status: &mut File, start_r: OwnedFd, io: Chi
         if !h.is_empty() {
             sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
         }
+    }
+    // Last: from here on we are root in the pod's user namespace only.
+    if let Some(ns) = userns {
+        crate::userns::join(&ns)?;
     }
 
     status.write_all(b"R").map_err(|e| format!("reporting ready: {e}"))?;
@@ -540,6 +566,7 @@ fn setup_rootfs(bundle: &Path, spec: &Spec) -> Result<(), String> {
     if mounts.iter().any(|m| m.destination() == Path::new("/dev")) {
         populate_dev(&root, spec)?;
     }
+    give_dev_to_mapped_root(&root, spec)?;
     chdir(&root).map_err(|e| format!("chdir rootfs: {e}"))?;
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     // The old root is stacked on the new one; detach it.
@@ -572,7 +599,27 @@ fn setup_rootfs(bundle: &Path, spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
-/// Hides a path: /dev/null over a file, an empty read-only tmpfs over a dir.
+/// In a user namespace the container's root is some other host user: the
+/// tmpfs dirs it would own in an ordinary container (/dev, /dev/shm,
+/// /dev/mqueue) go to that user, as when runc mounts them inside.
+fn give_dev_to_mapped_root(root: &Path, spec: &Spec) -> Result<(), String> {
+    let Some(linux) = spec.linux() else { return Ok(()) };
+    let in_userns = linux.namespaces().iter().flatten().any(|ns| ns.typ() == LinuxNamespaceType::User);
+    if !in_userns {
+        return Ok(());
+    }
+    let uid = crate::userns::host_id(linux.uid_mappings().as_deref().unwrap_or_default(), 0);
+    let gid = crate::userns::host_id(linux.gid_mappings().as_deref().unwrap_or_default(), 0);
+    for dir in ["dev", "dev/shm", "dev/mqueue"] {
+        let path = root.join(dir);
+        if path.is_dir() {
+            nix::unistd::chown(&path, uid.map(Uid::from_raw), gid.map(Gid::from_raw))
+                .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The mount point `path` lives on (the longest mount point that is a prefix).
 fn mount_point_of(path: &Path) -> Option<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
@@ -583,6 +630,7 @@ fn mount_point_of(path: &Path) -> Option<PathBuf> {
         .max_by_key(|m| m.as_os_str().len())
 }
 
+/// Hides a path: /dev/null over a file, an empty read-only tmpfs over a dir.
 fn mask_path(p: &Path) -> Result<(), String> {
     let Ok(meta) = fs::symlink_metadata(p) else { return Ok(()) };
     let r = if meta.is_dir() {

@@ -72,15 +72,18 @@ pub fn run(args: &[String]) -> ! {
     std::process::exit(code)
 }
 
-/// The namespaces an exec joins, mount last: joining it changes our root
-/// to the container's, after which the host's /proc is out of reach.
-const NAMESPACES: [(&str, CloneFlags); 6] = [
+/// The namespaces an exec joins. Mount comes late: joining it changes our
+/// root to the container's, after which the host's /proc is out of reach.
+/// A pod's user namespace comes last, as the container's init joins it:
+/// once in it, we hold no privilege over the others.
+const NAMESPACES: [(&str, CloneFlags); 7] = [
     ("cgroup", CloneFlags::CLONE_NEWCGROUP),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),
     ("pid", CloneFlags::CLONE_NEWPID),
     ("mnt", CloneFlags::CLONE_NEWNS),
+    ("user", CloneFlags::CLONE_NEWUSER),
 ];
 
 fn exec(o: &Options) -> Result<i32, (i32, String)> {

@@ -7,6 +7,7 @@
 //!        gantry-shim pause   (a pod sandbox's process, see `pause`)
 //!        gantry-shim exec …  (one more process in a container, see `exec`)
 //!        gantry-shim port-forward …  (a connection into a pod, see `portforward`)
+//!        gantry-shim mount-rootfs …  (an ID-mapped rootfs, see `userns`)
 //!
 //! It detaches at once (own session, re-parented to init or the nearest
 //! subreaper) and prints one line on stdout before the launching process
@@ -22,6 +23,7 @@ mod portforward;
 mod privileges;
 mod seccomp;
 mod server;
+mod userns;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -74,6 +76,10 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("exec") {
         let rest: Vec<String> = std::env::args().skip(2).collect();
         exec::run(&rest);
+    }
+    if std::env::args().nth(1).as_deref() == Some("mount-rootfs") {
+        let rest: Vec<String> = std::env::args().skip(2).collect();
+        userns::run_mount_rootfs(&rest);
     }
     if std::env::args().nth(1).as_deref() == Some("port-forward") {
         let rest: Vec<String> = std::env::args().skip(2).collect();

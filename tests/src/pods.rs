@@ -37,9 +37,13 @@ pub async fn setup(d: &Daemon) -> Cri {
 }
 
 pub async fn run_pod(cri: &mut Cri, d: &Daemon, name: &str, pid: NamespaceMode) -> Pod {
+    run_pod_config(cri, pod_config(d, name, pid)).await.expect("run pod sandbox")
+}
+
+/// The pod `run_pod` makes, for tests that change something first.
+pub fn pod_config(d: &Daemon, name: &str, pid: NamespaceMode) -> PodSandboxConfig {
     let logs = d.dir.path().join("pod-logs").join(name);
-    std::fs::create_dir_all(&logs).expect("log dir");
-    let config = PodSandboxConfig {
+    PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.into(),
             namespace: "default".into(),
@@ -58,15 +62,19 @@ pub async fn run_pod(cri: &mut Cri, d: &Daemon, name: &str, pid: NamespaceMode) 
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
+
+pub async fn run_pod_config(cri: &mut Cri, config: PodSandboxConfig) -> Result<Pod, tonic::Status> {
+    let logs = PathBuf::from(&config.log_directory);
+    std::fs::create_dir_all(&logs).expect("log dir");
     let id = cri
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest { config: Some(config), ..Default::default() })
-        .await
-        .expect("run pod sandbox")
+        .await?
         .into_inner()
         .pod_sandbox_id;
-    Pod { id, logs }
+    Ok(Pod { id, logs })
 }
 
 /// A container as kubelet describes one: its own PID namespace.
