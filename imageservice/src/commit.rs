@@ -8,7 +8,6 @@
 
 use std::fs;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,6 +20,7 @@ use crate::pull::{LayerError, LayerJob};
 use crate::reference::{Digest, Reference};
 use crate::snapshot::chain_ids;
 use crate::store::{ImageStore, StoreError};
+use crate::tree_tar::{append_tree, IdShift, Marks};
 
 const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -46,51 +46,11 @@ pub struct CommitOptions {
     pub changes: Vec<String>,
 }
 
-/// Writes `.wh.` markers and the upper directory's entries as a layer tar.
-fn layer_tar(upper: &Path, out: impl Write) -> io::Result<()> {
+/// The upper directory as a layer tar, deletions as whiteouts.
+fn layer_tar(upper: &Path, shift: Option<IdShift>, out: impl Write) -> io::Result<()> {
     let mut tar = tar::Builder::new(out);
-    tar.follow_symlinks(false);
-    let mut stack = vec![upper.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let mut entries: Vec<_> = fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let path = e.path();
-            let rel = path.strip_prefix(upper).map_err(io::Error::other)?.to_path_buf();
-            let meta = fs::symlink_metadata(&path)?;
-            let ft = meta.file_type();
-            if ft.is_char_device() && meta.rdev() == 0 {
-                let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let marker = rel.with_file_name(format!(".wh.{name}"));
-                append_empty(&mut tar, &marker)?;
-                continue;
-            }
-            if ft.is_dir() {
-                let mut h = tar::Header::new_gnu();
-                h.set_metadata(&meta);
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_size(0);
-                tar.append_data(&mut h, &rel, io::empty())?;
-                let opaque = xattr::get(&path, "trusted.overlay.opaque").ok().flatten();
-                if opaque.as_deref() == Some(b"y") {
-                    append_empty(&mut tar, &rel.join(".wh..wh..opq"))?;
-                }
-                stack.push(path);
-                continue;
-            }
-            tar.append_path_with_name(&path, &rel)?;
-        }
-    }
+    append_tree(&mut tar, upper, Marks::Whiteouts, shift)?;
     tar.into_inner()?.flush()
-}
-
-fn append_empty(tar: &mut tar::Builder<impl Write>, path: &Path) -> io::Result<()> {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(0);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    tar.append_data(&mut h, path, io::empty())
 }
 
 /// A `Write` that hashes what passes through.
@@ -181,10 +141,13 @@ fn now_rfc3339() -> String {
 
 impl ImageStore {
     /// Makes a new image from `parent` and the container changes in `upper`.
+    /// `shift`: the host IDs `upper` holds for a container in a pod user
+    /// namespace, written back as the container's.
     pub async fn commit(
         self: &std::sync::Arc<Self>,
         parent: &ImageRecord,
         upper: &Path,
+        shift: Option<IdShift>,
         opts: &CommitOptions,
     ) -> Result<ImageRecord, CommitError> {
         let reference = match opts.reference.as_str() {
@@ -202,7 +165,7 @@ impl ImageStore {
         let this = std::sync::Arc::clone(self);
         let (upper, parent, opts) = (upper.to_path_buf(), parent.clone(), opts.clone());
         let record =
-            tokio::task::spawn_blocking(move || this.commit_blocking(&parent, &upper, config, &opts, reference))
+            tokio::task::spawn_blocking(move || this.commit_blocking(&parent, &upper, shift, config, &opts, reference))
                 .await
                 .map_err(|e| CommitError::Io(io::Error::other(e.to_string())))??;
         self.usage_changed();
@@ -213,11 +176,12 @@ impl ImageStore {
         &self,
         parent: &ImageRecord,
         upper: &Path,
+        shift: Option<IdShift>,
         config: Value,
         opts: &CommitOptions,
         reference: Option<Reference>,
     ) -> Result<ImageRecord, CommitError> {
-        let write = |w: &mut dyn Write| layer_tar(upper, w);
+        let write = |w: &mut dyn Write| layer_tar(upper, shift, w);
         self.add_layer(&parent.layers, config, &write, opts, reference, "gantry commit")
     }
 

@@ -14,6 +14,7 @@ pub mod registry;
 pub mod service;
 pub mod snapshot;
 pub mod store;
+pub mod tree_tar;
 
 pub use metadata::{ImageRecord, ImageSelector};
 pub use reference::{Digest, Reference};

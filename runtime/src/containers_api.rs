@@ -11,6 +11,7 @@
 
 use gantry_imageservice::api::{ChunkStream, ChunkWriter};
 use gantry_imageservice::commit::{CommitError, CommitOptions};
+use gantry_imageservice::tree_tar::{append_tree, IdShift, Marks};
 use gantry_imageservice::{Digest, ImageSelector};
 use gantry_proto::api::containers_server::Containers;
 use gantry_proto::api::{CommitRequest, CommitResponse, ExportRequest, PauseRequest, PauseResponse};
@@ -20,6 +21,12 @@ use crate::runtime::{Runtime, RuntimeError};
 use crate::shim_client::Status as ShimStatus;
 
 impl Runtime {
+    /// The ID shift of a container in a pod user namespace (see tree_tar).
+    async fn id_shift(&self, id: &str) -> Option<IdShift> {
+        let c = self.container(id).await.ok()?;
+        self.sandbox(&c.sandbox_id).await.ok()?.id_maps().map(|m| m.shift())
+    }
+
     async fn running_cgroup(&self, id: &str) -> Result<String, RuntimeError> {
         let c = self.container(id).await?;
         if self.container_state(id).await.status != ShimStatus::Running as i32 {
@@ -76,13 +83,13 @@ impl Containers for GantryContainers {
         if std::fs::read_dir(&rootfs).map_or(true, |mut d| d.next().is_none()) {
             return Err(Status::failed_precondition(format!("container {id} has no mounted filesystem")));
         }
+        let shift = self.0.id_shift(&id).await;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let mut w = ChunkWriter::new(tx.clone());
             let result = (|| -> std::io::Result<()> {
                 let mut tar = tar::Builder::new(&mut w);
-                tar.follow_symlinks(false);
-                tar.append_dir_all(".", &rootfs)?;
+                append_tree(&mut tar, &rootfs, Marks::AsIs, shift)?;
                 tar.into_inner()?;
                 std::io::Write::flush(&mut w)
             })();
@@ -136,7 +143,8 @@ impl Runtime {
         if pause {
             self.pause(id, true).await?;
         }
-        let result = self.images.commit(&parent, &upper, opts).await;
+        let shift = self.id_shift(id).await;
+        let result = self.images.commit(&parent, &upper, shift, opts).await;
         if pause {
             let _ = self.pause(id, false).await;
         }

@@ -32,6 +32,16 @@ impl Range {
 }
 
 impl PodIdMaps {
+    /// For writing the container's files back with the IDs it saw.
+    pub fn shift(&self) -> gantry_imageservice::tree_tar::IdShift {
+        gantry_imageservice::tree_tar::IdShift {
+            uid_host: self.uid.host_id,
+            uid_length: self.uid.length,
+            gid_host: self.gid.host_id,
+            gid_length: self.gid.length,
+        }
+    }
+
     /// `uidMappings` and `gidMappings` for an OCI spec.
     pub fn oci(&self) -> (Value, Value) {
         let one = |r: &Range| json!([{"containerID": 0, "hostID": r.host_id, "size": r.length}]);

@@ -59,6 +59,29 @@ async fn exec(cri: &mut gantry_tests::Cri, id: &str, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `gantry ARGS…` against the test's daemon; it must succeed.
+fn gantry(d: &Daemon, args: &[&str]) {
+    let out = std::process::Command::new(gantry_tests::bin_dir().join("gantry"))
+        .arg("--address")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("run gantry");
+    assert!(out.status.success(), "gantry {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Each entry's uid:gid in a tar.
+fn tar_owners(bytes: &[u8]) -> std::collections::HashMap<String, (u64, u64)> {
+    let mut owners = std::collections::HashMap::new();
+    if let Ok(entries) = tar::Archive::new(bytes).entries() {
+        for e in entries.flatten() {
+            let (Ok(path), Ok(uid), Ok(gid)) = (e.path(), e.header().uid(), e.header().gid()) else { continue };
+            owners.insert(path.display().to_string().trim_start_matches("./").to_string(), (uid, gid));
+        }
+    }
+    owners
+}
+
 #[tokio::test]
 async fn a_pod_user_namespace_maps_ids_and_owns_the_pods_namespaces() {
     let d = Daemon::start("");
@@ -125,6 +148,32 @@ async fn a_pod_user_namespace_maps_ids_and_owns_the_pods_namespaces() {
     assert_eq!(words(out[1]), expected_uid_map);
     let out = exec(&mut cri, &id, "nc -l -p 80 & sleep 0.3; netstat -tln; kill %1").await;
     assert!(out.lines().any(|l| l.contains(":80 ")), "port 80 not bound by the container's root: {out}");
+
+    // Export and commit write the files back with the IDs the container saw.
+    let fs_tar = d.dir.path().join("userns-fs.tar");
+    gantry(&d, &["export", "-o", &fs_tar.display().to_string(), &id]);
+    let owners = tar_owners(&std::fs::read(&fs_tar).expect("exported tar"));
+    assert_eq!(owners.get("written"), Some(&(0, 0)), "export: {owners:?}");
+    assert_eq!(owners.get("bin/busybox"), Some(&(0, 0)), "export: {owners:?}");
+    gantry(&d, &["commit", &id, "userns-commit:v1"]);
+    let saved = d.dir.path().join("userns-commit.tar");
+    gantry(&d, &["save", "-o", &saved.display().to_string(), "userns-commit:v1"]);
+    let mut archive = tar::Archive::new(std::fs::File::open(&saved).expect("saved image"));
+    let mut layer_owners = vec![];
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let mut bytes = vec![];
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read entry");
+        let decoded = flate2::read::GzDecoder::new(&bytes[..]);
+        let mut layer = vec![];
+        if std::io::Read::read_to_end(&mut { decoded }, &mut layer).is_ok() {
+            layer_owners.push(tar_owners(&layer));
+        }
+    }
+    assert!(
+        layer_owners.iter().any(|o| o.get("written") == Some(&(0, 0))),
+        "no committed layer holds /written as 0:0: {layer_owners:?}"
+    );
 
     remove_pod(&mut cri, &pod).await;
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
