@@ -436,6 +436,14 @@ pub fn build(
     });
     if let Some(maps) = pod.id_maps {
         let (uids, gids) = maps.oci();
+        // Volumes and the pod's /etc files are ID-mapped bind mounts (OCI
+        // 1.1 mount mappings): root's files there are the container root's.
+        if let Some(mounts) = spec["mounts"].as_array_mut() {
+            for m in mounts.iter_mut().filter(|m| m["type"] == "bind") {
+                m["uidMappings"] = uids.clone();
+                m["gidMappings"] = gids.clone();
+            }
+        }
         spec["linux"]["uidMappings"] = uids;
         spec["linux"]["gidMappings"] = gids;
     }

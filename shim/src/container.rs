@@ -251,7 +251,7 @@ fn init(
     // Without a mount namespace (a pod sandbox's pause process) the process
     // runs in the host's filesystem view and nothing is mounted.
     if new_mount_ns {
-        setup_rootfs(bundle, spec)?;
+        setup_rootfs(bundle, spec, userns.as_ref())?;
     }
     if let Some(h) = spec.hostname() {
         if !h.is_empty() {
@@ -411,7 +411,9 @@ fn parse_options(options: &[String]) -> MountOptions {
     o
 }
 
-fn mount_entry(root: &Path, m: &Mount) -> Result<(), String> {
+/// `userns`: the pod's user namespace, into which a bind mount carrying
+/// ID mappings is mapped (gantryd gives every such mount the pod's own).
+fn mount_entry(root: &Path, m: &Mount, userns: Option<&File>) -> Result<(), String> {
     let dest = join_in_root(root, m.destination())?;
     let typ = m.typ().clone().unwrap_or_default();
     let opts = parse_options(&m.options().clone().unwrap_or_default());
@@ -436,8 +438,20 @@ fn mount_entry(root: &Path, m: &Mount) -> Result<(), String> {
         if !source.exists() {
             return Err(format!("bind mount source {} does not exist", source.display()));
         }
-        mount(Some(&source), &dest, None::<&str>, MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC), None::<&str>)
-            .map_err(|e| err("bind", e))?;
+        match userns.filter(|_| m.uid_mappings().is_some() || m.gid_mappings().is_some()) {
+            Some(ns) => {
+                let tree = crate::userns::idmapped_tree(&source, ns, opts.flags.contains(MsFlags::MS_REC))?;
+                crate::userns::attach(&tree, &dest)?;
+            }
+            None => mount(
+                Some(&source),
+                &dest,
+                None::<&str>,
+                MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC),
+                None::<&str>,
+            )
+            .map_err(|e| err("bind", e))?,
+        }
         let extra = opts.flags & !MsFlags::MS_REC;
         if !extra.is_empty() {
             mount(None::<&str>, &dest, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra, None::<&str>)
@@ -538,7 +552,7 @@ fn populate_dev(root: &Path, spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
-fn setup_rootfs(bundle: &Path, spec: &Spec) -> Result<(), String> {
+fn setup_rootfs(bundle: &Path, spec: &Spec, userns: Option<&File>) -> Result<(), String> {
     // By default nothing the container mounts propagates back to the host;
     // `rshared` (a bidirectional CRI mount) lets it, as runc does.
     let propagation = match spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()).as_deref() {
@@ -561,7 +575,7 @@ fn setup_rootfs(bundle: &Path, spec: &Spec) -> Result<(), String> {
         .map_err(|e| format!("bind-mounting rootfs {}: {e}", root.display()))?;
     let mounts = spec.mounts().clone().unwrap_or_default();
     for m in &mounts {
-        mount_entry(&root, m)?;
+        mount_entry(&root, m, userns)?;
     }
     if mounts.iter().any(|m| m.destination() == Path::new("/dev")) {
         populate_dev(&root, spec)?;

@@ -132,9 +132,10 @@ fn owned(rc: libc::c_long, what: &str) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
 }
 
-/// A detached copy of the mount tree at `path`, its IDs mapped as in the
-/// user namespace `userns`.
-pub fn idmapped_tree(path: &Path, userns: &File) -> Result<OwnedFd, String> {
+/// A detached copy of the mount at `path` (and those below it if
+/// `recursive`), its IDs mapped as in the user namespace `userns`.
+pub fn idmapped_tree(path: &Path, userns: &File, recursive: bool) -> Result<OwnedFd, String> {
+    let recursive = if recursive { AT_RECURSIVE } else { 0 };
     let cpath = path_cstring(path)?;
     // SAFETY: cpath outlives the call; the kernel only reads it.
     let rc = unsafe {
@@ -142,7 +143,7 @@ pub fn idmapped_tree(path: &Path, userns: &File) -> Result<OwnedFd, String> {
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             cpath.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | recursive,
         )
     };
     let tree = owned(rc, &format!("open_tree {}", path.display()))?;
@@ -155,7 +156,7 @@ pub fn idmapped_tree(path: &Path, userns: &File) -> Result<OwnedFd, String> {
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            libc::AT_EMPTY_PATH as libc::c_uint | recursive,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
@@ -192,7 +193,7 @@ pub fn mount_idmapped_overlay(lowers: &[PathBuf], rw: &Path, target: &Path, user
     nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| format!("making our mounts private: {e}"))?;
     for lower in lowers {
-        attach(&idmapped_tree(lower, userns)?, lower)?;
+        attach(&idmapped_tree(lower, userns, false)?, lower)?;
     }
     let fstype = cstring("overlay")?;
     // SAFETY: fstype outlives the call.

@@ -96,9 +96,20 @@ async fn a_pod_user_namespace_maps_ids_and_owns_the_pods_namespaces() {
     let mut config = pod_config(&d, "userns", NamespaceMode::Pod);
     namespace_options(&mut config).userns_options = Some(pod_mapping());
     let pod = run_pod_config(&mut cri, config).await.expect("run a pod with a user namespace");
+    // A volume: root's files on the host are the container root's, and
+    // what it writes there is root's on the host.
+    let volume = d.dir.path().join("userns-volume");
+    std::fs::create_dir(&volume).expect("volume dir");
+    std::fs::write(volume.join("owned"), "host root's").expect("volume file");
     let script = "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; \
-                  stat -c %u:%g /bin/busybox / /dev; touch /written && echo wrote; exec sleep 60";
+                  stat -c %u:%g /bin/busybox / /dev /vol/owned /etc/hosts; echo x > /vol/new; \
+                  touch /written && echo wrote; exec sleep 60";
     let mut ctr = container("app", &["sh", "-c", script]);
+    ctr.mounts = vec![k8s_cri::v1::Mount {
+        container_path: "/vol".into(),
+        host_path: volume.display().to_string(),
+        ..Default::default()
+    }];
     let sc = ctr.linux.as_mut().and_then(|l| l.security_context.as_mut()).expect("security context");
     sc.namespace_options.as_mut().expect("namespace options").userns_options = Some(pod_mapping());
     let id = create(&mut cri, &pod, ctr).await.expect("create a container in the pod's user namespace");
@@ -115,11 +126,11 @@ async fn a_pod_user_namespace_maps_ids_and_owns_the_pods_namespaces() {
     let lines: Vec<&str> = log.iter().map(|l| content(l)).collect();
     let expected_uid_map = ["0".to_string(), HOST_UID.to_string(), LENGTH.to_string()];
     let expected_gid_map = ["0".to_string(), HOST_GID.to_string(), LENGTH.to_string()];
-    assert_eq!(lines.len(), 8, "{log:?}");
+    assert_eq!(lines.len(), 10, "{log:?}");
     assert_eq!(words(lines[0]), expected_uid_map, "{log:?}");
     assert_eq!(words(lines[1]), expected_gid_map, "{log:?}");
     // Root inside; the image's files and the writable root belong to it.
-    assert_eq!(&lines[2..], ["0", "0", "0:0", "0:0", "0:0", "wrote"], "{log:?}");
+    assert_eq!(&lines[2..], ["0", "0", "0:0", "0:0", "0:0", "0:0", "0:0", "wrote"], "{log:?}");
 
     // On the host the process runs as the mapped user, and what it wrote is
     // stored with the mapped IDs.
@@ -139,6 +150,8 @@ async fn a_pod_user_namespace_maps_ids_and_owns_the_pods_namespaces() {
     let meta = std::fs::metadata(&written).expect("the written file in the writable layer");
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.uid(), meta.gid()), (HOST_UID, HOST_GID));
+    let meta = std::fs::metadata(volume.join("new")).expect("the file written to the volume");
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "the volume is ID-mapped");
 
     // Exec joins the same user namespace. The pod's network namespace is
     // the user namespace's: its root may bind a privileged port.
