@@ -853,6 +853,13 @@ impl Runtime {
     }
 
     pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<(), RuntimeError> {
+        // As containerd: a container never started has nothing to stop and
+        // stays CREATED (RemoveContainer still removes it).
+        let known = self.containers.lock().await.contains_key(id);
+        if known && self.container_state(id).await.status == Status::Created as i32 {
+            tracing::debug!(container = %id, "stop of a container never started: nothing to do");
+            return Ok(());
+        }
         let result = self.stop_container_process(id, timeout_secs).await;
         if self.containers.lock().await.contains_key(id) {
             self.container_state(id).await;

@@ -112,6 +112,10 @@ async fn stop_uses_sigterm_then_sigkill_after_the_timeout() {
     assert!(t.elapsed() >= Duration::from_secs(1), "waited for the timeout");
     let s = status(&mut cri, &stubborn).await;
     assert_eq!((s.state, s.exit_code), (ContainerState::ContainerExited as i32, 137));
+    // As containerd: stopping a container never started leaves it CREATED.
+    let idle = create(&mut cri, &pod, container("idle", &["true"])).await.expect("create");
+    cri.runtime.stop_container(StopContainerRequest { container_id: idle.clone(), timeout: 1 }).await.expect("stop");
+    assert_eq!(status(&mut cri, &idle).await.state, ContainerState::ContainerCreated as i32);
     // Stopping again, and stopping or removing unknown containers, is fine.
     cri.runtime
         .stop_container(StopContainerRequest { container_id: stubborn.clone(), timeout: 1 })
