@@ -7,66 +7,29 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use gantry_tests::network::TestNetwork;
-use gantry_tests::{test_registry, Cri, Daemon};
+use gantry_tests::pods::{self, remove_pod, setup, Pod};
+use gantry_tests::{Cri, Daemon};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
-    NetworkConfig, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PortMapping, Protocol,
-    PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, RuntimeConfig, StartContainerRequest,
-    StatusRequest, StopPodSandboxRequest, UpdateRuntimeConfigRequest,
+    ContainerState, ContainerStatusRequest, ListPodSandboxRequest, NamespaceMode, NetworkConfig, PodSandboxConfig,
+    PodSandboxStatusRequest, PortMapping, Protocol, RemovePodSandboxRequest, RuntimeConfig, StatusRequest,
+    StopPodSandboxRequest, UpdateRuntimeConfigRequest,
 };
 
-fn busybox() -> String {
-    format!("{}/gantry/busybox:latest", test_registry())
-}
-
-async fn setup(d: &Daemon) -> Cri {
-    let mut cri = d.connect().await;
-    cri.images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec { image: busybox(), ..Default::default() }),
-            ..Default::default()
-        })
-        .await
-        .expect("pull busybox");
-    cri
-}
-
-struct Pod {
-    id: String,
-    logs: PathBuf,
-}
-
+/// A pod as `pods::run_pod` makes it, with port mappings.
 fn pod_config(d: &Daemon, name: &str, ports: Vec<PortMapping>) -> PodSandboxConfig {
-    let logs = d.dir.path().join("pod-logs").join(name);
-    std::fs::create_dir_all(&logs).expect("log dir");
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            namespace: "net-test".into(),
-            uid: format!("uid-{name}"),
-            attempt: 0,
-        }),
-        hostname: format!("{name}-host"),
-        log_directory: logs.display().to_string(),
-        port_mappings: ports,
-        linux: Some(LinuxPodSandboxConfig { cgroup_parent: gantry_tests::cgroup_parent(d), ..Default::default() }),
-        ..Default::default()
-    }
+    let mut config = pods::pod_config(d, name, NamespaceMode::Pod);
+    config.port_mappings = ports;
+    config
 }
 
 async fn try_run_pod(cri: &mut Cri, config: PodSandboxConfig) -> Result<String, tonic::Status> {
-    cri.runtime
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config), ..Default::default() })
-        .await
-        .map(|r| r.into_inner().pod_sandbox_id)
+    pods::run_pod_config(cri, config).await.map(|p| p.id)
 }
 
 async fn run_pod(cri: &mut Cri, d: &Daemon, name: &str, ports: Vec<PortMapping>) -> Pod {
-    let config = pod_config(d, name, ports);
-    let logs = PathBuf::from(&config.log_directory);
-    let id = try_run_pod(cri, config).await.unwrap_or_else(|e| panic!("run pod {name}: {e}\n{}", d.log_text()));
-    Pod { id, logs }
+    pods::run_pod_config(cri, pod_config(d, name, ports))
+        .await
+        .unwrap_or_else(|e| panic!("run pod {name}: {e}\n{}", d.log_text()))
 }
 
 async fn pod_ips(cri: &mut Cri, pod: &Pod) -> Vec<String> {
@@ -86,25 +49,8 @@ async fn pod_ips(cri: &mut Cri, pod: &Pod) -> Vec<String> {
 }
 
 async fn run_container(cri: &mut Cri, pod: &Pod, name: &str, command: &[&str]) -> String {
-    let config = ContainerConfig {
-        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
-        image: Some(ImageSpec { image: busybox(), ..Default::default() }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        ..Default::default()
-    };
-    let id = cri
-        .runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .expect("create container")
-        .into_inner()
-        .container_id;
-    cri.runtime.start_container(StartContainerRequest { container_id: id.clone() }).await.expect("start");
+    let id = pods::create(cri, pod, pods::container(name, command)).await.expect("create container");
+    pods::start(cri, &id).await;
     id
 }
 
@@ -133,11 +79,6 @@ fn log_text(pod: &Pod, name: &str) -> String {
 
 async fn stop_pod(cri: &mut Cri, pod: &Pod) {
     cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("stop pod");
-}
-
-async fn remove_pod(cri: &mut Cri, pod: &Pod) {
-    stop_pod(cri, pod).await;
-    cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("rm pod");
 }
 
 async fn network_ready(cri: &mut Cri) -> k8s_cri::v1::RuntimeCondition {
@@ -298,7 +239,7 @@ async fn a_failing_plugin_fails_the_pod_and_leaves_nothing_behind() {
         serde_json::json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp"}])
     );
     let env = std::fs::read_to_string(record.join("env.ADD")).expect("ADD env");
-    for want in ["CNI_IFNAME=eth0", "K8S_POD_NAMESPACE=net-test", "K8S_POD_NAME=refused", "K8S_POD_UID=uid-refused"] {
+    for want in ["CNI_IFNAME=eth0", "K8S_POD_NAMESPACE=default", "K8S_POD_NAME=refused", "K8S_POD_UID=uid-refused"] {
         assert!(env.contains(want), "{want} not in {env}");
     }
     assert!(env.contains("CNI_NETNS=/proc/"), "{env}");
@@ -349,11 +290,10 @@ async fn network_ready_follows_the_config_dir_and_pods_run_without_one() {
     assert!(c.status, "{c:?}");
     // Host-network pods get no CNI.
     let mut config = pod_config(&d, "hostnet", vec![]);
-    if let Some(linux) = config.linux.as_mut() {
-        linux.security_context = Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption { network: NamespaceMode::Node as i32, ..Default::default() }),
-            ..Default::default()
-        });
+    if let Some(ns) =
+        config.linux.as_mut().and_then(|l| l.security_context.as_mut()).and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = NamespaceMode::Node as i32;
     }
     let id = try_run_pod(&mut cri, config).await.expect("host-network pod");
     let hostnet = Pod { id, logs: PathBuf::new() };
