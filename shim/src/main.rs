@@ -20,6 +20,7 @@ mod log;
 mod pause;
 mod portforward;
 mod privileges;
+mod pty;
 mod seccomp;
 mod server;
 
