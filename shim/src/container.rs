@@ -8,6 +8,10 @@
 //! filesystem and reports on a status pipe: `R` once ready, or `E` and a
 //! message. It then blocks on the start pipe; on a byte it execs. The status
 //! pipe is close-on-exec, so EOF after `R` means the exec succeeded.
+//!
+//! A terminal comes from the container's own devpts when it has one: init
+//! opens /dev/ptmx after pivot_root and sends the master to the shim over a
+//! socketpair before `R` (see `pty`); otherwise it is the host's, made here.
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -20,6 +24,7 @@ use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::sys::wait::waitpid;
 use nix::unistd::{chdir, dup2, fork, pipe2, pivot_root, sethostname, setsid, ForkResult};
@@ -48,11 +53,22 @@ pub struct ShimIo {
 }
 
 /// The container's ends of its stdio.
-struct ChildIo {
-    stdin: Option<OwnedFd>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    terminal: bool,
+enum ChildIo {
+    /// Pipes, or a pty from the host's devpts: stdio from the start.
+    Fds { stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd, terminal: bool },
+    /// A terminal init makes from the container's devpts once its rootfs is
+    /// set up; the master goes to the shim over this socket.
+    ContainerPty(OwnedFd),
+}
+
+/// The shim's ends before init reported ready.
+enum PendingIo {
+    Ready(ShimIo),
+    /// The master comes over this socket, before init reports ready.
+    Master {
+        socket: OwnedFd,
+        want_stdin: bool,
+    },
 }
 
 /// Annotations gantryd sets (see runtime/src/spec.rs).
@@ -63,29 +79,38 @@ pub fn annotation(spec: &Spec, key: &str) -> bool {
     spec.annotations().as_ref().and_then(|a| a.get(key)).is_some_and(|v| v == "true")
 }
 
+/// The shim's ends of a terminal: the master carries output, and input
+/// when the container has a stdin.
+fn terminal_io(master: OwnedFd, want_stdin: bool) -> Result<ShimIo, String> {
+    nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+        .map_err(|e| format!("pty: {e}"))?;
+    let stdin = if want_stdin { Some(master.try_clone().map_err(|e| format!("dup pty: {e}"))?) } else { None };
+    Ok(ShimIo { stdout: master, stderr: None, stdin, terminal: true })
+}
+
 /// Pipes, or a pty when the process wants a terminal; a stdin only when asked.
-fn make_stdio(spec: &Spec) -> Result<(ShimIo, ChildIo), String> {
+fn make_stdio(spec: &Spec) -> Result<(PendingIo, ChildIo), String> {
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     let want_stdin = annotation(spec, STDIN_ANNOTATION);
+    if terminal && crate::pty::from_container(spec) {
+        let (shim, child) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| format!("socketpair: {e}"))?;
+        return Ok((PendingIo::Master { socket: shim, want_stdin }, ChildIo::ContainerPty(child)));
+    }
     if terminal {
-        let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
-        let master_in = pty.master.try_clone().map_err(|e| format!("dup pty: {e}"))?;
-        for fd in [&pty.master, &master_in] {
-            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-                .map_err(|e| format!("pty: {e}"))?;
-        }
+        let pty = crate::pty::open_host()?;
         let slave_out = pty.slave.try_clone().map_err(|e| format!("dup pty: {e}"))?;
         let slave_err = pty.slave.try_clone().map_err(|e| format!("dup pty: {e}"))?;
-        let shim = ShimIo { stdout: pty.master, stderr: None, stdin: want_stdin.then_some(master_in), terminal };
-        let child = ChildIo { stdin: Some(pty.slave), stdout: slave_out, stderr: slave_err, terminal };
-        return Ok((shim, child));
+        let shim = terminal_io(pty.master, want_stdin)?;
+        let child = ChildIo::Fds { stdin: Some(pty.slave), stdout: slave_out, stderr: slave_err, terminal };
+        return Ok((PendingIo::Ready(shim), child));
     }
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
     let (stdin_r, stdin_w) = if want_stdin { pipe().map(|(r, w)| (Some(r), Some(w)))? } else { (None, None) };
     let shim = ShimIo { stdout: stdout_r, stderr: Some(stderr_r), stdin: stdin_w, terminal };
-    let child = ChildIo { stdin: stdin_r, stdout: stdout_w, stderr: stderr_w, terminal };
-    Ok((shim, child))
+    let child = ChildIo::Fds { stdin: stdin_r, stdout: stdout_w, stderr: stderr_w, terminal };
+    Ok((PendingIo::Ready(shim), child))
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -124,12 +149,23 @@ pub fn create(bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
             let mut first = [0u8; 1];
             let n = status.read(&mut first).map_err(|e| format!("reading container status: {e}"))?;
             if n == 1 && first[0] == b'R' && got_pid {
-                return Ok(Spawned {
-                    pid: Pid::from_raw(i32::from_be_bytes(pid_bytes)),
-                    start: start_w,
-                    status,
-                    io: shim_io,
-                });
+                let pid = Pid::from_raw(i32::from_be_bytes(pid_bytes));
+                let io = match shim_io {
+                    PendingIo::Ready(io) => Ok(io),
+                    // Init sent the master before reporting ready.
+                    PendingIo::Master { socket, want_stdin } => {
+                        crate::pty::receive_fd(socket.as_fd()).and_then(|m| terminal_io(m, want_stdin))
+                    }
+                };
+                return match io {
+                    Ok(io) => Ok(Spawned { pid, start: start_w, status, io }),
+                    Err(e) => {
+                        // Init waits for the start byte: end it and reap it here.
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                        let _ = waitpid(pid, None);
+                        Err(e)
+                    }
+                };
             }
             let mut msg = String::new();
             let _ = status.read_to_string(&mut msg);
@@ -227,21 +263,13 @@ fn init(
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(|e| format!("sigprocmask: {e}"))?;
     restore_default_signals()?;
     setsid().map_err(|e| format!("setsid: {e}"))?;
-    let stdin: OwnedFd = match io.stdin {
-        Some(fd) => fd,
-        None => File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?.into(),
-    };
-    dup2(stdin.as_raw_fd(), 0).map_err(|e| format!("dup2 stdin: {e}"))?;
-    dup2(io.stdout.as_raw_fd(), 1).map_err(|e| format!("dup2 stdout: {e}"))?;
-    dup2(io.stderr.as_raw_fd(), 2).map_err(|e| format!("dup2 stderr: {e}"))?;
-    drop((stdin, io.stdout, io.stderr));
-    if io.terminal {
-        // SAFETY: TIOCSCTTY takes an int and touches no memory of ours; we
-        // are a session leader (setsid above) and fd 0 is the pty slave.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
-            return Err(format!("setting the controlling terminal: {}", std::io::Error::last_os_error()));
+    let console = match io {
+        ChildIo::Fds { stdin, stdout, stderr, terminal } => {
+            take_stdio(stdin, stdout, stderr, terminal)?;
+            None
         }
-    }
+        ChildIo::ContainerPty(socket) => Some(socket),
+    };
 
     let new_mount_ns = spec
         .linux()
@@ -257,6 +285,20 @@ fn init(
         if !h.is_empty() {
             sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
         }
+    }
+    // After pivot_root: /dev/ptmx is the container's devpts now, so the
+    // slave is /dev/pts/N inside, as runc makes it.
+    if let Some(socket) = console {
+        let uid = spec.process().as_ref().map_or(0, |p| p.user().uid());
+        // In a pod user namespace the slave goes to the host ID of that user.
+        let maps = spec.linux().as_ref().and_then(|l| l.uid_mappings().clone());
+        let uid = maps.map_or(Some(uid), |m| crate::userns::host_id(&m, uid)).unwrap_or(uid);
+        let pty = crate::pty::open_in_root(uid)?;
+        crate::pty::send_fd(socket.as_fd(), pty.master.as_fd())?;
+        drop((socket, pty.master));
+        let stdout = pty.slave.try_clone().map_err(|e| format!("dup pty: {e}"))?;
+        let stderr = pty.slave.try_clone().map_err(|e| format!("dup pty: {e}"))?;
+        take_stdio(Some(pty.slave), stdout, stderr, true)?;
     }
     // Last: from here on we are root in the pod's user namespace only.
     if let Some(ns) = userns {
@@ -285,6 +327,27 @@ fn init(
     let cexe = CString::new(exe.as_os_str().as_encoded_bytes()).map_err(|_| "NUL in executable path")?;
     let err = nix::unistd::execve(&cexe, &cargs, &cenv).err().map(|e| e.to_string()).unwrap_or_default();
     Err(format!("exec {arg0:?}: {err}"))
+}
+
+/// Makes these the process's stdio (/dev/null for a missing stdin) and a
+/// terminal its controlling one (we are a session leader: setsid in init).
+fn take_stdio(stdin: Option<OwnedFd>, stdout: OwnedFd, stderr: OwnedFd, terminal: bool) -> Result<(), String> {
+    let stdin: OwnedFd = match stdin {
+        Some(fd) => fd,
+        None => File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?.into(),
+    };
+    dup2(stdin.as_raw_fd(), 0).map_err(|e| format!("dup2 stdin: {e}"))?;
+    dup2(stdout.as_raw_fd(), 1).map_err(|e| format!("dup2 stdout: {e}"))?;
+    dup2(stderr.as_raw_fd(), 2).map_err(|e| format!("dup2 stderr: {e}"))?;
+    drop((stdin, stdout, stderr));
+    if terminal {
+        // SAFETY: TIOCSCTTY takes an int and touches no memory of ours; we
+        // are a session leader (setsid in init) and fd 0 is the pty slave.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+            return Err(format!("setting the controlling terminal: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// The seccomp filter and the process's privileges. With no_new_privs the

@@ -1,10 +1,11 @@
 //! `gantry-shim exec`: one more process inside a running container, for
 //! CRI `ExecSync` and `Exec`. gantryd starts it with the process's stdio
-//! (pipes, or a pty for a TTY exec); it joins the container's cgroup and
-//! namespaces, forks (only a child lands in the PID namespace), and the child
-//! takes the container's process settings (user, capabilities, env, cwd)
-//! with the requested command. The parent waits and exits with the child's
-//! code (128 + signal when killed), so gantryd sees one ordinary process.
+//! (pipes; for a TTY exec a socket, see below); it joins the container's
+//! cgroup and namespaces, forks (only a child lands in the PID namespace),
+//! and the child takes the container's process settings (user,
+//! capabilities, env, cwd) with the requested command. The parent waits
+//! and exits with the child's code (128 + signal when killed), so gantryd
+//! sees one ordinary process.
 //!
 //! If gantryd kills this process (an ExecSync timeout), the kernel kills the
 //! command too: it has this process as parent-death signal target.
@@ -12,10 +13,16 @@
 //! Usage: gantry-shim exec --bundle DIR --pid PID [--tty] -- CMD [ARG...]
 //! Failures before the command runs go to stderr with exit code 126 (or
 //! 127 when the executable does not exist), as a shell reports them.
+//!
+//! With `--tty`, stdin is a unix socket instead: once in the container's
+//! namespaces this process makes a pty from the container's devpts (see
+//! `pty`), sends its master there (SCM_RIGHTS) and takes the slave as its
+//! stdio, which the command inherits. Without a devpts of the container's
+//! own the pty is the host's, made before joining the mount namespace.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -23,7 +30,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::kill;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{chdir, fork, getppid, setsid, ForkResult, Pid};
+use nix::unistd::{chdir, dup2, fork, getppid, setsid, ForkResult, Pid};
 use oci_spec::runtime::Spec;
 
 /// Exit codes a shell uses for "cannot run" and "not found".
@@ -94,6 +101,9 @@ fn exec(o: &Options) -> Result<i32, (i32, String)> {
     process.set_args(Some(o.command.clone()));
 
     crate::cgroup::join(&spec, std::process::id()).map_err(fail)?;
+    // The host's devpts is out of reach once in the container's mount namespace.
+    let host_pty =
+        if o.tty && !crate::pty::from_container(&spec) { Some(crate::pty::open_host().map_err(fail)?) } else { None };
 
     // Open every namespace first: /proc/PID is the host's only until we
     // join the mount namespace.
@@ -120,6 +130,13 @@ fn exec(o: &Options) -> Result<i32, (i32, String)> {
     // parent) is outside it and reads as 0.
     let joined_pid_ns = targets.iter().any(|(name, ..)| *name == "pid");
     drop(targets);
+    if o.tty {
+        let pty = match host_pty {
+            Some(pty) => pty,
+            None => crate::pty::open_in_root(process.user().uid()).map_err(fail)?,
+        };
+        take_terminal(pty).map_err(fail)?;
+    }
     let parent = if joined_pid_ns { Pid::from_raw(0) } else { Pid::this() };
     // SIGTERM (gantryd's deadline) and SIGCHLD are taken with sigwait below;
     // the child clears the mask before exec.
@@ -152,6 +169,18 @@ fn exec(o: &Options) -> Result<i32, (i32, String)> {
             }
         },
     }
+}
+
+/// Sends the master to gantryd (our stdin is its socket) and makes the
+/// slave our stdio, for the command to inherit; from here on our own
+/// errors show on the terminal too.
+fn take_terminal(pty: crate::pty::Pty) -> Result<(), String> {
+    crate::pty::send_fd(std::io::stdin().as_fd(), pty.master.as_fd())?;
+    drop(pty.master);
+    for fd in 0..=2 {
+        dup2(pty.slave.as_raw_fd(), fd).map_err(|e| format!("dup2 the terminal to {fd}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn child(

@@ -21,6 +21,7 @@ mod log;
 mod pause;
 mod portforward;
 mod privileges;
+mod pty;
 mod seccomp;
 mod server;
 mod userns;

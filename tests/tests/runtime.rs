@@ -237,6 +237,34 @@ async fn env_args_workdir_user_readonly_rootfs_and_mounts_are_applied() {
 }
 
 #[tokio::test]
+async fn a_tty_container_gets_its_terminal_from_its_own_devpts() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "tty", NamespaceMode::Container).await;
+    // As runc: the slave is /dev/pts/0 of the container's devpts (gid=5,
+    // mode=0620), owned by the process's user, and its stdio and
+    // controlling terminal.
+    let mut c = container(
+        "tty",
+        &["sh", "-c", "tty; stat -c owner=%u:%g,mode=%a $(tty); ls -l /proc/self/fd/0; : </dev/tty && echo ctty-ok"],
+    );
+    c.tty = true;
+    if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.run_as_user = Some(Int64Value { value: 1234 });
+    }
+    let id = create(&mut cri, &pod, c).await.expect("create");
+    start(&mut cri, &id).await;
+    assert_eq!(wait_exited(&mut cri, &id).await.exit_code, 0);
+    // A terminal ends lines with CR LF.
+    let log: Vec<String> = log_of(&pod, "tty").iter().map(|l| l.trim_end_matches('\r').to_string()).collect();
+    for want in ["stdout F /dev/pts/0", "stdout F owner=1234:5,mode=620", "stdout F ctty-ok"] {
+        assert!(log.contains(&want.to_string()), "{want:?} missing from {log:?}");
+    }
+    assert!(log.iter().any(|l| l.ends_with("/proc/self/fd/0 -> /dev/pts/0")), "{log:?}");
+    remove_pod(&mut cri, &pod).await;
+}
+
+#[tokio::test]
 async fn bad_input_is_refused_and_leaves_nothing_behind() {
     let d = Daemon::start("");
     let mut cri = setup(&d).await;

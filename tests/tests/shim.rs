@@ -165,6 +165,39 @@ async fn container_runs_in_its_own_namespaces_and_logs_in_cri_format() {
 }
 
 #[tokio::test]
+async fn a_terminal_comes_from_the_containers_devpts_or_else_the_hosts() {
+    let d = Daemon::start("");
+    let script = "test -t 0 && echo is-a-tty; tty; ls -l /proc/self/fd/1";
+    for with_devpts in [true, false] {
+        let name = if with_devpts { "devpts" } else { "nodevpts" };
+        let b = bundle(&d, name, &["sh", "-c", script]).await;
+        let config_path = b.dir.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config_path).expect("read")).expect("json");
+        config["process"]["terminal"] = true.into();
+        if !with_devpts {
+            config["mounts"].as_array_mut().expect("mounts").retain(|m| m["destination"] != "/dev/pts");
+        }
+        std::fs::write(&config_path, config.to_string()).expect("write");
+        let (socket, log) = run_shim(&b, name).expect("shim ready");
+        let mut shim = ShimClient::connect(&socket).await.expect("connect");
+        shim.start().await.expect("start");
+        let done = within(shim.wait()).await.expect("wait");
+        assert_eq!(done.exit_code, 0, "{name}");
+        let lines: Vec<String> = log_lines(&log).iter().map(|l| l.trim_end_matches('\r').to_string()).collect();
+        assert!(lines.contains(&"stdout F is-a-tty".to_string()), "{name}: {lines:?}");
+        if with_devpts {
+            assert!(lines.contains(&"stdout F /dev/pts/0".to_string()), "{lines:?}");
+            assert!(lines.iter().any(|l| l.ends_with("/proc/self/fd/1 -> /dev/pts/0")), "{lines:?}");
+        } else {
+            // No devpts of its own: the host's pty, which has no name inside.
+            assert!(lines.contains(&"stdout F not a tty".to_string()), "{lines:?}");
+        }
+        shim.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test]
 async fn kill_stops_a_running_container_and_shutdown_waits_for_it() {
     let d = Daemon::start("");
     let b = bundle(&d, "sleeper", &["sleep", "1000"]).await;

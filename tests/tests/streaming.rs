@@ -121,13 +121,33 @@ async fn exec_with_a_tty_and_resize() {
     let resize = c.open(&[("streamtype", "resize")]).await;
     c.send(resize, br#"{"Width":123,"Height":45}"#, false).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.send(stdin, b"test -t 0 && echo is-a-tty; stty size; exit 7\n", false).await;
+    c.send(
+        stdin,
+        b"test -t 0 && echo is-a-tty; tty; stat -c group=%g $(tty); ls -l /proc/self/fd/0; stty size; exit 7\n",
+        false,
+    )
+    .await;
     let got = c.receive(&[error, stdout]).await;
     let out = got.text(stdout);
     assert!(out.contains("is-a-tty"), "{out:?}");
+    // The terminal comes from the container's own devpts (gid=5), so it
+    // has a name there.
+    assert!(!out.contains("not a tty") && out.contains("\n/dev/pts/"), "{out:?}");
+    assert!(out.contains("group=5") && out.contains("/proc/self/fd/0 -> /dev/pts/"), "{out:?}");
     assert!(out.contains("45 123"), "the resize did not reach the terminal: {out:?}");
     let status: serde_json::Value = serde_json::from_str(&got.text(error)).expect("a JSON status");
     assert_eq!(status["details"]["causes"][0]["message"], "7", "{status}");
+
+    // A command that cannot run says so on its terminal, with a shell's code.
+    let url = exec_url(&mut cri, &id, &["no-such-command"], true, false).await.expect("exec");
+    let mut c = connect(&url, &[V4]).await.expect("upgrade");
+    let error = c.open(&[("streamtype", "error")]).await;
+    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    c.open(&[("streamtype", "resize")]).await;
+    let got = c.receive(&[error, stdout]).await;
+    assert!(got.text(stdout).contains("no-such-command"), "{:?}", got.text(stdout));
+    let status: serde_json::Value = serde_json::from_str(&got.text(error)).expect("a JSON status");
+    assert_eq!(status["details"]["causes"][0]["message"], "127", "{status}");
     remove_pod(&mut cri, &pod).await;
 }
 
@@ -232,7 +252,7 @@ async fn attach_joins_the_containers_own_stdio() {
     assert_eq!(got.text(stdout), "echoed back\n");
 
     // A terminal: the container's stdio is a pty, resized from the client.
-    let mut config = container("tty", &["sh", "-c", "read x; test -t 0 && echo tty-$x; stty size"]);
+    let mut config = container("tty", &["sh", "-c", "read x; test -t 0 && echo tty-$x; tty; stty size"]);
     config.stdin = true;
     config.tty = true;
     let id = create(&mut cri, &pod, config).await.expect("create");
@@ -249,6 +269,7 @@ async fn attach_joins_the_containers_own_stdio() {
     let got = c.receive(&[error, stdout]).await;
     let out = got.text(stdout);
     assert!(out.contains("tty-abc") && out.contains("20 90"), "{out:?}");
+    assert!(out.contains("\n/dev/pts/0") && !out.contains("not a tty"), "{out:?}");
 
     // Attaching to a container that is not running is refused.
     wait_exited(&mut cri, &id).await;

@@ -1,7 +1,8 @@
 //! Exec over an upgraded connection (kubelet's remotecommand protocol):
 //! the client opens an error stream, then stdin/stdout/stderr as asked, and
 //! a resize stream for a TTY (v3 and later). The command runs through
-//! `gantry-shim exec` with pipes, or with a pty for a TTY; when it ends,
+//! `gantry-shim exec` with pipes, or for a TTY with a pty the helper makes
+//! from the container's devpts and sends us the master of; when it ends,
 //! the error stream carries its status (v4: a JSON `Status` with the exit
 //! code, as kubelet writes it) and every stream is closed.
 
@@ -127,25 +128,28 @@ fn status_message(version: &str, cmd: &[String], exit_code: Option<i32>, error: 
     status.to_string().into_bytes()
 }
 
-struct Pty {
-    master: std::fs::File,
-    slave: std::fs::File,
-}
-
-fn open_pty() -> std::io::Result<Pty> {
-    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::OpenOptionsExt;
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
-    grantpt(&master)?;
-    unlockpt(&master)?;
-    let name = ptsname(&master, Vec::new())?;
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
-        .open(std::ffi::OsStr::from_bytes(name.as_bytes()))?;
-    Ok(Pty { master: std::fs::File::from(master), slave })
+/// Receives the pty master `gantry-shim exec --tty` sends on the socket that
+/// is its stdin once it made the terminal in the container; None when it
+/// failed before (it closed the socket; its stderr says why).
+async fn receive_master(socket: std::os::unix::net::UnixStream) -> std::io::Result<Option<std::fs::File>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    use std::mem::MaybeUninit;
+    socket.set_nonblocking(true)?;
+    let socket = tokio::net::UnixStream::from_std(socket)?;
+    socket
+        .async_io(tokio::io::Interest::READABLE, || {
+            let mut byte = [0u8; 1];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let iov = &mut [std::io::IoSliceMut::new(&mut byte)];
+            rustix::net::recvmsg(&socket, iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
+            let master = control.drain().find_map(|m| match m {
+                RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+                _ => None,
+            });
+            Ok(master.map(std::fs::File::from))
+        })
+        .await
 }
 
 fn set_size(master: &std::fs::File, size: &TerminalSize) {
@@ -282,6 +286,33 @@ async fn relay_attach(runtime: &Arc<Runtime>, id: &str, s: &mut Streams) -> Resu
     outcome
 }
 
+/// Relays the exec's terminal: output to the client's stdout, its stdin
+/// and resizes to the master.
+fn wire_terminal(master: std::fs::File, s: &mut Streams, tasks: &mut tokio::task::JoinSet<()>) -> Result<(), String> {
+    let clone = |f: &std::fs::File| f.try_clone().map_err(|e| format!("terminal: {e}"));
+    if let Some(stdout) = &s.stdout {
+        tasks.spawn(pump_out(tokio::fs::File::from_std(clone(&master)?), stdout.out.clone()));
+    }
+    if let Some(stdin) = s.stdin.as_mut() {
+        let input = stdin.take_input();
+        let to = tokio::fs::File::from_std(clone(&master)?);
+        // Not joined: the client may keep stdin open after the command ended.
+        tokio::spawn(pump_in(input, to));
+    }
+    if let Some(resize) = s.resize.as_mut() {
+        let mut sizes = resize.take_input();
+        tokio::spawn(async move {
+            let mut decoder = SizeDecoder::default();
+            while let Some(data) = sizes.recv().await {
+                for size in decoder.feed(&data) {
+                    set_size(&master, &size);
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
 /// Runs the command with the streams attached; its exit code.
 async fn run(
     runtime: &Arc<Runtime>,
@@ -294,34 +325,35 @@ async fn run(
     let mut command = runtime.exec_command(id, cmd, opts.tty).await.map_err(|e| e.to_string())?;
     let mut tasks = tokio::task::JoinSet::new();
     let mut child = if opts.tty {
-        let pty = open_pty().map_err(|e| format!("allocating a terminal: {e}"))?;
-        let clone = |f: &std::fs::File| f.try_clone().map_err(|e| format!("terminal: {e}"));
-        command.stdin(Stdio::from(clone(&pty.slave)?));
-        command.stdout(Stdio::from(clone(&pty.slave)?));
-        command.stderr(Stdio::from(pty.slave));
-        let child = command.spawn().map_err(|e| format!("starting gantry-shim exec: {e}"))?;
-        // Our copies of the slave must go, or the master never reads EOF.
+        // The helper makes the terminal in the container (its own devpts)
+        // and sends us the master over this socket, its stdin.
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| format!("allocating a terminal: {e}"))?;
+        command.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+        command.stdout(Stdio::null());
+        command.stderr(if s.stdout.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = command.spawn().map_err(|e| format!("starting gantry-shim exec: {e}"))?;
+        // Our copy of its end must go, or a helper that fails early never reads as EOF.
         drop(command);
-        if let Some(stdout) = &s.stdout {
-            tasks.spawn(pump_out(tokio::fs::File::from_std(clone(&pty.master)?), stdout.out.clone()));
+        // What the helper says before the terminal exists: to the client's
+        // terminal output, where it would have shown on a terminal.
+        if let (Some(err), Some(stdout)) = (child.stderr.take(), &s.stdout) {
+            tasks.spawn(pump_out(err, stdout.out.clone()));
         }
-        if let Some(stdin) = s.stdin.as_mut() {
-            let input = stdin.take_input();
-            let master = tokio::fs::File::from_std(clone(&pty.master)?);
-            // Not joined: the client may keep stdin open after the command ended.
-            tokio::spawn(pump_in(input, master));
-        }
-        if let Some(resize) = s.resize.as_mut() {
-            let mut sizes = resize.take_input();
-            let master = pty.master;
-            tokio::spawn(async move {
-                let mut decoder = SizeDecoder::default();
-                while let Some(data) = sizes.recv().await {
-                    for size in decoder.feed(&data) {
-                        set_size(&master, &size);
-                    }
-                }
-            });
+        let master = match tokio::time::timeout(STREAM_WAIT, receive_master(ours)).await {
+            Ok(Ok(master)) => master,
+            Ok(Err(e)) => {
+                crate::exec::end_exec(&mut child).await;
+                return Err(format!("receiving the terminal from gantry-shim exec: {e}"));
+            }
+            Err(_) => {
+                crate::exec::end_exec(&mut child).await;
+                return Err("gantry-shim exec made no terminal in time".into());
+            }
+        };
+        // None: the helper failed first; its exit code and message follow.
+        if let Some(master) = master {
+            wire_terminal(master, s, &mut tasks)?;
         }
         child
     } else {
