@@ -100,9 +100,28 @@ impl ContainerCgroup {
                 }
             }
         }
-        if let (Some(rules), Some(ctl)) = (res.devices(), self.cgroup.controller_of::<DevicesController>()) {
-            // In order: a deny-all first, then what is allowed (v1 only; v2
-            // needs an eBPF program, not written yet).
+        let rules = res.devices().as_ref().filter(|r| !r.is_empty());
+        if let (Some(rules), None) = (rules, self.cgroup.controller_of::<DevicesController>()) {
+            // No v1 devices controller: an eBPF program on the container's
+            // cgroup2 cgroup (pure v2, or a hybrid's unified tree).
+            let dir = if self.cgroup.v2() {
+                Some(PathBuf::from(cgroups_rs::hierarchies::UNIFIED_MOUNTPOINT).join(&self.rel))
+            } else {
+                self.hugetlb.as_ref().filter(|h| h.separate).map(|h| h.dir(&self.rel))
+            };
+            match dir {
+                Some(dir) => crate::device_filter::apply(&dir, rules)
+                    .map_err(|e| format!("cgroup {}: {e}", self.path.display()))?,
+                None => {
+                    return Err(format!(
+                        "cgroup {}: no way to apply device rules: no devices controller and no cgroup2 cgroup",
+                        self.path.display()
+                    ))
+                }
+            }
+        }
+        if let (Some(rules), Some(ctl)) = (rules, self.cgroup.controller_of::<DevicesController>()) {
+            // In order: a deny-all first, then what is allowed.
             for rule in rules {
                 let kind = match rule.typ() {
                     Some(LinuxDeviceType::C) => DeviceType::Char,

@@ -15,6 +15,7 @@
 
 mod cgroup;
 mod container;
+mod device_filter;
 mod exec;
 mod hugetlb;
 mod log;
