@@ -419,6 +419,24 @@ async fn hugepage_limits_apply_in_the_hugetlb_hierarchy_and_update() {
     let pid = info["pid"].as_u64().expect("pid");
     let procs = read(&dir.join("cgroup.procs")).expect("procs");
     assert!(procs.lines().any(|p| p == pid.to_string()), "pid {pid} not in {}: {procs:?}", dir.display());
+    // So is an exec'd command.
+    let mut runtime = cri.runtime.clone();
+    let exec_id = id.clone();
+    let exec = tokio::spawn(async move {
+        runtime
+            .exec_sync(k8s_cri::v1::ExecSyncRequest {
+                container_id: exec_id,
+                cmd: vec!["sleep".into(), "3".into()],
+                timeout: 20,
+            })
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read(&dir.join("cgroup.procs")).expect("procs").lines().count() < 2 {
+        assert!(Instant::now() < deadline, "the exec never showed up in {}", dir.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(exec.await.expect("join").expect("exec").into_inner().exit_code, 0);
 
     // New limits for the running container.
     cri.runtime
