@@ -926,6 +926,11 @@ impl Runtime {
             cpu_period: resources.cpu_period.max(0) as u64,
             cpuset_cpus: resources.cpuset_cpus.clone(),
             cpuset_mems: resources.cpuset_mems.clone(),
+            hugepage_limits: resources
+                .hugepage_limits
+                .iter()
+                .map(|h| gantry_proto::shim::HugepageLimit { page_size: h.page_size.clone(), limit: h.limit })
+                .collect(),
         };
         let mut shim = self.shim(id).await.map_err(|e| internal("connecting to shim")(&e))?;
         shim.update(update).await.map_err(|e| match e {

@@ -300,7 +300,9 @@ fn resources(config: &ContainerConfig) -> Value {
     if !r.cpuset_mems.is_empty() {
         cpu.insert("mems".into(), json!(r.cpuset_mems));
     }
-    json!({"memory": memory, "cpu": cpu})
+    let hugepages: Vec<Value> =
+        r.hugepage_limits.iter().map(|h| json!({"pageSize": h.page_size, "limit": h.limit})).collect();
+    json!({"memory": memory, "cpu": cpu, "hugepageLimits": hugepages})
 }
 
 pub fn build(

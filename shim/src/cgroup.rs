@@ -2,6 +2,8 @@
 //! the spec's `cgroupsPath` in whatever layout the host has (v1 hierarchies,
 //! a v2 unified tree, or the hybrid these machines run), limited by the
 //! spec's resources, and asked afterwards whether the OOM killer struck.
+//! Hugepage limits go wherever the hugetlb controller is (`hugetlb.rs`): in
+//! the hybrid layout that is a second cgroup2 tree the container joins too.
 
 use std::path::PathBuf;
 
@@ -13,9 +15,15 @@ use cgroups_rs::pid::PidController;
 use cgroups_rs::{Cgroup, CgroupPid, MaxValue};
 use oci_spec::runtime::{LinuxDeviceType, Spec};
 
+use crate::hugetlb::Hugetlb;
+
 pub struct ContainerCgroup {
     cgroup: Cgroup,
     path: PathBuf,
+    /// `path` without its leading `/`.
+    rel: PathBuf,
+    /// Where the hugetlb controller is, if anywhere.
+    hugetlb: Option<Hugetlb>,
 }
 
 /// Moves `pid` into the existing cgroup the spec names (an exec joining
@@ -27,7 +35,13 @@ pub fn join(spec: &Spec, pid: u32) -> Result<(), String> {
     if !cgroup.exists() {
         return Err(format!("the container's cgroup {} is gone", path.display()));
     }
-    cgroup.add_task_by_tgid(CgroupPid::from(pid as u64)).map_err(|e| format!("joining cgroup {}: {e}", path.display()))
+    cgroup
+        .add_task_by_tgid(CgroupPid::from(pid as u64))
+        .map_err(|e| format!("joining cgroup {}: {e}", path.display()))?;
+    match Hugetlb::locate() {
+        Some(h) if h.separate && h.dir(&rel).is_dir() => h.add(&rel, pid),
+        _ => Ok(()),
+    }
 }
 
 impl ContainerCgroup {
@@ -39,7 +53,14 @@ impl ContainerCgroup {
         let rel = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
         let cgroup = Cgroup::new(cgroups_rs::hierarchies::auto(), rel.to_string_lossy().as_ref())
             .map_err(|e| format!("creating cgroup {}: {e}", path.display()))?;
-        let cg = ContainerCgroup { cgroup, path };
+        let hugetlb = Hugetlb::locate();
+        let cg = ContainerCgroup { cgroup, path, rel, hugetlb };
+        if let Some(h) = cg.hugetlb.as_ref().filter(|h| h.separate) {
+            if let Err(e) = h.create(&cg.rel) {
+                cg.delete();
+                return Err(e);
+            }
+        }
         if let Some(res) = linux.resources() {
             if let Err(e) = cg.apply(res) {
                 cg.delete();
@@ -79,9 +100,28 @@ impl ContainerCgroup {
                 }
             }
         }
-        if let (Some(rules), Some(ctl)) = (res.devices(), self.cgroup.controller_of::<DevicesController>()) {
-            // In order: a deny-all first, then what is allowed (v1 only; v2
-            // needs an eBPF program, not written yet).
+        let rules = res.devices().as_ref().filter(|r| !r.is_empty());
+        if let (Some(rules), None) = (rules, self.cgroup.controller_of::<DevicesController>()) {
+            // No v1 devices controller: an eBPF program on the container's
+            // cgroup2 cgroup (pure v2, or a hybrid's unified tree).
+            let dir = if self.cgroup.v2() {
+                Some(PathBuf::from(cgroups_rs::hierarchies::UNIFIED_MOUNTPOINT).join(&self.rel))
+            } else {
+                self.hugetlb.as_ref().filter(|h| h.separate).map(|h| h.dir(&self.rel))
+            };
+            match dir {
+                Some(dir) => crate::device_filter::apply(&dir, rules)
+                    .map_err(|e| format!("cgroup {}: {e}", self.path.display()))?,
+                None => {
+                    return Err(format!(
+                        "cgroup {}: no way to apply device rules: no devices controller and no cgroup2 cgroup",
+                        self.path.display()
+                    ))
+                }
+            }
+        }
+        if let (Some(rules), Some(ctl)) = (rules, self.cgroup.controller_of::<DevicesController>()) {
+            // In order: a deny-all first, then what is allowed.
             for rule in rules {
                 let kind = match rule.typ() {
                     Some(LinuxDeviceType::C) => DeviceType::Char,
@@ -111,13 +151,30 @@ impl ContainerCgroup {
             let max = if pids.limit() > 0 { MaxValue::Value(pids.limit()) } else { MaxValue::Max };
             ctl.set_pid_max(max).map_err(|e| err("pids limit", e))?;
         }
+        if let Some(limits) = res.hugepage_limits().as_ref().filter(|l| !l.is_empty()) {
+            let limits = limits
+                .iter()
+                .map(|l| match u64::try_from(l.limit()) {
+                    Ok(limit) => Ok((l.page_size().clone(), limit)),
+                    Err(_) => Err(format!("hugepage limit for page size {}: negative ({})", l.page_size(), l.limit())),
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            crate::hugetlb::check(&limits, &crate::hugetlb::kernel_page_sizes(), self.hugetlb.is_some())?;
+            if let Some(h) = &self.hugetlb {
+                h.set_limits(&self.rel, &limits).map_err(|e| format!("cgroup {}: {e}", self.path.display()))?;
+            }
+        }
         Ok(())
     }
 
     pub fn add(&self, pid: u32) -> Result<(), String> {
         self.cgroup
             .add_task_by_tgid(CgroupPid::from(pid as u64))
-            .map_err(|e| format!("moving {pid} into cgroup {}: {e}", self.path.display()))
+            .map_err(|e| format!("moving {pid} into cgroup {}: {e}", self.path.display()))?;
+        match self.hugetlb.as_ref().filter(|h| h.separate) {
+            Some(h) => h.add(&self.rel, pid),
+            None => Ok(()),
+        }
     }
 
     /// Whether the kernel's OOM killer killed something in this cgroup.
@@ -156,6 +213,11 @@ impl ContainerCgroup {
         }
         if let Err(e) = self.cgroup.delete() {
             eprintln!("gantry-shim: removing cgroup {}: {e}", self.path.display());
+        }
+        if let Some(h) = self.hugetlb.as_ref().filter(|h| h.separate) {
+            if let Err(e) = h.remove(&self.rel) {
+                eprintln!("gantry-shim: {e}");
+            }
         }
     }
 }

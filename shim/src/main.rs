@@ -16,7 +16,9 @@
 
 mod cgroup;
 mod container;
+mod device_filter;
 mod exec;
+mod hugetlb;
 mod log;
 mod pause;
 mod portforward;
@@ -122,11 +124,13 @@ fn main() {
             drop(ready_r);
             let mut ready = File::from(ready_w);
             let _ = setsid();
+            // Create's notes (e.g. a controller enabled) go to the shim log.
+            log_stderr(&args);
             match server::Shim::create(&args) {
                 Ok(mut shim) => {
                     let _ = writeln!(ready, "ready {} {}", shim.pid(), std::process::id());
                     drop(ready);
-                    detach_stdio(&args);
+                    detach_stdio();
                     shim.serve();
                     std::process::exit(0);
                 }
@@ -139,12 +143,16 @@ fn main() {
     }
 }
 
-/// stdin/stdout to /dev/null, stderr to `BUNDLE/shim.log` for post-mortems.
-fn detach_stdio(args: &Args) {
+/// stdin/stdout to /dev/null (stderr already goes to the shim log).
+fn detach_stdio() {
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
         let _ = dup2(null.as_raw_fd(), 0);
         let _ = dup2(null.as_raw_fd(), 1);
     }
+}
+
+/// stderr to `BUNDLE/shim.log`, for post-mortems.
+fn log_stderr(args: &Args) {
     if let Ok(log) = File::options().create(true).append(true).open(args.bundle.join("shim.log")) {
         let _ = dup2(log.as_raw_fd(), 2);
     }

@@ -126,7 +126,9 @@ fn update_resources(u: &gantry_proto::shim::UpdateRequest) -> Result<oci_spec::r
     if !u.cpuset_mems.is_empty() {
         cpu.insert("mems".into(), u.cpuset_mems.clone().into());
     }
-    let value = serde_json::json!({"memory": memory, "cpu": cpu});
+    let hugepages: Vec<serde_json::Value> =
+        u.hugepage_limits.iter().map(|h| serde_json::json!({"pageSize": h.page_size, "limit": h.limit})).collect();
+    let value = serde_json::json!({"memory": memory, "cpu": cpu, "hugepageLimits": hugepages});
     serde_json::from_value(value).map_err(|e| format!("resources: {e}"))
 }
 

@@ -381,6 +381,136 @@ async fn cgroup_limits_apply_and_oom_kills_are_reported() {
     assert!(read("memory", "memory.limit_in_bytes").is_err(), "cgroup removed with the container");
 }
 
+/// Where this host's hugetlb controller is: a v1 hierarchy, or a cgroup2
+/// mount that lists it (the hybrid's /sys/fs/cgroup/unified, or pure v2).
+fn hugetlb_hierarchy() -> Option<(std::path::PathBuf, bool)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mut v2 = None;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let mountpoint = left.split(' ').nth(4).unwrap_or_default().to_string();
+        let mut r = right.split(' ');
+        let (fstype, opts) = (r.next().unwrap_or(""), r.nth(1).unwrap_or(""));
+        if fstype == "cgroup" && opts.split(',').any(|o| o == "hugetlb") {
+            return Some((mountpoint.into(), false));
+        }
+        let controllers = std::fs::read_to_string(Path::new(&mountpoint).join("cgroup.controllers"));
+        if fstype == "cgroup2"
+            && v2.is_none()
+            && controllers.is_ok_and(|c| c.split_whitespace().any(|c| c == "hugetlb"))
+        {
+            v2 = Some((mountpoint.into(), true));
+        }
+    }
+    v2
+}
+
+#[tokio::test]
+async fn hugepage_limits_apply_in_the_hugetlb_hierarchy_and_update() {
+    let Some((root, v2)) = hugetlb_hierarchy() else {
+        eprintln!("skipped: no hugetlb cgroup controller on this host");
+        return;
+    };
+    if !Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").is_dir() {
+        eprintln!("skipped: no 2MB huge pages in this kernel");
+        return;
+    }
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "hugepages", NamespaceMode::Container).await;
+    let with_hugepages = |name: &str, limits: &[(&str, u64)]| {
+        let mut c = container(name, &["sleep", "1000"]);
+        c.linux = Some(LinuxContainerConfig {
+            security_context: c.linux.and_then(|l| l.security_context),
+            resources: Some(LinuxContainerResources {
+                hugepage_limits: limits
+                    .iter()
+                    .map(|(size, limit)| k8s_cri::v1::HugepageLimit { page_size: size.to_string(), limit: *limit })
+                    .collect(),
+                ..Default::default()
+            }),
+        });
+        c
+    };
+    let id = create(&mut cri, &pod, with_hugepages("huge", &[("2MB", 4 << 20)])).await.expect("create");
+    start(&mut cri, &id).await;
+    let dir = root.join(format!("{}/gantry-{id}", gantry_tests::cgroup_parent(&d)).trim_start_matches('/'));
+    let limit_file = dir.join(if v2 { "hugetlb.2MB.max" } else { "hugetlb.2MB.limit_in_bytes" });
+    let read = |f: &Path| std::fs::read_to_string(f).map(|s| s.trim().to_string());
+    assert_eq!(read(&limit_file).expect("hugetlb limit"), (4u64 << 20).to_string());
+
+    // The container's process is in that cgroup (in the hybrid layout: in
+    // the unified tree's as well as in the v1 hierarchies').
+    let verbose = cri
+        .runtime
+        .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true })
+        .await
+        .expect("status")
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).expect("verbose info");
+    let pid = info["pid"].as_u64().expect("pid");
+    let procs = read(&dir.join("cgroup.procs")).expect("procs");
+    assert!(procs.lines().any(|p| p == pid.to_string()), "pid {pid} not in {}: {procs:?}", dir.display());
+    // So is an exec'd command.
+    let mut runtime = cri.runtime.clone();
+    let exec_id = id.clone();
+    let exec = tokio::spawn(async move {
+        runtime
+            .exec_sync(k8s_cri::v1::ExecSyncRequest {
+                container_id: exec_id,
+                cmd: vec!["sleep".into(), "3".into()],
+                timeout: 20,
+            })
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read(&dir.join("cgroup.procs")).expect("procs").lines().count() < 2 {
+        assert!(Instant::now() < deadline, "the exec never showed up in {}", dir.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(exec.await.expect("join").expect("exec").into_inner().exit_code, 0);
+
+    // New limits for the running container.
+    cri.runtime
+        .update_container_resources(k8s_cri::v1::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                hugepage_limits: vec![k8s_cri::v1::HugepageLimit { page_size: "2MB".into(), limit: 8 << 20 }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("update");
+    assert_eq!(read(&limit_file).expect("hugetlb limit"), (8u64 << 20).to_string());
+
+    // A page size the kernel does not have is refused, by name.
+    let err = create(&mut cri, &pod, with_hugepages("odd", &[("3MB", 6 << 20)])).await.expect_err("no 3MB pages");
+    assert!(err.message().contains("3MB"), "{err}");
+    let err = cri
+        .runtime
+        .update_container_resources(k8s_cri::v1::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                hugepage_limits: vec![k8s_cri::v1::HugepageLimit { page_size: "3MB".into(), limit: 6 << 20 }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no 3MB pages");
+    assert!(err.message().contains("3MB"), "{err}");
+
+    cri.runtime.remove_container(RemoveContainerRequest { container_id: id.clone() }).await.expect("remove");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    remove_pod(&mut cri, &pod).await;
+    let parent = root.join(gantry_tests::cgroup_parent(&d).trim_start_matches('/'));
+    let left: Vec<_> = std::fs::read_dir(&parent)
+        .map(|rd| rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "cgroups left in {}: {left:?}", parent.display());
+}
+
 #[tokio::test]
 async fn devices_are_mapped_and_other_host_devices_denied() {
     let d = Daemon::start("");

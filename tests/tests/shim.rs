@@ -81,9 +81,24 @@ async fn bundle(d: &Daemon, name: &str, args: &[&str]) -> Bundle {
 
 /// Starts a shim for the bundle; returns its socket and the log path.
 fn run_shim(b: &Bundle, id: &str) -> Result<(PathBuf, PathBuf), String> {
+    run_shim_in(b, id, &[])
+}
+
+/// `run_shim`, the shim started through `wrapper` (a command that ends by
+/// exec'ing its arguments).
+fn run_shim_in(b: &Bundle, id: &str, wrapper: &[&str]) -> Result<(PathBuf, PathBuf), String> {
     let socket = b.dir.join("shim.sock");
     let log = b.dir.join("logs").join(format!("{id}.log"));
-    let out = Command::new(bin_dir().join("gantry-shim"))
+    let shim = bin_dir().join("gantry-shim");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&shim);
+            c
+        }
+        None => Command::new(&shim),
+    };
+    let out = command
         .args(["--id", id, "--bundle"])
         .arg(&b.dir)
         .arg("--socket")
@@ -268,4 +283,77 @@ async fn kill_before_start_stops_a_container_that_never_ran() {
     assert!(err.to_string().contains("not created"), "{err}");
     assert!(log_lines(&log).is_empty());
     shim.shutdown().await.expect("shutdown");
+}
+
+/// The first cgroup2 mount and its controllers.
+fn cgroup2() -> Option<(PathBuf, String)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mountpoint = PathBuf::from(left.split(' ').nth(4)?);
+        let controllers = std::fs::read_to_string(mountpoint.join("cgroup.controllers")).unwrap_or_default();
+        right.starts_with("cgroup2 ").then_some((mountpoint, controllers))
+    })
+}
+
+/// Without a v1 devices controller (pure cgroup v2; here, the hybrid
+/// layout's devices hierarchy unmounted in the shim's own mount namespace)
+/// the device rules become an eBPF program on the container's cgroup2
+/// cgroup: allowed devices open, others are refused.
+#[tokio::test]
+async fn device_rules_without_a_devices_controller_are_an_ebpf_program() {
+    let Some((v2_root, controllers)) = cgroup2() else {
+        eprintln!("skipped: no cgroup2 mount");
+        return;
+    };
+    let pure_v2 = v2_root == Path::new("/sys/fs/cgroup");
+    // On a hybrid host the shim has a cgroup2 cgroup only where hugetlb lives.
+    if !pure_v2 && !controllers.split_whitespace().any(|c| c == "hugetlb") {
+        eprintln!("skipped: the cgroup2 tree has no hugetlb controller, so no container cgroup in it");
+        return;
+    }
+    let d = Daemon::start("");
+    let script = "echo x > /dev/null && echo null-ok; head -c1 /dev/zero >/dev/null 2>&1 || echo zero-denied; \
+                  head -c1 /dev/urandom >/dev/null && echo urandom-ok";
+    let b = bundle(&d, "devices", &["sh", "-c", script]).await;
+    let config_path = b.dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).expect("read")).expect("json");
+    let cgroup = format!("{}/gantry-devices", gantry_tests::cgroup_parent(&d));
+    config["linux"]["cgroupsPath"] = cgroup.clone().into();
+    config["linux"]["resources"] = serde_json::json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"},
+        {"allow": true, "type": "c", "major": 1, "minor": 9, "access": "r"},
+    ]});
+    std::fs::write(&config_path, config.to_string()).expect("write");
+    let wrapper: &[&str] = if Path::new("/sys/fs/cgroup/devices/devices.list").exists() {
+        &[
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "umount /sys/fs/cgroup/devices && exec \"$0\" \"$@\"",
+        ]
+    } else {
+        &[]
+    };
+    let (socket, log) = run_shim_in(&b, "devices", wrapper).expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    shim.start().await.expect("start");
+    let done = within(shim.wait()).await.expect("wait");
+    assert_eq!(done.exit_code, 0);
+    assert_eq!(log_lines(&log), ["stdout F null-ok", "stdout F zero-denied", "stdout F urandom-ok"]);
+    let dir = v2_root.join(cgroup.trim_start_matches('/'));
+    assert!(dir.is_dir(), "the container's cgroup2 cgroup {}", dir.display());
+    shim.shutdown().await.expect("shutdown");
+    for _ in 0..100 {
+        if !dir.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }
