@@ -503,8 +503,8 @@ fn mount_entry(root: &Path, m: &Mount, userns: Option<&File>) -> Result<(), Stri
         }
         match userns.filter(|_| m.uid_mappings().is_some() || m.gid_mappings().is_some()) {
             Some(ns) => {
-                let tree = crate::userns::idmapped_tree(&source, ns, opts.flags.contains(MsFlags::MS_REC))?;
-                crate::userns::attach(&tree, &dest)?;
+                let tree = crate::mount_api::idmapped_tree(&source, ns, opts.flags.contains(MsFlags::MS_REC))?;
+                crate::mount_api::attach(&tree, &dest)?;
             }
             None => mount(
                 Some(&source),
@@ -527,39 +527,8 @@ fn mount_entry(root: &Path, m: &Mount, userns: Option<&File>) -> Result<(), Stri
         mount(None::<&str>, &dest, None::<&str>, opts.propagation, None::<&str>).map_err(|e| err("propagation", e))?;
     }
     if opts.recursive_readonly {
-        set_recursive_readonly(&dest)
+        crate::mount_api::set_recursive_readonly(&dest)
             .map_err(|e| format!("making {} recursively read-only: {e}", m.destination().display()))?;
-    }
-    Ok(())
-}
-
-/// `mount_setattr(2)` with MOUNT_ATTR_RDONLY and AT_RECURSIVE (Linux 5.12):
-/// a plain read-only bind leaves the mounts below it writable.
-fn set_recursive_readonly(path: &Path) -> std::io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
-    let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    // SAFETY: cpath and attr outlive the call; the kernel reads `size` bytes of attr.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            cpath.as_ptr(),
-            AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

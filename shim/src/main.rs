@@ -20,6 +20,7 @@ mod device_filter;
 mod exec;
 mod hugetlb;
 mod log;
+mod mount_api;
 mod pause;
 mod portforward;
 mod privileges;

@@ -15,10 +15,9 @@
 //! Usage: gantry-shim mount-rootfs --userns PATH --rw DIR --lower DIR [--lower DIR…] TARGET
 //! (`--rw` holds `upper` and `work`; lowers topmost first.)
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -27,6 +26,8 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, getpid, pipe2, ForkResult};
 use oci_spec::runtime::{LinuxIdMapping, Spec};
+
+use crate::mount_api::{attach, idmapped_tree, FsContext};
 
 /// The spec's mappings, as /proc/PID/uid_map wants them.
 fn map_lines(maps: &[LinuxIdMapping]) -> String {
@@ -96,89 +97,6 @@ pub fn host_id(maps: &[LinuxIdMapping], id: u32) -> Option<u32> {
         .map(|m| m.host_id() + (id - m.container_id()))
 }
 
-// ---- the new mount API (Linux 5.2+, layers by fd in overlayfs 6.13+) ----
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-fn cstring(s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("NUL byte in {s:?}"))
-}
-
-fn path_cstring(p: &Path) -> Result<CString, String> {
-    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| format!("NUL byte in {}", p.display()))
-}
-
-/// Takes ownership of a descriptor a syscall returned, or its error.
-fn owned(rc: libc::c_long, what: &str) -> Result<OwnedFd, String> {
-    if rc < 0 {
-        return Err(format!("{what}: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the syscall returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
-}
-
-/// A detached copy of the mount at `path` (and those below it if
-/// `recursive`), its IDs mapped as in the user namespace `userns`.
-pub fn idmapped_tree(path: &Path, userns: &File, recursive: bool) -> Result<OwnedFd, String> {
-    let recursive = if recursive { AT_RECURSIVE } else { 0 };
-    let cpath = path_cstring(path)?;
-    // SAFETY: cpath outlives the call; the kernel only reads it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            cpath.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | recursive,
-        )
-    };
-    let tree = owned(rc, &format!("open_tree {}", path.display()))?;
-    let attr =
-        MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
-    let empty = cstring("")?;
-    // SAFETY: attr and empty outlive the call; the kernel reads `size` bytes of attr.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint | recursive,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(format!("ID-mapping {}: {}", path.display(), std::io::Error::last_os_error()));
-    }
-    Ok(tree)
-}
-
-fn fsconfig(fs: &OwnedFd, cmd: libc::c_uint, key: Option<&str>, value: Option<&str>, aux: i32) -> Result<(), String> {
-    let key_c = key.map(cstring).transpose()?;
-    let value_c = value.map(cstring).transpose()?;
-    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: key and value are NUL-terminated strings (or null) that outlive the call.
-    let rc = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, ptr(&key_c), ptr(&value_c), aux) };
-    if rc != 0 {
-        return Err(format!("overlay option {}: {}", key.unwrap_or("create"), std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
 /// Mounts at `target` an overlay of `lowers` (topmost first) under the
 /// writable layer `rw/upper` (work dir `rw/work`), the lower layers
 /// ID-mapped into `userns`.
@@ -195,47 +113,20 @@ pub fn mount_idmapped_overlay(lowers: &[PathBuf], rw: &Path, target: &Path, user
     for lower in lowers {
         attach(&idmapped_tree(lower, userns, false)?, lower)?;
     }
-    let fstype = cstring("overlay")?;
-    // SAFETY: fstype outlives the call.
-    let fs = owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) }, "fsopen overlay")?;
+    let fs = FsContext::open("overlay")?;
     for lower in lowers {
-        fsconfig(&fs, FSCONFIG_SET_STRING, Some("lowerdir+"), Some(&lower.to_string_lossy()), 0)?;
+        fs.set("lowerdir+", &lower.to_string_lossy())?;
     }
     // Upper and work dirs are not ID-mapped: overlayfs creates its work
     // files as the mounter (host root), whom the mapping cannot express.
     // What the container writes is stored with its host IDs; gantryd gives
     // the upper dir's root to the container's root.
-    for name in ["upper", "work"] {
-        let dir = rw.join(name);
-        fsconfig(&fs, FSCONFIG_SET_STRING, Some(&format!("{name}dir")), Some(&dir.to_string_lossy()), 0)?;
-    }
-    fsconfig(&fs, FSCONFIG_SET_STRING, Some("index"), Some("off"), 0)?;
-    fsconfig(&fs, FSCONFIG_CMD_CREATE, None, None, 0)?;
-    // SAFETY: plain integer arguments.
-    let mnt = owned(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) }, "fsmount")?;
+    fs.set("upperdir", &rw.join("upper").to_string_lossy())?;
+    fs.set("workdir", &rw.join("work").to_string_lossy())?;
+    fs.set("index", "off")?;
+    let mnt = fs.mount().map_err(|e| format!("overlay: {e}"))?;
     setns(host_ns.as_fd(), CloneFlags::CLONE_NEWNS).map_err(|e| format!("returning to our mount namespace: {e}"))?;
     attach(&mnt, target)
-}
-
-/// Moves the detached tree `tree` onto `target`.
-pub fn attach(tree: &OwnedFd, target: &Path) -> Result<(), String> {
-    let empty = cstring("")?;
-    let ctarget = path_cstring(target)?;
-    // SAFETY: both strings outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            ctarget.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc != 0 {
-        return Err(format!("mounting on {}: {}", target.display(), std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 /// `gantry-shim mount-rootfs …`: exits 0, or 1 with the reason on stderr.
