@@ -21,12 +21,9 @@ for rt in gantry containerd; do
     dir="$work/$rt"
     if [ "$rt" = gantry ]; then start_gantry "$dir"; else start_containerd "$dir" "$pause"; fi
     "$bin/cri-bench" --endpoint "$sock" pull "$busybox" "$pause" >/dev/null
-    mkfifo "$work/hold-$rt"
-    "$bin/cri-bench" --endpoint "$sock" --label "$rt" exec --image "$busybox" --rounds "$rounds" \
-        --log-dir "$work/logs-$rt" <"$work/hold-$rt" >>"$results" 2>"$work/ids-$rt" &
-    bench_pid=$!
-    exec 3>"$work/hold-$rt"
-    until [ -s "$work/ids-$rt" ]; do sleep 0.1; done
+    hold_start "hold-$rt" "$work/ids-$rt" "$results" "$work/ids-$rt" \
+        "$bin/cri-bench" --endpoint "$sock" --label "$rt" exec --image "$busybox" --rounds "$rounds" \
+        --log-dir "$work/logs-$rt"
     ctr=$(awk '{print $2}' "$work/ids-$rt")
     if [ -n "${CRICTL:-}" ]; then
         for _ in 1 2 3; do
@@ -37,8 +34,7 @@ for rt in gantry containerd; do
             python3 -c "import json,sys; print(json.dumps({'runtime': '$rt', 'op': 'crictl_exec_cat', 'bytes': $got, 's': $end - $start}))" >>"$results"
         done
     fi
-    exec 3>&-
-    wait "$bench_pid"
+    hold_release
     stop_daemon "$dir"
 done
 

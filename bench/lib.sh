@@ -107,3 +107,21 @@ prepare_pod_images() {
     skopeo copy -q --dest-tls-verify=false "oci:$work/pause:pause" "docker://$registry/bench/pause:1"
     pause="$registry/bench/pause:1"
 }
+
+# hold_start NAME READY OUT ERR CMD...: runs CMD in the background with its
+# stdin from a fifo that fd 3 holds open (cri-bench keeps the pods it made
+# until its stdin closes), stdout appended to OUT and stderr to ERR, and
+# waits until the file READY is not empty. hold_release ends it.
+hold_start() {
+    local fifo="$work/$1" ready=$2 out=$3 err=$4
+    shift 4
+    mkfifo "$fifo"
+    "$@" <"$fifo" >>"$out" 2>>"$err" &
+    held_pid=$!
+    exec 3>"$fifo"
+    until [ -s "$ready" ]; do sleep 0.1; done
+}
+hold_release() {
+    exec 3>&-
+    wait "$held_pid"
+}

@@ -50,31 +50,22 @@ for rt in gantry containerd; do
     "$bin/cri-bench" --endpoint "$sock" pull "$busybox" "$pause" >/dev/null
     "$bin/cri-bench" --endpoint "$sock" --label "$rt" lifecycle --image "$busybox" --rounds "$rounds" --log-dir "$work/logs-$rt" >>"$results"
     echo "$rt: 20 pods at once" >&2
-    mkfifo "$work/hold-$rt"
-    "$bin/cri-bench" --endpoint "$sock" --label "$rt" concurrent --image "$busybox" --pods 20 --log-dir "$work/logs-$rt" \
-        <"$work/hold-$rt" >"$work/concurrent-$rt" &
-    bench_pid=$!
-    exec 3>"$work/hold-$rt"
-    until [ -s "$work/concurrent-$rt" ]; do sleep 0.1; done
+    hold_start "hold-$rt" "$work/concurrent-$rt" "$work/concurrent-$rt" /dev/stderr \
+        "$bin/cri-bench" --endpoint "$sock" --label "$rt" concurrent --image "$busybox" --pods 20 --log-dir "$work/logs-$rt"
     sleep 1
     cat "$work/concurrent-$rt" >>"$results"
     # containerd's shims are named by the containerd address, gantry's by their bundle: both under $dir.
     memory "$rt" "$dir" "$shim"
-    exec 3>&-
-    wait "$bench_pid"
+    hold_release
 
     # Pod start with 200 pods already running, against the idle figures above.
     echo "$rt: lifecycles with 200 pods running" >&2
-    mkfifo "$work/hold200-$rt"
-    "$bin/cri-bench" --endpoint "$sock" --label "$rt-busy" concurrent --image "$busybox" --pods 200 \
-        --log-dir "$work/logs200-$rt" <"$work/hold200-$rt" >"$work/concurrent200-$rt" &
-    bench_pid=$!
-    exec 3>"$work/hold200-$rt"
-    until [ -s "$work/concurrent200-$rt" ]; do sleep 0.2; done
+    hold_start "hold200-$rt" "$work/concurrent200-$rt" "$work/concurrent200-$rt" /dev/stderr \
+        "$bin/cri-bench" --endpoint "$sock" --label "$rt-busy" concurrent --image "$busybox" --pods 200 \
+        --log-dir "$work/logs200-$rt"
     "$bin/cri-bench" --endpoint "$sock" --label "$rt-busy" lifecycle --image "$busybox" --rounds 20 \
         --log-dir "$work/logs-busy-$rt" >>"$results"
-    exec 3>&-
-    wait "$bench_pid"
+    hold_release
     stop_daemon "$dir"
 done
 
