@@ -240,8 +240,19 @@ pub fn reap_leftovers(dir: &Path) {
     for m in ours {
         let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
     }
-    // Cgroups under this daemon's private parent, deepest first.
+    // Cgroups under this daemon's private parent, deepest first. A killed
+    // process leaves its cgroup only once it is reaped: retry for a while.
     let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !remove_test_cgroups(&name) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Removes the cgroups below `gantry-test/NAME` in every hierarchy; true
+/// when none is left.
+fn remove_test_cgroups(name: &str) -> bool {
+    let mut clean = true;
     let mut roots: Vec<PathBuf> =
         std::fs::read_dir("/sys/fs/cgroup").map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     roots.push(PathBuf::from("/sys/fs/cgroup"));
@@ -257,10 +268,14 @@ pub fn reap_leftovers(dir: &Path) {
         }
         dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for d in dirs {
-            let _ = std::fs::remove_dir(d);
+            if std::fs::remove_dir(&d).is_err() {
+                clean = false;
+            }
         }
+        // Shared by the tests running at once: removed by the last one.
         let _ = std::fs::remove_dir(root.join("gantry-test"));
     }
+    clean
 }
 
 /// A CRI client over a unix socket (gantryd's or containerd's).
