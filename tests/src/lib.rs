@@ -257,7 +257,7 @@ fn remove_test_cgroups(name: &str) -> bool {
         std::fs::read_dir("/sys/fs/cgroup").map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     roots.push(PathBuf::from("/sys/fs/cgroup"));
     for root in roots {
-        let ours = root.join("gantry-test").join(&name);
+        let ours = root.join("gantry-test").join(name);
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut stack = vec![ours.clone()];
         while let Some(p) = stack.pop() {
