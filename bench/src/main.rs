@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use bytes::{Buf, Bytes};
 use clap::{Parser, Subcommand};
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig,
@@ -42,6 +43,13 @@ enum Command {
         /// The daemon's pid, to read its RSS and fds
         #[arg(long)]
         daemon_pid: u32,
+        /// How many times to time ListContainers
+        #[arg(long, default_value_t = 20)]
+        list_rounds: usize,
+        /// Containers without labels and annotations (as this benchmark
+        /// made them before 2026-11-29), instead of kubelet's
+        #[arg(long)]
+        bare: bool,
     },
     /// One running container; ROUNDS ExecSync calls of `true` (one JSON line
     /// each), then ExecSync of a command writing BYTES to stdout, timed
@@ -54,6 +62,11 @@ enum Command {
         bytes: usize,
         #[arg(long)]
         log_dir: PathBuf,
+    },
+    /// Time ListContainers over whatever containers exist (see `time_list`)
+    List {
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
     },
     /// Remove images (untimed; for resetting between rounds)
     Rmi { images: Vec<String> },
@@ -81,6 +94,20 @@ enum Command {
     },
 }
 
+/// A UUID, as kubelet's pod UIDs are, derived from the name (FNV-1a) so
+/// every pod gets its own.
+fn pod_uid(name: &str) -> String {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 4) & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
+}
+
 /// Host-network pods: containerd needs a CNI plugin otherwise, and networking
 /// is not what this measures.
 fn pod_config(name: &str, log_dir: &std::path::Path) -> PodSandboxConfig {
@@ -88,7 +115,7 @@ fn pod_config(name: &str, log_dir: &std::path::Path) -> PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.into(),
             namespace: "bench".into(),
-            uid: format!("uid-{name}"),
+            uid: pod_uid(name),
             attempt: 0,
         }),
         log_directory: log_dir.join(name).display().to_string(),
@@ -100,6 +127,33 @@ fn pod_config(name: &str, log_dir: &std::path::Path) -> PodSandboxConfig {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// The labels and annotations kubelet gives every container
+/// (pkg/kubelet/kuberuntime/labels.go), so a listing carries as many bytes
+/// per container as on a node.
+fn kubelet_container_config(image: &str, pod: &PodSandboxMetadata, name: &str) -> ContainerConfig {
+    let labels = [
+        ("io.kubernetes.container.name", name),
+        ("io.kubernetes.pod.name", &pod.name),
+        ("io.kubernetes.pod.namespace", &pod.namespace),
+        ("io.kubernetes.pod.uid", &pod.uid),
+    ];
+    let annotations = [
+        ("io.kubernetes.container.hash", "4f1e5b3a"),
+        ("io.kubernetes.container.restartCount", "0"),
+        ("io.kubernetes.container.terminationMessagePath", "/dev/termination-log"),
+        ("io.kubernetes.container.terminationMessagePolicy", "File"),
+        ("io.kubernetes.pod.terminationGracePeriod", "30"),
+    ];
+    let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    ContainerConfig {
+        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
+        labels: map(&labels),
+        annotations: map(&annotations),
+        log_path: format!("{name}/0.log"),
+        ..container_config(image)
     }
 }
 
@@ -213,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
                 teardown(&mut cri, &pod, &ctr).await?;
             }
         }
-        Command::Scale { image, containers, log_dir, daemon_pid } => {
+        Command::Scale { image, containers, log_dir, daemon_pid, list_rounds, bare } => {
             let usage = || -> (u64, usize) {
                 let rss = std::fs::read_to_string(format!("/proc/{daemon_pid}/status"))
                     .ok()
@@ -231,10 +285,12 @@ async fn main() -> anyhow::Result<()> {
             let pod = run_pod(&mut cri, &config).await?;
             let (rss0, fds0) = usage();
             let t = Instant::now();
+            let meta = config.metadata.clone().unwrap_or_default();
             for i in 0..containers {
-                let mut c = container_config(&image);
-                c.metadata = Some(ContainerMetadata { name: format!("c{i}"), attempt: 0 });
-                c.log_path = format!("c{i}.log");
+                let mut c = kubelet_container_config(&image, &meta, &format!("c{i}"));
+                if bare {
+                    (c.labels, c.annotations) = Default::default();
+                }
                 cri.runtime
                     .create_container(CreateContainerRequest {
                         pod_sandbox_id: pod.clone(),
@@ -245,20 +301,15 @@ async fn main() -> anyhow::Result<()> {
             }
             let create_ms = t.elapsed().as_secs_f64() * 1000.0;
             let (rss1, fds1) = usage();
-            let mut times = Vec::new();
-            for _ in 0..20 {
-                let t = Instant::now();
-                let n =
-                    cri.runtime.list_containers(ListContainersRequest::default()).await?.into_inner().containers.len();
-                times.push(t.elapsed().as_secs_f64() * 1000.0);
-                anyhow::ensure!(n == containers, "listed {n} of {containers}");
-            }
-            times.sort_by(f64::total_cmp);
+            let list = time_list(&mut cri, &args.endpoint, list_rounds).await?;
+            anyhow::ensure!(list.containers == containers, "listed {} of {containers}", list.containers);
             println!(
                 "{}",
                 serde_json::json!({
                     "runtime": args.label, "op": "scale", "containers": containers,
-                    "create_all_ms": create_ms, "list_p50_ms": times[times.len() / 2],
+                    "create_all_ms": create_ms, "list_p50_ms": list.p50_ms,
+                    "list_raw_p50_ms": list.raw_p50_ms, "list_decode_p50_ms": list.decode_p50_ms,
+                    "list_bytes": list.bytes,
                     "daemon_rss_kib_per_container": (rss1 as f64 - rss0 as f64) / containers as f64,
                     "daemon_fds_per_container": (fds1 as f64 - fds0 as f64) / containers as f64,
                 })
@@ -297,6 +348,17 @@ async fn main() -> anyhow::Result<()> {
             let _ = std::io::stdin().read_line(&mut line);
             teardown(&mut cri, &pod, &ctr).await?;
         }
+        Command::List { rounds } => {
+            let list = time_list(&mut cri, &args.endpoint, rounds).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "runtime": args.label, "op": "list", "containers": list.containers,
+                    "list_p50_ms": list.p50_ms, "list_raw_p50_ms": list.raw_p50_ms,
+                    "list_decode_p50_ms": list.decode_p50_ms, "list_bytes": list.bytes,
+                })
+            );
+        }
         Command::Rmi { images } => {
             for image in images {
                 let spec = Some(ImageSpec { image, ..Default::default() });
@@ -305,4 +367,89 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+struct ListTimes {
+    containers: usize,
+    /// The whole call as a CRI client makes it (transport and decoding).
+    p50_ms: f64,
+    /// The same call with the answer kept as bytes: server and transport.
+    raw_p50_ms: f64,
+    /// Decoding those bytes alone: the client's share of `p50_ms`.
+    decode_p50_ms: f64,
+    bytes: usize,
+}
+
+/// ListContainers (no filter) timed `rounds` times in three ways (see
+/// `ListTimes`), interleaved so load on the machine hits all three alike.
+async fn time_list(
+    cri: &mut gantry_tests::Cri,
+    endpoint: &std::path::Path,
+    rounds: usize,
+) -> anyhow::Result<ListTimes> {
+    use prost::Message;
+    let channel = gantry_tests::channel(endpoint).await?;
+    let mut raw = tonic::client::Grpc::new(channel).max_decoding_message_size(64 << 20);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/runtime.v1.RuntimeService/ListContainers");
+    let (mut whole, mut call, mut decode) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut containers, mut bytes) = (0, 0);
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        containers = cri.runtime.list_containers(ListContainersRequest::default()).await?.into_inner().containers.len();
+        whole.push(ms(t));
+
+        let t = Instant::now();
+        raw.ready().await?;
+        let answer = raw.unary(tonic::Request::new(ListContainersRequest::default()), path.clone(), RawCodec).await?;
+        call.push(ms(t));
+        let answer = answer.into_inner();
+        bytes = answer.len();
+
+        let t = Instant::now();
+        let decoded = k8s_cri::v1::ListContainersResponse::decode(answer)?;
+        decode.push(ms(t));
+        anyhow::ensure!(decoded.containers.len() == containers, "the raw call listed a different number");
+    }
+    let p50 = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    Ok(ListTimes { containers, p50_ms: p50(whole), raw_p50_ms: p50(call), decode_p50_ms: p50(decode), bytes })
+}
+
+/// Encodes the ListContainers request with prost and keeps the answer as
+/// bytes, to time the call without the client's decoding.
+#[derive(Clone, Copy)]
+struct RawCodec;
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = ListContainersRequest;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = ListContainersRequest;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Self::Item, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Self::Error> {
+        prost::Message::encode(&item, dst).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, Self::Error> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }

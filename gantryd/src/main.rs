@@ -124,6 +124,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let runtime_service = RuntimeServiceServer::new(CriRuntimeService::new(config_json, runtime.clone(), streams))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // ListContainers from pre-encoded messages (kubelet lists every second).
+    let runtime_service =
+        gantry_runtime::listing::ListingServer::new(runtime_service, runtime.clone(), MAX_MESSAGE_BYTES);
     tracing::info!(socket = %config.listen.display(), root = %config.root.display(), "gantryd serving CRI v1");
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();

@@ -48,14 +48,15 @@ impl GantryImages {
         Ok((selector, record))
     }
 
-    /// Unpacked bytes of each layer snapshot, walked off the async threads.
+    /// Unpacked bytes of each layer snapshot, off the async threads (a layer
+    /// without a recorded size is walked).
     async fn unpacked_sizes(&self, chains: Vec<Digest>) -> HashMap<Digest, u64> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             chains
                 .into_iter()
                 .map(|c| {
-                    let bytes = crate::fsutil::disk_usage(&store.snapshotter().layer_dir(&c)).0;
+                    let bytes = store.snapshotter().layer_size(&c);
                     (c, bytes)
                 })
                 .collect()

@@ -4,6 +4,7 @@ pub mod cgroupfs;
 pub mod containers_api;
 pub mod devices;
 pub mod exec;
+pub mod listing;
 pub mod network;
 pub mod runtime;
 pub mod seccomp;

@@ -121,9 +121,10 @@ pub struct Runtime {
     pub network: NetworkManager,
     pub sandboxes: Mutex<HashMap<String, SandboxRecord>>,
     pub containers: Mutex<HashMap<String, ContainerRecord>>,
-    /// Last known state of each container, kept current by a watcher task
-    /// per started container, so listing never has to ask every shim.
-    states: std::sync::Mutex<HashMap<String, State>>,
+    /// Each container's last known state, kept current by a watcher task
+    /// per started container, and its encoded listing entry: listing never
+    /// asks a shim nor takes `containers`' lock.
+    pub listing: crate::listing::Listing,
     /// Container and sandbox lifecycle events for GetContainerEvents.
     events: tokio::sync::broadcast::Sender<Event>,
     /// Where the cgroup controllers are, for stats.
@@ -190,7 +191,7 @@ impl Runtime {
             network,
             sandboxes: Mutex::new(HashMap::new()),
             containers: Mutex::new(HashMap::new()),
-            states: std::sync::Mutex::new(HashMap::new()),
+            listing: crate::listing::Listing::default(),
             events: tokio::sync::broadcast::channel(1024).0,
             cgroups: crate::cgroupfs::CgroupLayout::detect(),
             cpu_readings: Default::default(),
@@ -223,6 +224,7 @@ impl Runtime {
                         Ok(r) => {
                             // The record's own copy: the image may be gone by now.
                             self.images.hold_layers(&r.id, r.chain_ids.clone());
+                            self.listing.insert(&r);
                             containers.insert(r.id.clone(), r);
                         }
                         Err(_) => half_made.push((id, e.path())),
@@ -611,7 +613,10 @@ impl Runtime {
             self.discard_container_files(&id, &dir).await;
             return Err(e);
         }
-        self.containers.lock().await.insert(id.clone(), record);
+        // Listed only once its record can be read (ContainerStatus after
+        // ListContainers must find it).
+        self.containers.lock().await.insert(id.clone(), record.clone());
+        self.listing.insert(&record);
         self.container_state(&id).await;
         self.emit(&id, k8s_cri::v1::ContainerEventType::ContainerCreatedEvent);
         tracing::info!(container = %id, pod = %sandbox_id, name = %meta.name, "container created");
@@ -796,17 +801,17 @@ impl Runtime {
     }
 
     fn cache_state(&self, id: &str, state: State) {
-        self.states.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), state);
+        self.listing.set_state(id, state);
     }
 
     /// The last known state, without asking the shim.
     pub fn cached_state(&self, id: &str) -> State {
-        self.states.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().unwrap_or_default()
+        self.listing.state(id)
     }
 
     /// The last known shim status (`Status` as i32), without cloning the state.
     pub fn cached_status(&self, id: &str) -> i32 {
-        self.states.lock().unwrap_or_else(|e| e.into_inner()).get(id).map_or(0, |s| s.status)
+        self.listing.status(id)
     }
 
     /// Learns every container's state (after a restart) and watches the
@@ -940,6 +945,7 @@ impl Runtime {
         let linux = record.config.linux.get_or_insert_with(Default::default);
         linux.resources = Some(resources);
         Self::persist(&self.container_dir(id), &record)?;
+        self.listing.insert(&record);
         self.containers.lock().await.insert(id.to_string(), record);
         Ok(())
     }
@@ -951,8 +957,9 @@ impl Runtime {
         self.stop_container(id, 0).await?;
         let dir = self.container_dir(id);
         self.discard_container_files(id, &dir).await;
+        // Unlisted first, for the same reason.
+        self.listing.remove(id);
         self.containers.lock().await.remove(id);
-        self.states.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         self.emit(id, k8s_cri::v1::ContainerEventType::ContainerDeletedEvent);
         tracing::info!(container = %id, "container removed");
         Ok(())

@@ -12,7 +12,7 @@ use crate::streaming::{Pending, StreamServer};
 
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::{
-    AttachRequest, AttachResponse, CgroupDriver, CheckpointContainerRequest, CheckpointContainerResponse, Container,
+    AttachRequest, AttachResponse, CgroupDriver, CheckpointContainerRequest, CheckpointContainerResponse,
     ContainerEventResponse, ContainerState, ContainerStatsRequest, ContainerStatsResponse, ContainerStatus,
     ContainerStatusRequest, ContainerStatusResponse, ContainerUser, CreateContainerRequest, CreateContainerResponse,
     ExecRequest, ExecResponse, ExecSyncRequest, ExecSyncResponse, GetEventsRequest, ImageSpec, LinuxContainerUser,
@@ -179,16 +179,7 @@ fn sandbox_state(s: &SandboxRecord) -> i32 {
 }
 
 fn container_state(s: &ShimState) -> i32 {
-    container_status_code(s.status)
-}
-
-fn container_status_code(shim_status: i32) -> i32 {
-    match ShimStatus::try_from(shim_status) {
-        Ok(ShimStatus::Created) => ContainerState::ContainerCreated as i32,
-        Ok(ShimStatus::Running) => ContainerState::ContainerRunning as i32,
-        Ok(ShimStatus::Stopped) => ContainerState::ContainerExited as i32,
-        _ => ContainerState::ContainerUnknown as i32,
-    }
+    crate::listing::container_status_code(s.status)
 }
 
 /// Every selector label must be present with the same value.
@@ -386,36 +377,12 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
+        // gantryd serves this RPC through `listing::ListingServer`, which
+        // sends the same bytes without decoding them.
         let filter = request.into_inner().filter.unwrap_or_default();
-        // Built under the lock from borrowed records: with many containers,
-        // cloning every record costs more than the answer.
-        let records = self.runtime.containers.lock().await;
-        let mut containers = Vec::with_capacity(records.len());
-        for c in records.values() {
-            if !filter.id.is_empty() && !c.id.starts_with(&filter.id)
-                || !filter.pod_sandbox_id.is_empty() && !c.sandbox_id.starts_with(&filter.pod_sandbox_id)
-                || !labels_match(&filter.label_selector, &c.config.labels)
-            {
-                continue;
-            }
-            let state = container_status_code(self.runtime.cached_status(&c.id));
-            if filter.state.as_ref().is_some_and(|f| f.state != state) {
-                continue;
-            }
-            containers.push(Container {
-                id: c.id.clone(),
-                pod_sandbox_id: c.sandbox_id.clone(),
-                metadata: c.config.metadata.clone(),
-                image: Some(ImageSpec { image: c.image_name.clone(), ..Default::default() }),
-                image_ref: c.image_id.clone(),
-                state,
-                created_at: c.created_at,
-                labels: c.config.labels.clone(),
-                annotations: c.config.annotations.clone(),
-                image_id: c.image_id.clone(),
-            });
-        }
-        Ok(Response::new(ListContainersResponse { containers }))
+        let selected = self.runtime.listing.select(&filter);
+        let response = selected.into_response().map_err(|e| Status::internal(format!("listing containers: {e}")))?;
+        Ok(Response::new(response))
     }
 
     async fn container_status(

@@ -280,17 +280,22 @@ fn remove_test_cgroups(name: &str) -> bool {
 
 /// A CRI client over a unix socket (gantryd's or containerd's).
 pub async fn connect(socket: &Path) -> Result<Cri, tonic::transport::Error> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://gantry.invalid")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-        }))
-        .await?;
+    let channel = channel(socket).await?;
     Ok(Cri {
         images: ImageServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20),
         runtime: RuntimeServiceClient::new(channel).max_decoding_message_size(16 << 20),
     })
+}
+
+/// A gRPC channel over the unix socket (for calls outside the CRI clients).
+pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path = socket.to_path_buf();
+    Endpoint::try_from("http://gantry.invalid")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
 }
 
 #[derive(Clone)]

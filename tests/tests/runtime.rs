@@ -934,3 +934,102 @@ async fn events_log_reopen_resource_updates_and_runtime_config() {
     assert_eq!(seen[&sleeper], lifecycle);
     assert_eq!(seen[&pod.id][..2], lifecycle[..2]);
 }
+
+/// ListContainers answers from pre-encoded messages (runtime `listing`):
+/// every filter, the same fields ContainerStatus reports, states as they
+/// change, and the same answer after a restart.
+#[tokio::test]
+async fn list_containers_filters_and_matches_container_status() {
+    use k8s_cri::v1::{ContainerFilter, ContainerStateValue};
+    let mut d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let web = run_pod(&mut cri, &d, "listweb", NamespaceMode::Container).await;
+    let db = run_pod(&mut cri, &d, "listdb", NamespaceMode::Container).await;
+    let kubelet_like = |name: &str, app: &str, command: &[&str]| {
+        let mut c = container(name, command);
+        c.labels = HashMap::from([
+            ("io.kubernetes.container.name".to_string(), name.to_string()),
+            ("app".to_string(), app.to_string()),
+        ]);
+        c.annotations = HashMap::from([
+            ("io.kubernetes.container.hash".to_string(), "4f1e5b3a".to_string()),
+            ("io.kubernetes.container.restartCount".to_string(), "0".to_string()),
+        ]);
+        c
+    };
+    let a = create(&mut cri, &web, kubelet_like("a", "web", &["sleep", "1000"])).await.expect("create a");
+    let b = create(&mut cri, &web, kubelet_like("b", "web", &["true"])).await.expect("create b");
+    let c = create(&mut cri, &db, kubelet_like("c", "db", &["sleep", "1000"])).await.expect("create c");
+    start(&mut cri, &a).await;
+    start(&mut cri, &b).await;
+    wait_exited(&mut cri, &b).await;
+
+    async fn list(cri: &mut gantry_tests::Cri, filter: ContainerFilter) -> Vec<k8s_cri::v1::Container> {
+        let mut listed = cri
+            .runtime
+            .list_containers(ListContainersRequest { filter: Some(filter) })
+            .await
+            .expect("list")
+            .into_inner()
+            .containers;
+        listed.sort_by(|x, y| x.id.cmp(&y.id));
+        listed
+    }
+    let ids = |listed: Vec<k8s_cri::v1::Container>| {
+        let mut ids: Vec<String> = listed.into_iter().map(|c| c.id).collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    let all = list(&mut cri, ContainerFilter::default()).await;
+    assert_eq!(all.len(), 3);
+    for listed in &all {
+        let s = status(&mut cri, &listed.id).await;
+        assert_eq!(listed.metadata, s.metadata);
+        assert_eq!((&listed.labels, &listed.annotations), (&s.labels, &s.annotations));
+        assert_eq!((&listed.image, &listed.image_ref, listed.created_at), (&s.image, &s.image_ref, s.created_at));
+        assert_eq!(listed.state, s.state, "{}", listed.id);
+        assert_eq!(listed.image_id, s.image_ref);
+        let pod = if listed.id == c { &db.id } else { &web.id };
+        assert_eq!(&listed.pod_sandbox_id, pod);
+    }
+    let state_of = |id: &str| all.iter().find(|x| x.id == id).map(|x| x.state);
+    assert_eq!(state_of(&a), Some(ContainerState::ContainerRunning as i32));
+    assert_eq!(state_of(&b), Some(ContainerState::ContainerExited as i32));
+    assert_eq!(state_of(&c), Some(ContainerState::ContainerCreated as i32));
+
+    let by_id = ContainerFilter { id: a[..12].to_string(), ..Default::default() };
+    assert_eq!(ids(list(&mut cri, by_id).await), [a.as_str()]);
+    let by_pod = ContainerFilter { pod_sandbox_id: db.id[..12].to_string(), ..Default::default() };
+    assert_eq!(ids(list(&mut cri, by_pod).await), [c.as_str()]);
+    let web_label = HashMap::from([("app".to_string(), "web".to_string())]);
+    let by_label = ContainerFilter { label_selector: web_label.clone(), ..Default::default() };
+    assert_eq!(ids(list(&mut cri, by_label).await), sorted(vec![a.clone(), b.clone()]));
+    let state = |s: ContainerState| Some(ContainerStateValue { state: s as i32 });
+    let running = ContainerFilter { state: state(ContainerState::ContainerRunning), ..Default::default() };
+    assert_eq!(ids(list(&mut cri, running).await), [a.as_str()]);
+    let created = ContainerFilter { state: state(ContainerState::ContainerCreated), ..Default::default() };
+    assert_eq!(ids(list(&mut cri, created).await), [c.as_str()]);
+    let nothing = ContainerFilter {
+        label_selector: web_label,
+        state: state(ContainerState::ContainerCreated),
+        ..Default::default()
+    };
+    assert!(list(&mut cri, nothing).await.is_empty());
+
+    // After a restart the records are read back: the same answer.
+    d.restart();
+    let mut cri = d.connect().await;
+    assert_eq!(list(&mut cri, ContainerFilter::default()).await, all);
+
+    // Removed: gone from the list at once.
+    cri.runtime.remove_container(RemoveContainerRequest { container_id: b.clone() }).await.expect("remove b");
+    assert_eq!(ids(list(&mut cri, ContainerFilter::default()).await), sorted(vec![a.clone(), c.clone()]));
+    remove_pod(&mut cri, &web).await;
+    remove_pod(&mut cri, &db).await;
+    assert!(list(&mut cri, ContainerFilter::default()).await.is_empty());
+}

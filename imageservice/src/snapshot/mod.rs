@@ -4,7 +4,8 @@
 //!
 //! Layout under `ROOT/snapshots`:
 //! - `layers/CHAINID/fs`: a committed layer, OCI whiteouts already converted
-//!   to overlayfs form;
+//!   to overlayfs form; `layers/CHAINID/size`: the bytes `fs` takes on disk
+//!   (decimal), recorded at commit so that `df` and `inspect` need no walk;
 //! - `unpack/RANDOM/fs`: a layer being unpacked (renamed into `layers/` only
 //!   once its digests are verified; anything left here is from a crash);
 //! - `active/KEY/{upper,work}`: a container's writable layer.
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::fsutil::{digest_entries, fsync_dir, random_name, remove_entries};
+use crate::fsutil::{digest_entries, fsync_dir, random_name, remove_entries, write_atomic};
 use crate::reference::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +138,11 @@ impl Snapshotter {
     /// first (one syncfs rather than an fsync per file) so that a committed
     /// layer is complete after a crash.
     pub fn commit(&self, mut unpacked: UnpackDir, chain_id: &Digest) -> Result<(), SnapshotError> {
+        // Inside the directory about to be renamed (and synced): the layer
+        // and its size appear together.
+        let size = crate::fsutil::disk_usage(&unpacked.fs()).0;
+        let size_file = unpacked.dir.join(SIZE_FILE);
+        fs::write(&size_file, size.to_string()).map_err(io_err(&size_file))?;
         let dir = fs::File::open(&unpacked.dir).map_err(io_err(&unpacked.dir))?;
         nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
             .map_err(|e| SnapshotError::Io { path: unpacked.dir.clone(), source: e.into() })?;
@@ -150,6 +156,26 @@ impl Snapshotter {
         }
         unpacked.committed = true;
         fsync_dir(&self.layers).map_err(io_err(&self.layers))
+    }
+
+    /// The bytes a committed layer's files take on disk; 0 if there is no
+    /// such layer. Read from the size recorded at commit; a layer committed
+    /// before sizes were recorded is walked once and its size recorded then.
+    pub fn layer_size(&self, chain_id: &Digest) -> u64 {
+        let file = self.layers.join(chain_id.hex()).join(SIZE_FILE);
+        if let Some(bytes) = fs::read_to_string(&file).ok().and_then(|s| s.trim().parse().ok()) {
+            return bytes;
+        }
+        let fs_dir = self.layer_dir(chain_id);
+        if !fs_dir.is_dir() {
+            return 0;
+        }
+        let bytes = crate::fsutil::disk_usage(&fs_dir).0;
+        // Unrecorded (say the layer was just removed), the next call walks again.
+        if let Err(e) = write_atomic(&file, bytes.to_string().as_bytes()) {
+            tracing::debug!(layer = %chain_id, error = %e, "recording a layer's size");
+        }
+        bytes
     }
 
     pub fn remove_layer(&self, chain_id: &Digest) -> Result<(), SnapshotError> {
@@ -227,6 +253,9 @@ impl Snapshotter {
     }
 }
 
+/// In a layer's directory, beside `fs`: its unpacked size (`layer_size`).
+const SIZE_FILE: &str = "size";
+
 fn validate_key(key: &str) -> Result<(), SnapshotError> {
     if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(SnapshotError::InvalidKey(key.to_string()));
@@ -246,4 +275,39 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
         out.push(next);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layers_size_is_recorded_at_commit_and_learnt_once_for_older_layers() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let snapshots = Snapshotter::open(root.path()).expect("open");
+        let chain = Digest::of_bytes(b"layer");
+        let unpack = snapshots.begin_unpack().expect("unpack dir");
+        fs::write(unpack.fs().join("data"), vec![7u8; 100_000]).expect("write");
+        snapshots.commit(unpack, &chain).expect("commit");
+
+        let walked = crate::fsutil::disk_usage(&snapshots.layer_dir(&chain)).0;
+        assert!(walked >= 100_000, "{walked}");
+        let size_file = root.path().join("layers").join(chain.hex()).join(SIZE_FILE);
+        assert_eq!(fs::read_to_string(&size_file).expect("recorded at commit"), walked.to_string());
+        assert_eq!(snapshots.layer_size(&chain), walked);
+
+        // The record is what counts, not a walk.
+        fs::write(&size_file, "12345").expect("write");
+        assert_eq!(snapshots.layer_size(&chain), 12345);
+        // A layer from before sizes were recorded: walked, then recorded.
+        fs::remove_file(&size_file).expect("remove");
+        assert_eq!(snapshots.layer_size(&chain), walked);
+        assert_eq!(fs::read_to_string(&size_file).expect("recorded"), walked.to_string());
+        // The layer list is unchanged by the extra file.
+        assert_eq!(snapshots.list_layers().expect("list"), vec![chain.clone()]);
+
+        snapshots.remove_layer(&chain).expect("remove");
+        assert_eq!(snapshots.layer_size(&chain), 0);
+        assert!(!size_file.exists());
+    }
 }

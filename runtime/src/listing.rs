@@ -1,0 +1,416 @@
+//! `ListContainers` without building messages per call.
+//!
+//! kubelet lists every container each second. Building 1000 `Container`
+//! messages from the records (a dozen strings and two maps each, cloned under
+//! the records' lock) and encoding them was most of the server's share of a
+//! listing. Here each container's message is encoded once, when its record
+//! is stored, and a listing copies those bytes (`ListingServer` answers the
+//! RPC with them, bypassing prost).
+//!
+//! The state is the only listed field that changes over a container's life:
+//! it is kept apart and written after the other fields at listing time.
+//! Protobuf parsers accept fields in any order, so the answer decodes to the
+//! same message prost would have encoded.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes};
+use k8s_cri::v1::{
+    Container, ContainerFilter, ContainerState, ImageSpec, ListContainersRequest, ListContainersResponse,
+};
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::Message;
+use tonic::codegen::{http, BoxFuture, Service, StdError};
+use tonic::server::NamedService;
+use tonic::Status;
+
+use crate::runtime::ContainerRecord;
+use crate::shim_client::{State, Status as ShimStatus};
+
+/// `ListContainersResponse.containers` and `Container.state`.
+const CONTAINERS_FIELD: u32 = 1;
+const STATE_FIELD: u32 = 6;
+const LIST_CONTAINERS_PATH: &str = "/runtime.v1.RuntimeService/ListContainers";
+
+/// The CRI state of a shim status (`shim_client::Status` as i32).
+pub fn container_status_code(shim_status: i32) -> i32 {
+    match ShimStatus::try_from(shim_status) {
+        Ok(ShimStatus::Created) => ContainerState::ContainerCreated as i32,
+        Ok(ShimStatus::Running) => ContainerState::ContainerRunning as i32,
+        Ok(ShimStatus::Stopped) => ContainerState::ContainerExited as i32,
+        _ => ContainerState::ContainerUnknown as i32,
+    }
+}
+
+/// A container as listed.
+struct Entry {
+    sandbox_id: String,
+    labels: HashMap<String, String>,
+    /// The last known state, from the shim.
+    state: State,
+    /// Its `Container` message without `state`.
+    encoded: Bytes,
+}
+
+/// Every container's listing entry and last known state, readable without
+/// the records' (async) lock and without asking a shim.
+#[derive(Default)]
+pub struct Listing {
+    entries: RwLock<HashMap<String, Entry>>,
+}
+
+impl Listing {
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lists the container of `record` (again, if its record changed; the
+    /// known state is kept).
+    pub fn insert(&self, record: &ContainerRecord) {
+        let message = Container {
+            id: record.id.clone(),
+            pod_sandbox_id: record.sandbox_id.clone(),
+            metadata: record.config.metadata.clone(),
+            image: Some(ImageSpec { image: record.image_name.clone(), ..Default::default() }),
+            image_ref: record.image_id.clone(),
+            state: 0, // written at listing time
+            created_at: record.created_at,
+            labels: record.config.labels.clone(),
+            annotations: record.config.annotations.clone(),
+            image_id: record.image_id.clone(),
+        };
+        let encoded = Bytes::from(message.encode_to_vec());
+        let mut entries = self.write();
+        let state = entries.remove(&record.id).map(|e| e.state).unwrap_or_default();
+        entries.insert(
+            record.id.clone(),
+            Entry { sandbox_id: record.sandbox_id.clone(), labels: record.config.labels.clone(), state, encoded },
+        );
+    }
+
+    /// Records the container's state; ignored once it is removed (a watcher
+    /// may learn an exit after the container is gone).
+    pub fn set_state(&self, id: &str, state: State) {
+        if let Some(e) = self.write().get_mut(id) {
+            e.state = state;
+        }
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.write().remove(id);
+    }
+
+    /// The last known state (the default if unknown).
+    pub fn state(&self, id: &str) -> State {
+        self.read().get(id).map(|e| e.state.clone()).unwrap_or_default()
+    }
+
+    /// The last known shim status (`Status` as i32), without cloning the state.
+    pub fn status(&self, id: &str) -> i32 {
+        self.read().get(id).map_or(0, |e| e.state.status)
+    }
+
+    /// The containers the filter selects: ID and pod ID by prefix, every
+    /// selector label with the same value, the state if given.
+    pub fn select(&self, filter: &ContainerFilter) -> Selected {
+        let entries = self.read();
+        let mut selected = Vec::with_capacity(entries.len());
+        for (id, e) in entries.iter() {
+            if !filter.id.is_empty() && !id.starts_with(&filter.id)
+                || !filter.pod_sandbox_id.is_empty() && !e.sandbox_id.starts_with(&filter.pod_sandbox_id)
+                || !filter.label_selector.iter().all(|(k, v)| e.labels.get(k) == Some(v))
+            {
+                continue;
+            }
+            let state = container_status_code(e.state.status);
+            if filter.state.as_ref().is_some_and(|f| f.state != state) {
+                continue;
+            }
+            selected.push((e.encoded.clone(), state));
+        }
+        Selected(selected)
+    }
+}
+
+/// Containers a listing selected: their encoded messages and CRI states,
+/// written out as a `ListContainersResponse`.
+pub struct Selected(Vec<(Bytes, i32)>);
+
+impl Selected {
+    fn state_len(state: i32) -> usize {
+        // proto3 leaves a zero out; `as u64` sign-extends as protobuf's int32 does
+        if state == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(state as u64)
+        }
+    }
+
+    /// Bytes `encode` writes.
+    pub fn encoded_len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(m, state)| {
+                let len = m.len() + Self::state_len(*state);
+                1 + encoded_len_varint(len as u64) + len
+            })
+            .sum()
+    }
+
+    /// Writes the `ListContainersResponse`.
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        for (message, state) in &self.0 {
+            encode_key(CONTAINERS_FIELD, WireType::LengthDelimited, buf);
+            encode_varint((message.len() + Self::state_len(*state)) as u64, buf);
+            buf.put_slice(message);
+            if *state != 0 {
+                encode_key(STATE_FIELD, WireType::Varint, buf);
+                encode_varint(*state as u64, buf);
+            }
+        }
+    }
+
+    /// As a message (for callers in this process; the RPC never decodes).
+    pub fn into_response(self) -> Result<ListContainersResponse, prost::DecodeError> {
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut buf);
+        ListContainersResponse::decode(buf.as_slice())
+    }
+}
+
+/// The runtime service with `ListContainers` answered from a `Listing`'s
+/// encoded messages; every other call goes to `inner` (the generated
+/// `RuntimeServiceServer`).
+#[derive(Clone)]
+pub struct ListingServer<S> {
+    inner: S,
+    runtime: Arc<crate::Runtime>,
+    max_decoding_message_size: usize,
+    max_encoding_message_size: usize,
+}
+
+impl<S> ListingServer<S> {
+    pub fn new(inner: S, runtime: Arc<crate::Runtime>, max_message_size: usize) -> Self {
+        ListingServer {
+            inner,
+            runtime,
+            max_decoding_message_size: max_message_size,
+            max_encoding_message_size: max_message_size,
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for ListingServer<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for ListingServer<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != LIST_CONTAINERS_PATH {
+            return Box::pin(self.inner.call(req));
+        }
+        let runtime = self.runtime.clone();
+        let (decoding, encoding) = (self.max_decoding_message_size, self.max_encoding_message_size);
+        Box::pin(async move {
+            let mut grpc =
+                tonic::server::Grpc::new(ListCodec).apply_max_message_size_config(Some(decoding), Some(encoding));
+            Ok(grpc.unary(ListContainers(runtime), req).await)
+        })
+    }
+}
+
+struct ListContainers(Arc<crate::Runtime>);
+
+impl tonic::server::UnaryService<ListContainersRequest> for ListContainers {
+    type Response = Selected;
+    type Future = std::future::Ready<Result<tonic::Response<Selected>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<ListContainersRequest>) -> Self::Future {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        std::future::ready(Ok(tonic::Response::new(self.0.listing.select(&filter))))
+    }
+}
+
+/// Decodes the request with prost; writes the answer's bytes as they are.
+#[derive(Clone, Copy)]
+struct ListCodec;
+struct ListEncoder;
+struct ListDecoder;
+
+impl tonic::codec::Codec for ListCodec {
+    type Encode = Selected;
+    type Decode = ListContainersRequest;
+    type Encoder = ListEncoder;
+    type Decoder = ListDecoder;
+
+    fn encoder(&mut self) -> ListEncoder {
+        ListEncoder
+    }
+
+    fn decoder(&mut self) -> ListDecoder {
+        ListDecoder
+    }
+}
+
+impl tonic::codec::Encoder for ListEncoder {
+    type Item = Selected;
+    type Error = Status;
+
+    fn encode(&mut self, item: Selected, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.encoded_len());
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for ListDecoder {
+    type Item = ListContainersRequest;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        // INTERNAL, as tonic's prost codec answers a malformed message
+        let request = ListContainersRequest::decode(src).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Some(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{ContainerConfig, ContainerMetadata, ContainerStateValue};
+
+    fn record(id: &str, pod: &str, app: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            sandbox_id: pod.into(),
+            config: ContainerConfig {
+                metadata: Some(ContainerMetadata { name: format!("name-{id}"), attempt: 2 }),
+                labels: HashMap::from([("app".into(), app.into()), ("io.kubernetes.pod.uid".into(), pod.into())]),
+                annotations: HashMap::from([("io.kubernetes.container.hash".into(), "4f1e5b3a".into())]),
+                ..Default::default()
+            },
+            image_id: "sha256:abc".into(),
+            image_name: "busybox:latest".into(),
+            created_at: 1_700_000_000_000_000_000,
+            log_path: "x.log".into(),
+            stop_signal: String::new(),
+            chain_ids: vec![],
+            identity: None,
+        }
+    }
+
+    /// What the handler built before listings were pre-encoded.
+    fn expected(r: &ContainerRecord, state: i32) -> Container {
+        Container {
+            id: r.id.clone(),
+            pod_sandbox_id: r.sandbox_id.clone(),
+            metadata: r.config.metadata.clone(),
+            image: Some(ImageSpec { image: r.image_name.clone(), ..Default::default() }),
+            image_ref: r.image_id.clone(),
+            state,
+            created_at: r.created_at,
+            labels: r.config.labels.clone(),
+            annotations: r.config.annotations.clone(),
+            image_id: r.image_id.clone(),
+        }
+    }
+
+    fn shim(status: ShimStatus) -> State {
+        State { status: status as i32, ..Default::default() }
+    }
+
+    fn ids(filter: ContainerFilter, listing: &Listing) -> Vec<String> {
+        let mut ids: Vec<String> =
+            listing.select(&filter).into_response().expect("decodes").containers.into_iter().map(|c| c.id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn listing_decodes_to_the_messages_prost_builds_and_filters() {
+        let listing = Listing::default();
+        let records = [record("aa1", "pod1", "web"), record("aa2", "pod1", "db"), record("bb3", "pod2", "web")];
+        for r in &records {
+            listing.insert(r);
+        }
+        listing.set_state("aa1", shim(ShimStatus::Running));
+        listing.set_state("aa2", shim(ShimStatus::Stopped));
+        // bb3 stays Unknown: no state learnt yet
+
+        let selected = listing.select(&ContainerFilter::default());
+        let len = selected.encoded_len();
+        let mut bytes = Vec::new();
+        selected.encode(&mut bytes);
+        assert_eq!(bytes.len(), len, "encoded_len is exact");
+        let mut listed = ListContainersResponse::decode(bytes.as_slice()).expect("decodes").containers;
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        let states =
+            [ContainerState::ContainerRunning, ContainerState::ContainerExited, ContainerState::ContainerUnknown];
+        let want: Vec<Container> = records.iter().zip(states).map(|(r, s)| expected(r, s as i32)).collect();
+        assert_eq!(listed, want);
+
+        // A state back to CREATED (0, left out by proto3) and a changed record.
+        listing.set_state("bb3", shim(ShimStatus::Created));
+        let mut changed = record("aa1", "pod1", "web");
+        changed.config.annotations.insert("more".into(), "yes".into());
+        listing.insert(&changed);
+        let mut listed = listing.select(&ContainerFilter::default()).into_response().expect("decodes").containers;
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(listed[0], expected(&changed, ContainerState::ContainerRunning as i32), "state kept");
+        assert_eq!(listed[2].state, ContainerState::ContainerCreated as i32);
+
+        let by = |f: ContainerFilter| ids(f, &listing);
+        assert_eq!(by(ContainerFilter { id: "aa".into(), ..Default::default() }), ["aa1", "aa2"]);
+        assert_eq!(by(ContainerFilter { id: "aa2".into(), ..Default::default() }), ["aa2"]);
+        assert_eq!(by(ContainerFilter { pod_sandbox_id: "pod2".into(), ..Default::default() }), ["bb3"]);
+        let web = HashMap::from([("app".to_string(), "web".to_string())]);
+        assert_eq!(by(ContainerFilter { label_selector: web.clone(), ..Default::default() }), ["aa1", "bb3"]);
+        let both =
+            HashMap::from([("app".to_string(), "web".to_string()), ("io.kubernetes.pod.uid".into(), "pod2".into())]);
+        assert_eq!(by(ContainerFilter { label_selector: both, ..Default::default() }), ["bb3"]);
+        let state = |s: ContainerState| Some(ContainerStateValue { state: s as i32 });
+        assert_eq!(
+            by(ContainerFilter { state: state(ContainerState::ContainerExited), ..Default::default() }),
+            ["aa2"]
+        );
+        assert_eq!(
+            by(ContainerFilter { state: state(ContainerState::ContainerCreated), ..Default::default() }),
+            ["bb3"]
+        );
+        let none = ContainerFilter {
+            id: "aa".into(),
+            label_selector: web,
+            state: state(ContainerState::ContainerExited),
+            ..Default::default()
+        };
+        assert!(by(none).is_empty());
+
+        // Removed: gone from the listing, and a late state does not bring it back.
+        listing.remove("aa2");
+        listing.set_state("aa2", shim(ShimStatus::Stopped));
+        assert_eq!(by(ContainerFilter::default()), ["aa1", "bb3"]);
+        assert_eq!(listing.status("aa2"), 0);
+        assert_eq!(listing.state("aa1").status, ShimStatus::Running as i32);
+    }
+}
