@@ -56,7 +56,7 @@ wait_socket() {
 start_gantry() {
     local dir=$1
     mkdir -p "$dir"
-    "$bin/gantryd" --root "$dir/root" --state "$dir/state" --listen "$dir/sock" --log-level warn 2>"$dir/log" &
+    "$bin/gantryd" --root "$dir/root" --state "$dir/state" --listen "$dir/sock" --log-level "${GANTRY_BENCH_LOG:-warn}" 2>"$dir/log" &
     daemon_pid=$!
     pids+=("$daemon_pid") # stopped by the trap too if the run fails
     sock="$dir/sock"
@@ -81,7 +81,7 @@ start_containerd() {
         echo "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"$registry\"]"
         echo "  endpoint = [\"http://$registry\"]"
     } >"$dir/config.toml"
-    containerd --config "$dir/config.toml" --log-level warn 2>"$dir/log" &
+    containerd --config "$dir/config.toml" --log-level "${GANTRY_BENCH_LOG:-warn}" 2>"$dir/log" &
     daemon_pid=$!
     pids+=("$daemon_pid") # stopped by the trap too if the run fails
     sock="$dir/sock"

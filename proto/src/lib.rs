@@ -6,6 +6,10 @@ pub mod api {
     tonic::include_proto!("gantry.v1");
 }
 
+/// The environment variable in which gantryd hands the cgroup mounts (the
+/// `cgroup`/`cgroup2` lines of its mountinfo, read once) to gantry-shim.
+pub const CGROUP_MOUNTINFO_ENV: &str = "GANTRY_CGROUP_MOUNTINFO";
+
 /// gantryd <-> gantry-shim.
 pub mod shim {
     include!(concat!(env!("OUT_DIR"), "/gantry.shim.v1.rs"));

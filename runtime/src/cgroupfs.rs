@@ -14,6 +14,8 @@ pub struct CgroupLayout {
     v1: HashMap<String, PathBuf>,
     /// The cgroup2 mount and the controllers it has.
     unified: Option<(PathBuf, Vec<String>)>,
+    /// The `cgroup`/`cgroup2` lines of mountinfo, for the shims.
+    mount_lines: String,
 }
 
 /// One reading of a cgroup; `None` where the controller is missing.
@@ -70,6 +72,13 @@ fn real_limit(v: u64) -> Option<u64> {
 }
 
 impl CgroupLayout {
+    /// The cgroup lines of mountinfo, as gantry-shim takes them in
+    /// `gantry_proto::CGROUP_MOUNTINFO_ENV` (it need not read mountinfo,
+    /// slow with many rootfs mounts).
+    pub fn mount_lines(&self) -> &str {
+        &self.mount_lines
+    }
+
     /// Reads the cgroup mounts of this mount namespace.
     pub fn detect() -> Self {
         Self::from_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
@@ -83,6 +92,10 @@ impl CgroupLayout {
             let Some(mountpoint) = left.split(' ').nth(4) else { continue };
             let mut r = right.split(' ');
             let (fstype, super_opts) = (r.next().unwrap_or(""), r.nth(1).unwrap_or(""));
+            if fstype == "cgroup" || fstype == "cgroup2" {
+                layout.mount_lines.push_str(line);
+                layout.mount_lines.push('\n');
+            }
             match fstype {
                 "cgroup" => {
                     for opt in super_opts.split(',') {
@@ -218,7 +231,8 @@ mod tests {
     fn the_v2_freezer_freezes_and_thaws() {
         // The cgroup2 tree of this host (hybrid here), used as if it were the only one.
         let Some((mount, _)) = CgroupLayout::detect().unified else { return };
-        let only_v2 = CgroupLayout { v1: HashMap::new(), unified: Some((mount.clone(), vec![])) };
+        let only_v2 =
+            CgroupLayout { v1: HashMap::new(), unified: Some((mount.clone(), vec![])), mount_lines: String::new() };
         let name = format!("gantry-freeze-test-{}", std::process::id());
         let dir = mount.join(&name);
         if std::fs::create_dir(&dir).is_err() {

@@ -95,7 +95,7 @@ impl Runtime {
                 "container {id} is not running (state {what}): cannot exec in it"
             )));
         }
-        let mut command = tokio::process::Command::new(&self.shim_binary);
+        let mut command = self.shim_command();
         command.arg("exec").arg("--bundle").arg(self.container_dir(id)).arg("--pid").arg(state.pid.to_string());
         if tty {
             command.arg("--tty");

@@ -143,8 +143,14 @@ pub struct Event {
 
 /// Start a shim for `bundle`. The container's process is only made at
 /// Start, so the shim's `ready CONTAINER_PID SHIM_PID` names pid 0.
-async fn launch_shim(binary: &Path, id: &str, bundle: &Path, socket: &Path, log: &Path) -> Result<(), RuntimeError> {
-    let out = tokio::process::Command::new(binary)
+async fn launch_shim(
+    mut command: tokio::process::Command,
+    id: &str,
+    bundle: &Path,
+    socket: &Path,
+    log: &Path,
+) -> Result<(), RuntimeError> {
+    let out = command
         .arg("--id")
         .arg(id)
         .arg("--bundle")
@@ -157,7 +163,7 @@ async fn launch_shim(binary: &Path, id: &str, bundle: &Path, socket: &Path, log:
         .stderr(std::process::Stdio::null())
         .output()
         .await
-        .map_err(|e| RuntimeError::Internal(format!("starting {}: {e}", binary.display())))?;
+        .map_err(|e| RuntimeError::Internal(format!("starting gantry-shim: {e}")))?;
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     match line.strip_prefix("ready ") {
         Some(rest) => match rest.split_whitespace().next().map(str::parse::<u32>) {
@@ -260,6 +266,13 @@ impl Runtime {
     /// Shim sockets live apart from the bundles, under short names: a unix
     /// socket path must fit in 108 bytes.
     /// The shim's attach socket (see `gantry_proto::attach`).
+    /// `gantry-shim`, told where the cgroups are mounted.
+    pub(crate) fn shim_command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.shim_binary);
+        command.env(gantry_proto::CGROUP_MOUNTINFO_ENV, self.cgroups.mount_lines());
+        command
+    }
+
     pub fn attach_socket_path(&self, id: &str) -> PathBuf {
         self.socket_path(id).with_extension("attach")
     }
@@ -373,7 +386,9 @@ impl Runtime {
         fsutil::write_atomic(&dir.join("config.json"), spec.to_string().as_bytes())
             .map_err(|e| internal("writing sandbox spec")(&e))?;
         self.write_etc_files(dir, &config)?;
-        launch_shim(&self.shim_binary, id, dir, &self.socket_path(id), &dir.join("pause.log")).await?;
+        let t = std::time::Instant::now();
+        launch_shim(self.shim_command(), id, dir, &self.socket_path(id), &dir.join("pause.log")).await?;
+        tracing::debug!(pod = %id, elapsed_us = t.elapsed().as_micros() as u64, "sandbox shim launched");
         let with_network = opts.network != node;
         match self.start_sandbox(id, dir, config, with_network).await {
             Ok(record) => Ok(record),
@@ -396,7 +411,9 @@ impl Runtime {
         let mut shim =
             ShimClient::connect(&self.socket_path(id)).await.map_err(|e| internal("connecting to sandbox shim")(&e))?;
         // The pause process exists from Start on: its pid names the pod's namespaces.
+        let t = std::time::Instant::now();
         let pid = shim.start().await.map_err(|e| internal("starting pause process")(&e))?.pid;
+        tracing::debug!(pod = %id, elapsed_us = t.elapsed().as_micros() as u64, "pause process started");
         if pid == 0 {
             return Err(RuntimeError::Internal("the sandbox shim reported no pause process".into()));
         }
@@ -713,7 +730,7 @@ impl Runtime {
         } else {
             dir.join("container.log")
         };
-        launch_shim(&self.shim_binary, id, dir, &self.socket_path(id), &log_path).await?;
+        launch_shim(self.shim_command(), id, dir, &self.socket_path(id), &log_path).await?;
         let stop_signal = image_config.stop_signal.clone().unwrap_or_default();
         Ok((log_path.display().to_string(), stop_signal, who))
     }

@@ -31,7 +31,7 @@ pub struct ContainerCgroup {
 pub fn join(spec: &Spec, pid: u32) -> Result<(), String> {
     let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else { return Ok(()) };
     let rel = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
-    let cgroup = Cgroup::load(cgroups_rs::hierarchies::auto(), rel.to_string_lossy().as_ref());
+    let cgroup = Cgroup::load(crate::cgroup_mounts::hierarchy(), rel.to_string_lossy().as_ref());
     if !cgroup.exists() {
         return Err(format!("the container's cgroup {} is gone", path.display()));
     }
@@ -51,7 +51,7 @@ impl ContainerCgroup {
         let Some(linux) = spec.linux() else { return Ok(None) };
         let Some(path) = linux.cgroups_path().clone() else { return Ok(None) };
         let rel = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
-        let cgroup = Cgroup::new(cgroups_rs::hierarchies::auto(), rel.to_string_lossy().as_ref())
+        let cgroup = Cgroup::new(crate::cgroup_mounts::hierarchy(), rel.to_string_lossy().as_ref())
             .map_err(|e| format!("creating cgroup {}: {e}", path.display()))?;
         let hugetlb = Hugetlb::locate();
         let cg = ContainerCgroup { cgroup, path, rel, hugetlb };

@@ -597,10 +597,13 @@ fn setup_rootfs(bundle: &Path, spec: &Spec, userns: Option<&File>) -> Result<(),
     let root_spec = spec.root().as_ref().ok_or("the spec has no root")?;
     let root = if root_spec.path().is_absolute() { root_spec.path().clone() } else { bundle.join(root_spec.path()) };
     // pivot_root refuses a shared parent mount, and a bind of the rootfs
-    // under a shared parent would leak to the host.
-    if let Some(parent) = mount_point_of(&root) {
-        mount(None::<&str>, &parent, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-            .map_err(|e| format!("making {} private: {e}", parent.display()))?;
+    // under a shared parent would leak to the host. Only a shared `/` has
+    // one: finding it reads mountinfo, which is slow with many containers.
+    if propagation == MsFlags::MS_SHARED {
+        if let Some(parent) = mount_point_of(&root) {
+            mount(None::<&str>, &parent, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+                .map_err(|e| format!("making {} private: {e}", parent.display()))?;
+        }
     }
     // pivot_root needs the new root to be a mount point.
     mount(Some(&root), &root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)

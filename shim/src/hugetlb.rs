@@ -27,7 +27,7 @@ pub struct Hugetlb {
 impl Hugetlb {
     /// Finds the controller in this mount namespace's cgroup mounts.
     pub fn locate() -> Option<Hugetlb> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mountinfo = crate::cgroup_mounts::mountinfo();
         Self::from_mountinfo(&mountinfo, cgroups_rs::hierarchies::is_cgroup2_unified_mode(), |m| {
             fs::read_to_string(m.join("cgroup.controllers")).unwrap_or_default()
         })

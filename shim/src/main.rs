@@ -15,6 +15,7 @@
 //! is 0: the container's process is only made at `Start` (as runc does).
 
 mod cgroup;
+mod cgroup_mounts;
 mod container;
 mod device_filter;
 mod exec;
