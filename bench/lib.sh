@@ -18,6 +18,11 @@ fi
 (cd "$bench_repo" && cargo build --release -q -p gantryd -p gantry-shim -p gantry-bench)
 
 work="$(mktemp -d /tmp/gantry-bench.XXXXXX)"
+# Runtime state (sockets, bundles, shim state) goes to a tmpfs, as on a node
+# where /run is one (gantryd's /run/gantry, containerd's /run/containerd);
+# this machine's /run is on the root disk, where every fsync of state would
+# wait for the journal. Images and metadata stay on disk ($work).
+run_state="$(mktemp -d /dev/shm/gantry-bench-state.XXXXXX)"
 pids=()
 unmount_below() {
     { grep -o "$1/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
@@ -26,7 +31,8 @@ bench_cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     unmount_below "$work"
-    rm -rf "$work"
+    unmount_below "$run_state"
+    rm -rf "$work" "$run_state"
 }
 trap bench_cleanup EXIT
 
@@ -56,7 +62,7 @@ wait_socket() {
 start_gantry() {
     local dir=$1
     mkdir -p "$dir"
-    "$bin/gantryd" --root "$dir/root" --state "$dir/state" --listen "$dir/sock" --log-level "${GANTRY_BENCH_LOG:-warn}" 2>"$dir/log" &
+    "$bin/gantryd" --root "$dir/root" --state "$run_state/$(basename "$dir")" --listen "$dir/sock" --log-level "${GANTRY_BENCH_LOG:-warn}" 2>"$dir/log" &
     daemon_pid=$!
     pids+=("$daemon_pid") # stopped by the trap too if the run fails
     sock="$dir/sock"
@@ -70,7 +76,7 @@ start_containerd() {
     {
         echo 'version = 2'
         echo "root = \"$dir/root\""
-        echo "state = \"$dir/state\""
+        echo "state = \"$run_state/$(basename "$dir")\""
         echo '[grpc]'
         echo "  address = \"$dir/sock\""
         echo '[plugins."io.containerd.grpc.v1.cri"]'
@@ -88,12 +94,14 @@ start_containerd() {
     wait_socket "$sock"
 }
 
-# stop_daemon DIR: stops $daemon_pid and removes DIR (and its mounts).
+# stop_daemon DIR: stops $daemon_pid and removes DIR and its state (and
+# their mounts).
 stop_daemon() {
     kill "$daemon_pid"
     wait "$daemon_pid" || true
     unmount_below "$1"
-    rm -rf "$1"
+    unmount_below "$run_state/$(basename "$1")"
+    rm -rf "$1" "${run_state:?}/$(basename "$1")"
 }
 
 # prepare_pod_images: pushes the fixture images and a pause stand-in for

@@ -54,8 +54,11 @@ for rt in gantry containerd; do
         "$bin/cri-bench" --endpoint "$sock" --label "$rt" concurrent --image "$busybox" --pods 20 --log-dir "$work/logs-$rt"
     sleep 1
     cat "$work/concurrent-$rt" >>"$results"
-    # containerd's shims are named by the containerd address, gantry's by their bundle: both under $dir.
-    memory "$rt" "$dir" "$shim"
+    # containerd's shims are named by the containerd address (under $dir),
+    # gantry's by their bundle (in its state dir).
+    marker=$dir
+    [ "$rt" != gantry ] || marker="$run_state/gantry"
+    memory "$rt" "$marker" "$shim"
     hold_release
 
     # Pod start with 200 pods already running, against the idle figures above.
@@ -63,6 +66,8 @@ for rt in gantry containerd; do
     hold_start "hold200-$rt" "$work/concurrent200-$rt" "$work/concurrent200-$rt" /dev/stderr \
         "$bin/cri-bench" --endpoint "$sock" --label "$rt-busy" concurrent --image "$busybox" --pods 200 \
         --log-dir "$work/logs200-$rt"
+    # Steady state: the kernel's work for 200 fresh pods settles first.
+    sleep 2
     "$bin/cri-bench" --endpoint "$sock" --label "$rt-busy" lifecycle --image "$busybox" --rounds 20 \
         --log-dir "$work/logs-busy-$rt" >>"$results"
     hold_release

@@ -318,7 +318,9 @@ impl Runtime {
         }
         let id = new_id();
         let dir = self.sandbox_dir(&id);
+        let t = std::time::Instant::now();
         let result = self.create_sandbox(&id, &dir, config).await;
+        tracing::debug!(pod = %id, elapsed_us = t.elapsed().as_micros() as u64, "sandbox created");
         if result.is_err() {
             let _ = tokio::fs::remove_dir_all(&dir).await;
         }
