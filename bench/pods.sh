@@ -8,7 +8,7 @@
 # RunPodSandbox, CreateContainer+StartContainer (busybox sleep), then
 # StopContainer+RemoveContainer+StopPodSandbox+RemovePodSandbox; then 20 pods
 # started concurrently, and the memory of the daemon and of the shims while
-# those 20 run; then 20 more lifecycles with 200 pods running. Pods use the host network (containerd needs a CNI plugin
+# those 20 run; then ROUNDS more lifecycles with 200 pods running. Pods use the host network (containerd needs a CNI plugin
 # otherwise; networking is not measured here). containerd gets a busybox
 # `sleep` image as its pause image, as no pause image can be pulled here.
 rounds=${1:-50}
@@ -68,7 +68,7 @@ for rt in gantry containerd; do
         --log-dir "$work/logs200-$rt"
     # Steady state: the kernel's work for 200 fresh pods settles first.
     sleep 2
-    "$bin/cri-bench" --endpoint "$sock" --label "$rt-busy" lifecycle --image "$busybox" --rounds 20 \
+    "$bin/cri-bench" --endpoint "$sock" --label "$rt-busy" lifecycle --image "$busybox" --rounds "$rounds" \
         --log-dir "$work/logs-busy-$rt" >>"$results"
     hold_release
     stop_daemon "$dir"
