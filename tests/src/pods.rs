@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
     LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 
 use crate::{test_registry, Cri, Daemon};
@@ -122,6 +122,28 @@ pub async fn status(cri: &mut Cri, id: &str) -> k8s_cri::v1::ContainerStatus {
         .into_inner()
         .status
         .expect("status")
+}
+
+/// ContainerStatus's verbose `info` (pid, runtimeSpec…) as JSON.
+pub async fn container_info(cri: &mut Cri, id: &str) -> serde_json::Value {
+    let verbose = cri
+        .runtime
+        .container_status(ContainerStatusRequest { container_id: id.into(), verbose: true })
+        .await
+        .expect("verbose container status")
+        .into_inner();
+    serde_json::from_str(verbose.info.get("info").map_or("{}", |s| s.as_str())).expect("container info JSON")
+}
+
+/// PodSandboxStatus's verbose `info` (pid of the pause process, config…) as JSON.
+pub async fn pod_info(cri: &mut Cri, id: &str) -> serde_json::Value {
+    let verbose = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true })
+        .await
+        .expect("verbose pod status")
+        .into_inner();
+    serde_json::from_str(verbose.info.get("info").map_or("{}", |s| s.as_str())).expect("pod info JSON")
 }
 
 pub async fn wait_exited(cri: &mut Cri, id: &str) -> k8s_cri::v1::ContainerStatus {

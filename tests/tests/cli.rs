@@ -239,7 +239,7 @@ async fn save_load_round_trip_interop_and_bad_archives() {
 
 #[tokio::test]
 async fn pause_freezes_a_container_and_unpause_thaws_it() {
-    use k8s_cri::v1::{ContainerStatsRequest, ContainerStatusRequest, StopContainerRequest};
+    use k8s_cri::v1::{ContainerStatsRequest, StopContainerRequest};
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
     let pod = run_pod(&mut cri, &d, "pause", NamespaceMode::Pod).await;
@@ -252,13 +252,8 @@ async fn pause_freezes_a_container_and_unpause_thaws_it() {
 
     assert_eq!(ok(&d, &["pause", &id[..12]]).trim(), id);
     assert_eq!(json(&d, &["ps"])[0]["State"], "Paused");
-    let verbose = cri
-        .runtime
-        .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true })
-        .await
-        .expect("status")
-        .into_inner();
-    assert!(verbose.info["info"].contains("\"paused\":true"), "{:?}", verbose.info);
+    let info = container_info(&mut cri, &id).await;
+    assert_eq!(info["paused"], true, "{info}");
     let before = cpu(cri.clone(), id.clone()).await;
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     let frozen = cpu(cri.clone(), id.clone()).await - before;

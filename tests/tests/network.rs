@@ -323,14 +323,7 @@ fn calls(path: &std::path::Path) -> Vec<String> {
 }
 
 async fn pause_pid(cri: &mut Cri, pod: &Pod) -> i32 {
-    let verbose = cri
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: true })
-        .await
-        .expect("verbose pod status")
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).expect("info JSON");
-    info["pid"].as_i64().expect("pause pid") as i32
+    pods::pod_info(cri, &pod.id).await["pid"].as_i64().expect("pause pid") as i32
 }
 
 #[tokio::test]

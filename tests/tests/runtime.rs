@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use gantry_tests::pods::*;
 use gantry_tests::{test_registry, Daemon};
 use k8s_cri::v1::{
-    ContainerState, ContainerStatusRequest, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
-    LinuxContainerResources, LinuxContainerSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount,
-    NamespaceMode, NamespaceOption, PodSandboxStatusRequest, RemoveContainerRequest, StopContainerRequest,
+    ContainerState, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources,
+    LinuxContainerSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount, NamespaceMode, NamespaceOption,
+    PodSandboxStatusRequest, RemoveContainerRequest, StopContainerRequest,
 };
 use tonic::Code;
 
@@ -62,13 +62,7 @@ async fn containers_run_exit_and_log_with_codes_and_reasons() {
         assert!(Instant::now() < deadline, "the exit never showed in ListContainers");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let verbose = cri
-        .runtime
-        .container_status(ContainerStatusRequest { container_id: later.clone(), verbose: true })
-        .await
-        .expect("verbose status")
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).expect("info JSON");
+    let info = container_info(&mut cri, &later).await;
     assert_eq!(info["runtimeSpec"]["process"]["args"][0], "sleep");
     remove_pod(&mut cri, &pod).await;
     assert!(cri
@@ -181,14 +175,7 @@ async fn containers_of_a_pod_share_its_namespaces() {
     }
 
     // The pause process lives in the pod's cgroup, as containerd's does.
-    let verbose = cri
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: true })
-        .await
-        .expect("pod status")
-        .into_inner()
-        .info;
-    let info: serde_json::Value = serde_json::from_str(&verbose["info"]).expect("verbose info");
+    let info = pod_info(&mut cri, &pod.id).await;
     let pause = info["pid"].as_u64().expect("pause pid");
     let cgroups = std::fs::read_to_string(format!("/proc/{pause}/cgroup")).expect("pause cgroup");
     let expected = format!("{}/gantry-{}", gantry_tests::cgroup_parent(&d), pod.id);
@@ -441,13 +428,7 @@ async fn hugepage_limits_apply_in_the_hugetlb_hierarchy_and_update() {
 
     // The container's process is in that cgroup (in the hybrid layout: in
     // the unified tree's as well as in the v1 hierarchies').
-    let verbose = cri
-        .runtime
-        .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true })
-        .await
-        .expect("status")
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).expect("verbose info");
+    let info = container_info(&mut cri, &id).await;
     let pid = info["pid"].as_u64().expect("pid");
     let procs = read(&dir.join("cgroup.procs")).expect("procs");
     assert!(procs.lines().any(|p| p == pid.to_string()), "pid {pid} not in {}: {procs:?}", dir.display());

@@ -5,8 +5,8 @@
 use gantry_tests::pods::*;
 use gantry_tests::Daemon;
 use k8s_cri::v1::{
-    ContainerStatusRequest, ExecSyncRequest, IdMapping, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, StatusRequest, UserNamespace,
+    ExecSyncRequest, IdMapping, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, StatusRequest,
+    UserNamespace,
 };
 use tonic::Code;
 
@@ -134,13 +134,7 @@ async fn a_pod_user_namespace_maps_ids_and_owns_the_pods_namespaces() {
 
     // On the host the process runs as the mapped user, and what it wrote is
     // stored with the mapped IDs.
-    let verbose = cri
-        .runtime
-        .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: true })
-        .await
-        .expect("verbose status")
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&verbose.info["info"]).expect("info JSON");
+    let info = container_info(&mut cri, &id).await;
     let pid = info["pid"].as_u64().expect("pid");
     let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
     let uids = proc_status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
