@@ -30,6 +30,17 @@ unmount_below() {
 bench_cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Shims outlive their daemon by design: after a failed or interrupted
+    # run, end those of this run (their command lines name its dirs) and
+    # their containers.
+    local shim kid
+    for shim in $(pgrep -f "gantry-shim .*($work|$run_state)/" || true); do
+        for kid in $(pgrep -P "$shim" || true); do
+            pkill -9 -P "$kid" 2>/dev/null || true
+            kill -9 "$kid" 2>/dev/null || true
+        done
+        kill -9 "$shim" 2>/dev/null || true
+    done
     unmount_below "$work"
     unmount_below "$run_state"
     rm -rf "$work" "$run_state"
