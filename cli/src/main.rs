@@ -373,29 +373,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         Command::Save { output, images } => {
-            use tokio::io::AsyncWriteExt;
-            let mut stream = c.gantry.save(SaveRequest { images }).await.map_err(refused)?.into_inner();
-            // Written beside the target and renamed, so a failed save leaves no half archive.
-            let partial = output.with_extension("partial");
-            let mut file =
-                tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?;
-            let mut written = 0u64;
-            let result = async {
-                while let Some(chunk) = stream.message().await.map_err(refused)? {
-                    file.write_all(&chunk.data).await?;
-                    written += chunk.data.len() as u64;
-                    format::progress("Saving", written, None);
-                }
-                file.flush().await?;
-                anyhow::Ok(())
-            }
-            .await;
-            format::progress_done();
-            if let Err(e) = result {
-                let _ = tokio::fs::remove_file(&partial).await;
-                return Err(e);
-            }
-            tokio::fs::rename(&partial, &output).await?;
+            let stream = c.gantry.save(SaveRequest { images }).await.map_err(refused)?.into_inner();
+            let written = receive_to_file(stream, &output, "Saving").await?;
             if json_out {
                 return print_json(&json!({"Output": output, "Bytes": written}));
             }

@@ -53,6 +53,18 @@ fn layer_tar(upper: &Path, shift: Option<IdShift>, out: impl Write) -> io::Resul
     tar.into_inner()?.flush()
 }
 
+/// The name a new image gets: none, or a tag (a digest names no new image).
+fn new_image_name(opts: &CommitOptions) -> Result<Option<Reference>, CommitError> {
+    if opts.reference.is_empty() {
+        return Ok(None);
+    }
+    let reference = Reference::parse(&opts.reference).map_err(|e| CommitError::Invalid(e.to_string()))?;
+    if reference.digest.is_some() {
+        return Err(CommitError::Invalid(format!("{:?} is a digest, not a name to tag", opts.reference)));
+    }
+    Ok(Some(reference))
+}
+
 /// A `Write` that hashes what passes through.
 struct Hashing<W> {
     inner: W,
@@ -150,39 +162,14 @@ impl ImageStore {
         shift: Option<IdShift>,
         opts: &CommitOptions,
     ) -> Result<ImageRecord, CommitError> {
-        let reference = match opts.reference.as_str() {
-            "" => None,
-            r => Some(Reference::parse(r).map_err(|e| CommitError::Invalid(e.to_string()))?),
-        };
-        if reference.as_ref().is_some_and(|r| r.digest.is_some()) {
-            return Err(CommitError::Invalid(format!("{:?} is a digest, not a name to tag", opts.reference)));
-        }
+        let reference = new_image_name(opts)?;
         let mut config: Value =
             serde_json::from_slice(&self.content.read(&parent.config.digest).map_err(StoreError::from)?)
                 .map_err(|e| CommitError::Invalid(format!("parent config: {e}")))?;
         apply_changes(&mut config, &opts.changes)?;
-        let _shared = self.gc_lock.read().await;
-        let this = std::sync::Arc::clone(self);
-        let (upper, parent, opts) = (upper.to_path_buf(), parent.clone(), opts.clone());
-        let record =
-            tokio::task::spawn_blocking(move || this.commit_blocking(&parent, &upper, shift, config, &opts, reference))
-                .await
-                .map_err(|e| CommitError::Io(io::Error::other(e.to_string())))??;
-        self.usage_changed();
-        Ok(record)
-    }
-
-    fn commit_blocking(
-        &self,
-        parent: &ImageRecord,
-        upper: &Path,
-        shift: Option<IdShift>,
-        config: Value,
-        opts: &CommitOptions,
-        reference: Option<Reference>,
-    ) -> Result<ImageRecord, CommitError> {
-        let write = |w: &mut dyn Write| layer_tar(upper, shift, w);
-        self.add_layer(&parent.layers, config, &write, opts, reference, "gantry commit")
+        let upper = upper.to_path_buf();
+        let write = move |w: &mut dyn Write| layer_tar(&upper, shift, w);
+        self.store_layer(parent.layers.clone(), config, write, opts, reference, "gantry commit").await
     }
 
     /// A single-layer image from a filesystem tar (`gantry import`).
@@ -191,19 +178,30 @@ impl ImageStore {
         tar: &Path,
         opts: &CommitOptions,
     ) -> Result<ImageRecord, CommitError> {
-        let reference = match opts.reference.as_str() {
-            "" => None,
-            r => Some(Reference::parse(r).map_err(|e| CommitError::Invalid(e.to_string()))?),
-        };
+        let reference = new_image_name(opts)?;
         let (os, arch, _) = crate::pull::host_platform();
         let mut config = json!({"architecture": arch, "os": os, "config": {}, "rootfs": {"type": "layers"}});
         apply_changes(&mut config, &opts.changes)?;
+        let tar = tar.to_path_buf();
+        let write = move |w: &mut dyn Write| io::copy(&mut fs::File::open(&tar)?, w).map(|_| ());
+        self.store_layer(vec![], config, write, opts, reference, "gantry import").await
+    }
+
+    /// [`Self::add_layer`] off the async runtime, with the GC kept out.
+    async fn store_layer(
+        self: &std::sync::Arc<Self>,
+        lower: Vec<LayerRecord>,
+        config: Value,
+        write_tar: impl Fn(&mut dyn Write) -> io::Result<()> + Send + 'static,
+        opts: &CommitOptions,
+        reference: Option<Reference>,
+        created_by: &'static str,
+    ) -> Result<ImageRecord, CommitError> {
         let _shared = self.gc_lock.read().await;
         let this = std::sync::Arc::clone(self);
-        let (tar, opts) = (tar.to_path_buf(), opts.clone());
+        let opts = opts.clone();
         let record = tokio::task::spawn_blocking(move || {
-            let write = |w: &mut dyn Write| io::copy(&mut fs::File::open(&tar)?, w).map(|_| ());
-            this.add_layer(&[], config, &write, &opts, reference, "gantry import")
+            this.add_layer(&lower, config, &write_tar, &opts, reference, created_by)
         })
         .await
         .map_err(|e| CommitError::Io(io::Error::other(e.to_string())))??;

@@ -306,7 +306,7 @@ impl Runtime {
         if meta.name.is_empty() || meta.namespace.is_empty() {
             return Err(RuntimeError::InvalidArgument("pod sandbox metadata needs a name and a namespace".into()));
         }
-        crate::userns::for_pod(&config)?;
+        let id_maps = crate::userns::for_pod(&config)?;
         {
             let sandboxes = self.sandboxes.lock().await;
             if let Some(other) = sandboxes.values().find(|s| s.config.metadata.as_ref() == Some(&meta)) {
@@ -319,7 +319,7 @@ impl Runtime {
         let id = new_id();
         let dir = self.sandbox_dir(&id);
         let t = std::time::Instant::now();
-        let result = self.create_sandbox(&id, &dir, config).await;
+        let result = self.create_sandbox(&id, &dir, config, id_maps).await;
         tracing::debug!(pod = %id, elapsed_us = t.elapsed().as_micros() as u64, "sandbox created");
         if result.is_err() {
             let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -337,6 +337,7 @@ impl Runtime {
         id: &str,
         dir: &Path,
         config: PodSandboxConfig,
+        id_maps: Option<crate::userns::PodIdMaps>,
     ) -> Result<SandboxRecord, RuntimeError> {
         tokio::fs::create_dir_all(dir).await.map_err(|e| internal("creating sandbox dir")(&e))?;
         let opts = config
@@ -346,7 +347,6 @@ impl Runtime {
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
         let node = NamespaceMode::Node as i32;
-        let id_maps = crate::userns::for_pod(&config)?;
         let mut namespaces = vec![];
         // First, so that the pod's other namespaces belong to it.
         if id_maps.is_some() {
@@ -877,13 +877,6 @@ impl Runtime {
     }
 
     pub async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<(), RuntimeError> {
-        // As containerd: a container never started has nothing to stop and
-        // stays CREATED (RemoveContainer still removes it).
-        let known = self.containers.lock().await.contains_key(id);
-        if known && self.container_state(id).await.status == Status::Created as i32 {
-            tracing::debug!(container = %id, "stop of a container never started: nothing to do");
-            return Ok(());
-        }
         let result = self.stop_container_process(id, timeout_secs).await;
         if self.containers.lock().await.contains_key(id) {
             self.container_state(id).await;
@@ -895,7 +888,9 @@ impl Runtime {
         let Ok(record) = self.container(id).await else { return Ok(()) };
         let Ok(mut shim) = self.shim(id).await else { return Ok(()) };
         let state = shim.state().await.map_err(|e| internal("container state")(&e))?;
-        if state.status == Status::Stopped as i32 {
+        // As containerd, a container never started has nothing to stop and
+        // stays CREATED (RemoveContainer still removes it).
+        if state.status == Status::Stopped as i32 || state.status == Status::Created as i32 {
             return Ok(());
         }
         // A frozen process takes no signal: thaw a paused container first.

@@ -1,9 +1,9 @@
-//! Where the cgroup hierarchies are mounted. Reading /proc/self/mountinfo
-//! costs milliseconds once a node runs hundreds of containers (every rootfs
-//! overlay prints its layer paths there), so gantryd reads it once and
-//! hands the cgroup lines to each shim and exec helper in the environment
-//! ([`gantry_proto::CGROUP_MOUNTINFO_ENV`]). Run by hand, the shim reads
-//! the file itself.
+//! Where the cgroup hierarchies are mounted, and the shim's one mountinfo
+//! line parser. Reading /proc/self/mountinfo costs milliseconds once a node
+//! runs hundreds of containers (every rootfs overlay prints its layer paths
+//! there), so gantryd reads it once and hands the cgroup lines to each shim
+//! and exec helper in the environment ([`gantry_proto::CGROUP_MOUNTINFO_ENV`]).
+//! Run by hand, the shim reads the file itself.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,19 @@ pub fn mountinfo() -> String {
     }
 }
 
+/// Each mount of `mountinfo`: its filesystem type, mount point and super
+/// options.
+pub fn mounts(mountinfo: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    mountinfo.lines().filter_map(|line| {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTS
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split(' ').nth(4)?;
+        let mut r = right.split(' ');
+        let fstype = r.next()?;
+        Some((fstype, mount_point, r.nth(1).unwrap_or("")))
+    })
+}
+
 /// cgroups-rs's hierarchy for this host: its own detection on a cgroup2
 /// host (a statfs), else the v1 hierarchies from [`mountinfo`].
 pub fn hierarchy() -> Box<dyn Hierarchy> {
@@ -50,18 +63,10 @@ pub struct KnownV1 {
 
 impl KnownV1 {
     pub fn parse(mountinfo: &str) -> Self {
-        let mut mounts = vec![];
-        for line in mountinfo.lines() {
-            // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTS
-            let Some((left, right)) = line.split_once(" - ") else { continue };
-            let Some(mount_point) = left.split(' ').nth(4) else { continue };
-            let mut r = right.split(' ');
-            if r.next() != Some("cgroup") {
-                continue;
-            }
-            let opts = r.nth(1).unwrap_or("").split(',').map(str::to_string).collect();
-            mounts.push((opts, PathBuf::from(mount_point)));
-        }
+        let mounts = mounts(mountinfo)
+            .filter(|(fstype, ..)| *fstype == "cgroup")
+            .map(|(_, mount_point, opts)| (opts.split(',').map(str::to_string).collect(), PathBuf::from(mount_point)))
+            .collect();
         KnownV1 { mounts }
     }
 

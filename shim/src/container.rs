@@ -672,9 +672,8 @@ fn give_dev_to_mapped_root(root: &Path, spec: &Spec) -> Result<(), String> {
 /// The mount point `path` lives on (the longest mount point that is a prefix).
 fn mount_point_of(path: &Path) -> Option<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+    crate::cgroup_mounts::mounts(&info)
+        .map(|(_, m, _)| PathBuf::from(m.replace("\\040", " ")))
         .filter(|m| path.starts_with(m))
         .max_by_key(|m| m.as_os_str().len())
 }

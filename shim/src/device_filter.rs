@@ -400,11 +400,8 @@ mod kernel_tests {
 
     fn cgroup2_mount() -> Option<PathBuf> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        mountinfo.lines().find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let mountpoint = left.split(' ').nth(4)?;
-            right.starts_with("cgroup2 ").then(|| PathBuf::from(mountpoint))
-        })
+        let found = crate::cgroup_mounts::mounts(&mountinfo).find(|(fstype, ..)| *fstype == "cgroup2");
+        found.map(|(_, m, _)| PathBuf::from(m))
     }
 
     /// Kills the child (ours, by pid) and removes the cgroup, also when the

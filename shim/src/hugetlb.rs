@@ -39,12 +39,7 @@ impl Hugetlb {
     /// then manages it).
     pub fn from_mountinfo(mountinfo: &str, unified_mode: bool, controllers: impl Fn(&Path) -> String) -> Option<Self> {
         let mut v2 = None;
-        for line in mountinfo.lines() {
-            // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER_OPTS
-            let Some((left, right)) = line.split_once(" - ") else { continue };
-            let Some(mountpoint) = left.split(' ').nth(4) else { continue };
-            let mut r = right.split(' ');
-            let (fstype, super_opts) = (r.next().unwrap_or(""), r.nth(1).unwrap_or(""));
+        for (fstype, mountpoint, super_opts) in crate::cgroup_mounts::mounts(mountinfo) {
             match fstype {
                 "cgroup" if super_opts.split(',').any(|o| o == "hugetlb") => {
                     return Some(Hugetlb { root: mountpoint.into(), v2: false, separate: false });

@@ -108,6 +108,16 @@ pub async fn connect_with(
 
 impl SpdyClient {
     /// Opens a stream with these headers and waits for the server's reply.
+    /// Opens one stream of each `streamtype`, in order (as kubectl does for
+    /// exec and attach); their ids in the same order.
+    pub async fn open_streams<const N: usize>(&mut self, types: [&str; N]) -> [u32; N] {
+        let mut ids = [0; N];
+        for (id, t) in ids.iter_mut().zip(types) {
+            *id = self.open(&[("streamtype", t)]).await;
+        }
+        ids
+    }
+
     pub async fn open(&mut self, headers: &[(&str, &str)]) -> u32 {
         let id = self.next_id;
         self.next_id += 2;

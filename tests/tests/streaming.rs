@@ -44,10 +44,7 @@ async fn exec_streams_stdin_stdout_stderr_and_the_exit_code() {
     let url = exec_url(&mut cri, &id, &["sh", "-c", "cat; echo to-stderr >&2"], false, true).await.expect("exec");
     let mut c = connect(&url, &[V4, "v3.channel.k8s.io"]).await.expect("upgrade");
     assert_eq!(c.protocol, V4);
-    let error = c.open(&[("streamtype", "error")]).await;
-    let stdin = c.open(&[("streamtype", "stdin")]).await;
-    let stdout = c.open(&[("streamtype", "stdout")]).await;
-    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    let [error, stdin, stdout, stderr] = c.open_streams(["error", "stdin", "stdout", "stderr"]).await;
     c.send(stdin, b"line one\nline two\n", false).await;
     c.send(stdin, b"", true).await;
     let got = c.receive(&[error, stdout, stderr]).await;
@@ -59,9 +56,7 @@ async fn exec_streams_stdin_stdout_stderr_and_the_exit_code() {
     // A non-zero exit: kubelet's Status with the code in its causes.
     let url = exec_url(&mut cri, &id, &["sh", "-c", "exit 3"], false, false).await.unwrap();
     let mut c = connect(&url, &[V4]).await.expect("upgrade");
-    let error = c.open(&[("streamtype", "error")]).await;
-    let stdout = c.open(&[("streamtype", "stdout")]).await;
-    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    let [error, stdout, stderr] = c.open_streams(["error", "stdout", "stderr"]).await;
     let got = c.receive(&[error, stdout, stderr]).await;
     let status: serde_json::Value = serde_json::from_str(&got.text(error)).expect("a JSON status");
     assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
@@ -115,10 +110,7 @@ async fn exec_with_a_tty_and_resize() {
 
     let url = exec_url(&mut cri, &id, &["sh"], true, true).await.expect("exec");
     let mut c = connect(&url, &[V4]).await.expect("upgrade");
-    let error = c.open(&[("streamtype", "error")]).await;
-    let stdin = c.open(&[("streamtype", "stdin")]).await;
-    let stdout = c.open(&[("streamtype", "stdout")]).await;
-    let resize = c.open(&[("streamtype", "resize")]).await;
+    let [error, stdin, stdout, resize] = c.open_streams(["error", "stdin", "stdout", "resize"]).await;
     c.send(resize, br#"{"Width":123,"Height":45}"#, false).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.send(
@@ -141,8 +133,7 @@ async fn exec_with_a_tty_and_resize() {
     // A command that cannot run says so on its terminal, with a shell's code.
     let url = exec_url(&mut cri, &id, &["no-such-command"], true, false).await.expect("exec");
     let mut c = connect(&url, &[V4]).await.expect("upgrade");
-    let error = c.open(&[("streamtype", "error")]).await;
-    let stdout = c.open(&[("streamtype", "stdout")]).await;
+    let [error, stdout] = c.open_streams(["error", "stdout"]).await;
     c.open(&[("streamtype", "resize")]).await;
     let got = c.receive(&[error, stdout]).await;
     assert!(got.text(stdout).contains("no-such-command"), "{:?}", got.text(stdout));
@@ -218,10 +209,7 @@ async fn attach_joins_the_containers_own_stdio() {
     start(&mut cri, &id).await;
     let url = attach_url(&mut cri, &id, false).await;
     let mut c = connect(&url, &[V4]).await.expect("upgrade");
-    let error = c.open(&[("streamtype", "error")]).await;
-    let stdin = c.open(&[("streamtype", "stdin")]).await;
-    let stdout = c.open(&[("streamtype", "stdout")]).await;
-    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    let [error, stdin, stdout, stderr] = c.open_streams(["error", "stdin", "stdout", "stderr"]).await;
     c.send(stdin, b"hello\n", false).await;
     let got = c.receive(&[error, stdout, stderr]).await;
     assert_eq!(got.text(stdout), "got hello\n");
@@ -243,10 +231,7 @@ async fn attach_joins_the_containers_own_stdio() {
     start(&mut cri, &id).await;
     let url = attach_url(&mut cri, &id, false).await;
     let mut c = connect(&url, &[V4]).await.expect("upgrade");
-    let error = c.open(&[("streamtype", "error")]).await;
-    let stdin = c.open(&[("streamtype", "stdin")]).await;
-    let stdout = c.open(&[("streamtype", "stdout")]).await;
-    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    let [error, stdin, stdout, stderr] = c.open_streams(["error", "stdin", "stdout", "stderr"]).await;
     c.send(stdin, b"echoed back\n", true).await;
     let got = c.receive(&[error, stdout, stderr]).await;
     assert_eq!(got.text(stdout), "echoed back\n");
@@ -259,10 +244,7 @@ async fn attach_joins_the_containers_own_stdio() {
     start(&mut cri, &id).await;
     let url = attach_url(&mut cri, &id, true).await;
     let mut c = connect(&url, &[V4]).await.expect("upgrade");
-    let error = c.open(&[("streamtype", "error")]).await;
-    let stdin = c.open(&[("streamtype", "stdin")]).await;
-    let stdout = c.open(&[("streamtype", "stdout")]).await;
-    let resize = c.open(&[("streamtype", "resize")]).await;
+    let [error, stdin, stdout, resize] = c.open_streams(["error", "stdin", "stdout", "resize"]).await;
     c.send(resize, br#"{"Width":90,"Height":20}"#, false).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.send(stdin, b"abc\n", false).await;
@@ -336,9 +318,7 @@ async fn the_streaming_server_speaks_tls_when_given_a_certificate() {
     let url = exec_url(&mut cri, &id, &["echo", "over tls"], false, false).await.unwrap();
     assert!(url.starts_with("https://"), "{url}");
     let mut c = gantry_tests::streaming::connect_with(&url, &[V4], Some(&ca)).await.expect("TLS upgrade");
-    let error = c.open(&[("streamtype", "error")]).await;
-    let stdout = c.open(&[("streamtype", "stdout")]).await;
-    let stderr = c.open(&[("streamtype", "stderr")]).await;
+    let [error, stdout, stderr] = c.open_streams(["error", "stdout", "stderr"]).await;
     let got = c.receive(&[error, stdout, stderr]).await;
     assert_eq!(got.text(stdout), "over tls\n");
     remove_pod(&mut cri, &pod).await;
