@@ -125,8 +125,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     // ListContainers from pre-encoded messages (kubelet lists every second).
-    let runtime_service =
-        gantry_runtime::listing::ListingServer::new(runtime_service, runtime.clone(), MAX_MESSAGE_BYTES);
+    let runtime_service = gantry_runtime::service::listing_server::ListingServer::new(
+        runtime_service,
+        runtime.clone(),
+        MAX_MESSAGE_BYTES,
+    );
     tracing::info!(socket = %config.listen.display(), root = %config.root.display(), "gantryd serving CRI v1");
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();

@@ -9,7 +9,7 @@ use std::path::Path;
 use k8s_cri::v1::Device;
 use serde_json::{json, Value};
 
-use crate::spec::SpecError;
+use crate::error::SpecError;
 
 /// Character devices every container may use, as runc allows them:
 /// (major, minor, access); -1 is any.

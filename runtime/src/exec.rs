@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::runtime::{internal, Runtime, RuntimeError};
+use crate::error::{internal, RuntimeError};
+use crate::runtime::Runtime;
 use crate::shim_client::Status;
 
 /// Output kept per stream; the rest is read and dropped so the command never

@@ -1,19 +1,34 @@
 //! The CRI `RuntimeService`: pod sandboxes, containers and the shim manager.
+//!
+//! `runtime.rs` holds the `Runtime` and what every step shares; each
+//! lifecycle step is a file of `sandbox/` or `container/`; `service/` maps
+//! each CRI RPC onto them. `error.rs` and `records.rs` are at the bottom:
+//! no module they import imports them back.
 
 pub mod cgroupfs;
+mod container;
 pub mod containers_api;
+mod cpu_readings;
 pub mod devices;
+pub mod error;
+pub mod events;
 pub mod exec;
 pub mod listing;
 pub mod network;
+pub mod records;
+mod recovery;
 pub mod runtime;
+mod sandbox;
 pub mod seccomp;
 pub mod service;
 pub mod shim_client;
+mod shim_process;
 pub mod spec;
 pub mod stats;
 pub mod streaming;
 pub mod userns;
 
+pub use container::parse_signal;
+pub use error::RuntimeError;
 pub use runtime::Runtime;
 pub use service::CriRuntimeService;

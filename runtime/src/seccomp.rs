@@ -13,7 +13,7 @@ use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::LinuxContainerSecurityContext;
 use serde_json::{json, Value};
 
-use crate::spec::SpecError;
+use crate::error::SpecError;
 
 /// (syscalls, the capability that allows them again, if any).
 const DENIED: &[(&[&str], Option<&str>)] = &[

@@ -7,6 +7,8 @@ use k8s_cri::v1::{ContainerConfig, NamespaceMode};
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
+use crate::error::SpecError;
+
 /// The parts of an image config (`config` in the OCI image config) a container uses.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -23,28 +25,6 @@ pub struct ImageConfig {
     pub user: Option<String>,
     #[serde(default)]
     pub stop_signal: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    #[error("container has no command: neither the CRI config nor the image {image} gives one")]
-    NoCommand { image: String },
-    #[error("user {0:?} not found in the image's /etc/passwd")]
-    UnknownUser(String),
-    #[error("mount {container_path:?}: host path {host_path:?} does not exist")]
-    MountSource { container_path: String, host_path: String },
-    #[error("mount {0:?}: container path must be absolute")]
-    MountTarget(String),
-    #[error("unknown capability {0:?}")]
-    UnknownCapability(String),
-    #[error("device: {0}")]
-    BadDevice(String),
-    #[error("seccomp: {0}")]
-    Seccomp(String),
-    #[error("mount {0:?}: recursive_read_only needs readonly and private propagation")]
-    RecursiveReadOnly(String),
-    #[error("building the OCI spec: {0}")]
-    Oci(String),
 }
 
 /// containerd's default capability set for unprivileged containers.

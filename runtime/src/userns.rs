@@ -9,7 +9,7 @@
 use k8s_cri::v1::{ContainerConfig, IdMapping, NamespaceMode, PodSandboxConfig, UserNamespace};
 use serde_json::{json, Value};
 
-use crate::runtime::RuntimeError;
+use crate::error::RuntimeError;
 
 /// A pod's user namespace: where its IDs 0.. live on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

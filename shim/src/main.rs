@@ -33,17 +33,11 @@ mod userns;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+
+use server::Args;
 
 use nix::fcntl::OFlag;
 use nix::unistd::{dup2, fork, pipe2, setsid, ForkResult};
-
-pub struct Args {
-    pub id: String,
-    pub bundle: PathBuf,
-    pub socket: PathBuf,
-    pub log: PathBuf,
-}
 
 fn parse_args() -> Result<Args, String> {
     let mut id = None;

@@ -21,7 +21,6 @@ use prost::Message;
 
 use crate::container;
 use crate::log::{CriLog, LineBuffer};
-use crate::Args;
 
 struct Conn {
     stream: UnixStream,
@@ -39,6 +38,14 @@ struct Pipe {
 struct Attached {
     stream: UnixStream,
     buf: Vec<u8>,
+}
+
+/// What `gantry-shim` was started for (its command line).
+pub struct Args {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
 }
 
 pub struct Shim {

@@ -13,7 +13,6 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod network;
@@ -22,7 +21,7 @@ pub mod registry;
 pub mod streaming;
 pub mod token_auth;
 
-pub use registry::PushClient;
+pub use registry::{sha256_hex, PushClient};
 
 /// The plain-HTTP test registry started by `tests/run.sh` (`127.0.0.1:PORT`).
 pub fn test_registry() -> String {
@@ -41,10 +40,6 @@ pub fn test_registry_storage() -> PathBuf {
 pub fn auth_registry() -> (String, String, String) {
     let get = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through tests/run.sh"));
     (get("GANTRY_TEST_AUTH_REGISTRY"), get("GANTRY_TEST_AUTH_USER"), get("GANTRY_TEST_AUTH_PASSWORD"))
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// The directory holding the workspace's built binaries.

@@ -3,8 +3,6 @@
 
 use std::io::Write;
 
-use crate::sha256_hex;
-
 pub struct PushClient {
     base: String,
     http: reqwest::Client,
@@ -135,4 +133,9 @@ pub fn tar_of(entries: &[Entry<'_>]) -> Vec<u8> {
         b.append(&h, data).expect("tar append");
     }
     b.into_inner().expect("tar finish")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
 }

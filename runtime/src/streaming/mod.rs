@@ -4,6 +4,7 @@
 //! then runs the remotecommand (`v4.channel.k8s.io` … `channel.k8s.io`) or
 //! `portforward.k8s.io` protocol over it. Binds to 127.0.0.1 by default.
 
+mod conn;
 mod portforward;
 mod remotecommand;
 pub mod session;
@@ -15,10 +16,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::runtime::{Runtime, RuntimeError};
+use crate::error::RuntimeError;
+use crate::runtime::Runtime;
 
 /// How long a URL stays valid before its first use, as kubelet's.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -66,8 +68,7 @@ impl Tokens {
 }
 
 /// A connection to the streaming server: plain TCP or TLS over it.
-pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn for T {}
+pub use conn::Conn;
 
 /// The server's certificate chain and key (PEM files), for HTTPS URLs.
 #[derive(Debug, Clone)]

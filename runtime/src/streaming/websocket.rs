@@ -18,9 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use super::conn::Conn;
 use super::session::{Closer, SpdyStream, StreamWriter};
 use super::spdy::Frame;
-use super::Conn;
 
 pub const CHANNEL_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 pub const PORTFORWARD_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";

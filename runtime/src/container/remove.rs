@@ -1,0 +1,40 @@
+//! RemoveContainer, and undoing a container's files (also for a create that
+//! failed and for what a crash left half-made).
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_cri::v1::ContainerEventType;
+
+use crate::error::RuntimeError;
+use crate::runtime::Runtime;
+
+impl Runtime {
+    pub async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.container(id).await.is_err() {
+            return Ok(());
+        }
+        self.stop_container(id, 0).await?;
+        let dir = self.container_dir(id);
+        self.discard_container_files(id, &dir).await;
+        // Unlisted first, for the same reason.
+        self.listing.remove(id);
+        self.containers.lock().await.remove(id);
+        self.events.emit(id, ContainerEventType::ContainerDeletedEvent);
+        tracing::info!(container = %id, "container removed");
+        Ok(())
+    }
+
+    /// Undoes a container's files: shim, mount, writable layer, bundle.
+    pub(crate) async fn discard_container_files(&self, id: &str, dir: &Path) {
+        if let Ok(mut shim) = self.shim(id).await {
+            let _ = shim.kill(9).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), shim.wait()).await;
+            let _ = shim.shutdown().await;
+        }
+        let _ = gantry_imageservice::snapshot::unmount(&dir.join("rootfs"));
+        let _ = self.images.snapshotter().remove_rw(id);
+        let _ = tokio::fs::remove_dir_all(dir).await;
+        self.images.release_layers(id);
+    }
+}

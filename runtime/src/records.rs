@@ -1,0 +1,96 @@
+//! What gantryd remembers of each pod sandbox and container, and how it is
+//! stored: one `record.json` per sandbox or container directory, written
+//! atomically, read back at start-up (`recovery.rs`).
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gantry_imageservice::{fsutil, Digest};
+use k8s_cri::v1::{ContainerConfig, NamespaceMode, PodSandboxConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{internal, RuntimeError};
+use crate::spec::ProcessIdentity;
+use crate::userns::PodIdMaps;
+
+pub fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// A new sandbox or container ID: 64 hex digits, as containerd's.
+pub(crate) fn new_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::thread_rng().gen();
+    hex::encode(bytes)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub created_at: i64,
+    pub pause_pid: u32,
+    pub ready: bool,
+    /// The pod's IPs from CNI, first is the primary one.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// CNI ADD happened (`network.json`) and DEL has not yet succeeded.
+    #[serde(default)]
+    pub network_attached: bool,
+}
+
+/// Cgroup `gantry-ID` below the pod's cgroup parent (kubelet's pod cgroup),
+/// `/gantry` when kubelet gives none: for its containers and its pause process.
+pub(crate) fn pod_cgroup(config: &PodSandboxConfig, id: &str) -> String {
+    let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
+    let parent = if parent.is_empty() { "/gantry" } else { parent };
+    format!("{}/gantry-{id}", parent.trim_end_matches('/'))
+}
+
+impl SandboxRecord {
+    /// The cgroup (an OCI `cgroupsPath`) of this pod's container `id`:
+    /// below the pod's cgroup parent, `/gantry` when kubelet gives none.
+    pub fn container_cgroup(&self, id: &str) -> String {
+        pod_cgroup(&self.config, id)
+    }
+
+    /// The pod's own user namespace, if it has one (checked at RunPodSandbox).
+    pub fn id_maps(&self) -> Option<PodIdMaps> {
+        crate::userns::for_pod(&self.config).ok().flatten()
+    }
+
+    pub fn namespace_mode(&self, which: fn(&k8s_cri::v1::NamespaceOption) -> i32) -> i32 {
+        self.config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .map(which)
+            .unwrap_or(NamespaceMode::Pod as i32)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub config: ContainerConfig,
+    pub image_id: String,
+    pub image_name: String,
+    pub created_at: i64,
+    pub log_path: String,
+    pub stop_signal: String,
+    /// The image's layers, held while the container exists.
+    #[serde(default)]
+    pub chain_ids: Vec<Digest>,
+    /// The user and groups its process runs as (ContainerStatus.user).
+    #[serde(default)]
+    pub identity: Option<ProcessIdentity>,
+}
+
+/// Writes `record` as `dir/record.json`, atomically: a crash leaves the old
+/// record or the new one, never half of one.
+pub(crate) fn persist<T: Serialize>(dir: &Path, record: &T) -> Result<(), RuntimeError> {
+    let bytes = serde_json::to_vec(record).map_err(|e| internal("encoding record")(&e))?;
+    fsutil::write_atomic(&dir.join("record.json"), &bytes).map_err(|e| internal("writing record")(&e))
+}

@@ -1,0 +1,77 @@
+//! Start-up: reading the records a previous gantryd left (it may have been
+//! killed at any point), undoing what a crash left half-made, and learning
+//! the state of every container whose shim outlived it.
+
+use std::sync::Arc;
+
+use crate::records::{ContainerRecord, SandboxRecord};
+use crate::runtime::Runtime;
+use crate::shim_client::Status;
+
+impl Runtime {
+    /// Reads the records a previous gantryd left (it may have been killed).
+    pub(crate) async fn load(&self) {
+        let mut sandboxes = self.sandboxes.lock().await;
+        let mut containers = self.containers.lock().await;
+        let mut half_made = Vec::new();
+        for (kind, dir) in [("sandboxes", self.sandboxes_dir()), ("containers", self.containers_dir())] {
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().to_string();
+                let bytes = std::fs::read(e.path().join("record.json")).unwrap_or_default();
+                if kind == "sandboxes" {
+                    match serde_json::from_slice::<SandboxRecord>(&bytes) {
+                        Ok(r) => {
+                            sandboxes.insert(r.id.clone(), r);
+                        }
+                        Err(_) => half_made.push((id, e.path())),
+                    }
+                } else {
+                    match serde_json::from_slice::<ContainerRecord>(&bytes) {
+                        Ok(r) => {
+                            // The record's own copy: the image may be gone by now.
+                            self.images.hold_layers(&r.id, r.chain_ids.clone());
+                            self.listing.insert(&r);
+                            containers.insert(r.id.clone(), r);
+                        }
+                        Err(_) => half_made.push((id, e.path())),
+                    }
+                }
+            }
+        }
+        // A crash between creating and recording a sandbox or container
+        // leaves a bundle without a record: undo it.
+        for (id, dir) in &half_made {
+            tracing::warn!(id = %id, "removing a sandbox or container a crash left half-made");
+            // A crash during CNI ADD: DEL what it may have set up.
+            if dir.join("network.json").exists() {
+                if let Err(e) = self.teardown_network(id, dir).await {
+                    tracing::error!(pod = %id, error = %e, "tearing down a half-made pod's network");
+                }
+            }
+            self.discard_container_files(id, dir).await;
+        }
+        // Writable layers whose container is gone.
+        if let Ok(rd) = std::fs::read_dir(self.images.snapshotter().root().join("active")) {
+            for e in rd.flatten() {
+                let key = e.file_name().to_string_lossy().to_string();
+                if !containers.contains_key(&key) {
+                    tracing::warn!(key = %key, "removing an orphaned writable layer");
+                    let _ = self.images.snapshotter().remove_rw(&key);
+                }
+            }
+        }
+        tracing::info!(sandboxes = sandboxes.len(), containers = containers.len(), "runtime state loaded");
+    }
+
+    /// Learns every container's state (after a restart) and watches the
+    /// running ones for their exit.
+    pub async fn watch_all(self: &Arc<Self>) {
+        let ids: Vec<String> = self.containers.lock().await.keys().cloned().collect();
+        for id in ids {
+            if self.container_state(&id).await.status == Status::Running as i32 {
+                self.watch(id);
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The stats RPCs: ContainerStats, ListContainerStats, PodSandboxStats,
+//! ListPodSandboxStats, and the (empty) pod metrics (the readings
+//! themselves are `crate::stats`).
+
+use k8s_cri::v1::{
+    ContainerStatsRequest, ContainerStatsResponse, ListContainerStatsRequest, ListContainerStatsResponse,
+    ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
+    ListPodSandboxMetricsResponse, ListPodSandboxStatsRequest, ListPodSandboxStatsResponse, PodSandboxStatsRequest,
+    PodSandboxStatsResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::convert::labels_match;
+use crate::runtime::Runtime;
+
+pub(super) async fn container_stats(
+    runtime: &Runtime,
+    request: Request<ContainerStatsRequest>,
+) -> Result<Response<ContainerStatsResponse>, Status> {
+    let stats = runtime.container_stats(&request.into_inner().container_id).await?;
+    Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
+}
+
+pub(super) async fn list_container_stats(
+    runtime: &Runtime,
+    request: Request<ListContainerStatsRequest>,
+) -> Result<Response<ListContainerStatsResponse>, Status> {
+    let f = request.into_inner().filter.unwrap_or_default();
+    let stats = runtime
+        .list_container_stats(|c| {
+            (f.id.is_empty() || c.id == f.id)
+                && (f.pod_sandbox_id.is_empty() || c.sandbox_id == f.pod_sandbox_id)
+                && labels_match(&f.label_selector, &c.config.labels)
+        })
+        .await;
+    Ok(Response::new(ListContainerStatsResponse { stats }))
+}
+
+pub(super) async fn pod_sandbox_stats(
+    runtime: &Runtime,
+    request: Request<PodSandboxStatsRequest>,
+) -> Result<Response<PodSandboxStatsResponse>, Status> {
+    let stats = runtime.pod_sandbox_stats(&request.into_inner().pod_sandbox_id).await?;
+    Ok(Response::new(PodSandboxStatsResponse { stats: Some(stats) }))
+}
+
+pub(super) async fn list_pod_sandbox_stats(
+    runtime: &Runtime,
+    request: Request<ListPodSandboxStatsRequest>,
+) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+    let f = request.into_inner().filter.unwrap_or_default();
+    let stats = runtime
+        .list_pod_sandbox_stats(|s| {
+            (f.id.is_empty() || s.id == f.id) && labels_match(&f.label_selector, &s.config.labels)
+        })
+        .await;
+    Ok(Response::new(ListPodSandboxStatsResponse { stats }))
+}
+
+pub(super) async fn list_metric_descriptors(
+    _: Request<ListMetricDescriptorsRequest>,
+) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+    // Gantry serves the CRI stats RPCs, not Prometheus-style pod metrics
+    // (kubelet's PodAndContainerStatsFromCRI mode): no descriptors.
+    Ok(Response::new(ListMetricDescriptorsResponse { descriptors: vec![] }))
+}
+
+pub(super) async fn list_pod_sandbox_metrics(
+    _: Request<ListPodSandboxMetricsRequest>,
+) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+    Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics: vec![] }))
+}
