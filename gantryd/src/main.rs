@@ -2,6 +2,8 @@
 //! unix socket.
 
 mod config;
+mod deadline;
+mod h2_requests;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 
 use config::Config;
 
@@ -138,14 +141,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         gantry_imageservice::api::GantryImages::new(images.clone(), runtime.clone()),
     )
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Requests reach tonic with C-core's socket-path authority and the client's
+    // deadline mended (h2_requests), and deadlines end in DEADLINE_EXCEEDED.
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(h2_requests::MendedRequests::new));
     let serve = tonic::transport::Server::builder()
+        .layer(deadline::DeadlineLayer)
         .add_service(runtime_service)
         .add_service(image_service)
         .add_service(gantry_images)
         .add_service(gantry_proto::api::containers_server::ContainersServer::new(
             gantry_runtime::containers_api::GantryContainers(runtime.clone()),
         ))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             shutdown_signal().await;
             notify.notify_one();
         });
