@@ -15,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(protobuf-compiler docker-registry skopeo umoci busybox-static containernetworking-plugins iptables iproute2 apache2-utils jq zstd python3 curl openssl)
+packages=(protobuf-compiler docker-registry skopeo umoci busybox-static containernetworking-plugins iptables iproute2 apache2-utils jq zstd python3 python3-venv curl openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,6 +25,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# A gRPC C-core client for tests/tests/grpc_clients.rs: grpcio from PyPI, a
+# release that sends the socket path as :authority (1.57 and later; Debian's
+# 1.51 sends localhost), in a venv kept between runs.
+grpcio_version=1.85.1
+pyenv_dir=/var/tmp/gantry-test-grpcio-$grpcio_version
+if [ ! -x "$pyenv_dir/bin/python" ] || ! "$pyenv_dir/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; then
+    echo "== installing grpcio $grpcio_version into $pyenv_dir"
+    rm -rf "$pyenv_dir"
+    python3 -m venv "$pyenv_dir"
+    "$pyenv_dir/bin/pip" install -q --disable-pip-version-check "grpcio==$grpcio_version" "grpcio-tools==$grpcio_version"
+fi
+export GANTRY_TEST_PYTHON="$pyenv_dir/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -367,8 +367,10 @@ mod tests {
         out
     }
 
+    type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
+
     /// The header blocks (decoded) and other frames in `bytes` after the preface.
-    fn frames_of(bytes: &[u8]) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Vec<(u8, Vec<u8>)>) {
+    fn frames_of(bytes: &[u8]) -> (Vec<HeaderList>, Vec<(u8, Vec<u8>)>) {
         assert!(bytes.starts_with(PREFACE));
         let mut rest = &bytes[PREFACE.len()..];
         let mut decoder = loona_hpack::Decoder::new();
