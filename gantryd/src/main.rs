@@ -49,11 +49,38 @@ struct Args {
     /// Log as JSON lines instead of text
     #[arg(long)]
     log_json: bool,
+    /// Drop-in directory: its *.toml files, in name order, override the
+    /// config file [default: config.d beside the config file]
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print a configuration instead of serving.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ConfigCommand {
+    /// The default configuration, every key documented.
+    Default,
+    /// The effective configuration: defaults, the config file, its drop-ins, then flags.
+    Dump,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(Command::Config { what: ConfigCommand::Default }) = args.command {
+        print!("{}", config::DEFAULT_TOML);
+        return Ok(());
+    }
+    let (mut config, sources) = Config::load(args.config.as_deref(), args.config_dir.as_deref())?;
     if let Some(r) = args.root {
         config.root = r;
     }
@@ -66,7 +93,15 @@ fn main() -> anyhow::Result<()> {
     if let Some(l) = args.log_level {
         config.log_level = l;
     }
+    if let Some(Command::Config { what: ConfigCommand::Dump }) = args.command {
+        for file in &sources.files {
+            println!("# from {}", file.display());
+        }
+        print!("{}", config.to_toml()?);
+        return Ok(());
+    }
     init_logging(&config.log_level, args.log_json)?;
+    tracing::info!(files = ?sources.files, "configuration loaded");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(serve(config))
 }
