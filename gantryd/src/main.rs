@@ -186,11 +186,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .add_service(gantry_images)
         .add_service(gantry_proto::api::containers_server::ContainersServer::new(
             gantry_runtime::containers_api::GantryContainers(runtime.clone()),
-        ))
-        .serve_with_incoming_shutdown(incoming, async move {
-            shutdown_signal().await;
-            notify.notify_one();
-        });
+        ));
+    let signalled = shutdown_signal();
+    let serve = serve.serve_with_incoming_shutdown(incoming, async move {
+        signalled.await;
+        tell_systemd(&[sd_notify::NotifyState::Stopping]);
+        notify.notify_one();
+    });
+    // The socket is bound and the containers of an earlier run are known
+    // again: kubelet may call (systemd's Type=notify; a no-op without it).
+    tell_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving CRI")]);
     // Clients such as kubelet keep their connection open forever; graceful
     // shutdown gets a grace period for requests in flight, then we leave.
     let result = tokio::select! {
@@ -207,6 +212,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     result.context("serving CRI")?;
     tracing::info!("gantryd stopped");
     Ok(())
+}
+
+/// A readiness message to systemd, if it asked for them ($NOTIFY_SOCKET).
+fn tell_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "telling systemd our state");
+    }
 }
 
 /// One daemon per root: a second one would fight over the same store.
@@ -239,13 +251,18 @@ fn bind_socket(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop gantryd with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// Installs the SIGTERM/SIGINT handlers now (before telling anyone we are
+/// ready, so an early SIGTERM is a clean shutdown), and waits for either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop gantryd with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
