@@ -43,6 +43,9 @@ pub struct Config {
     /// The gantry-shim binary [default: next to gantryd].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shim_binary: Option<PathBuf>,
+    /// Images the node keeps: reported pinned to kubelet, refused by
+    /// RemoveImage (references, or prefixes ending in `*`).
+    pub pinned_images: Vec<String>,
     /// Pod networking.
     pub cni: CniConfig,
 }
@@ -77,6 +80,7 @@ impl Default for Config {
             stream_tls_cert: None,
             stream_tls_key: None,
             shim_binary: None,
+            pinned_images: vec![],
             cni: CniConfig::default(),
         }
     }

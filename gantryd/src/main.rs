@@ -126,6 +126,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _root_lock = lock_root(&config.root)?;
     let hosts = RegistryHosts::new(config.registries.clone())?;
     let images = ImageStore::open(&config.root.join("images"), hosts).await.context("opening the image store")?;
+    images
+        .set_pinned(gantry_imageservice::pinning::PinnedImages::parse(&config.pinned_images).context("pinned_images")?);
     let listener = bind_socket(&config.listen, config.socket_mode)?;
     let config_json = serde_json::to_string(&config)?;
 

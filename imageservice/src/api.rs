@@ -328,6 +328,12 @@ impl Images for GantryImages {
             self.store.untag(&image.id, tag).await.map_err(|e| Status::internal(e.to_string()))?;
             return Ok(Response::new(RemoveResponse { untagged: vec![tag.clone()], deleted: String::new() }));
         }
+        if self.store.is_pinned(&image) && !req.force {
+            return Err(Status::failed_precondition(format!(
+                "image {} is pinned by gantryd's pinned_images: force to remove it anyway",
+                req.image
+            )));
+        }
         let users = self.containers.containers_using(&image.id.to_string()).await;
         if !users.is_empty() && !req.force {
             return Err(Status::failed_precondition(format!(

@@ -7,6 +7,7 @@ pub mod commit;
 pub mod content;
 pub mod fsutil;
 pub mod metadata;
+pub mod pinning;
 pub mod publish;
 pub mod pull;
 pub mod reference;

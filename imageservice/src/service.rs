@@ -45,7 +45,7 @@ impl CriImageService {
             uid: uid.map(|value| Int64Value { value }),
             username,
             spec: Some(ImageSpec { image: record.id.to_string(), ..Default::default() }),
-            pinned: record.pinned,
+            pinned: self.store.is_pinned(record),
         }
     }
 
@@ -157,6 +157,15 @@ impl ImageService for CriImageService {
     ) -> Result<Response<RemoveImageResponse>, Status> {
         let req = request.into_inner();
         let selector = Self::selector(req.image.as_ref())?;
+        if let Some(image) = self.store.resolve(&selector).map_err(internal)? {
+            if self.store.is_pinned(&image) {
+                return Err(Status::failed_precondition(format!(
+                    "image {} ({}) is pinned by gantryd's pinned_images: kept for the node (gantry rmi --force removes it)",
+                    req.image.as_ref().map(|s| s.image.as_str()).unwrap_or_default(),
+                    image.id
+                )));
+            }
+        }
         // CRI: removing an image that is already gone succeeds.
         self.store.remove(&selector).await.map_err(internal)?;
         Ok(Response::new(RemoveImageResponse {}))
@@ -171,6 +180,19 @@ impl ImageService for CriImageService {
             used_bytes: Some(UInt64Value { value: bytes }),
             inodes_used: Some(UInt64Value { value: inodes }),
         };
-        Ok(Response::new(ImageFsInfoResponse { image_filesystems: vec![usage], container_filesystems: vec![] }))
+        // The writable layers live beside the image layers (one filesystem, as
+        // containerd's snapshotter): same mountpoint, their own usage, so
+        // kubelet's split-filesystem eviction sees what containers write.
+        let (rw_bytes, rw_inodes) = self.store.writable_layers_usage().await;
+        let containers = FilesystemUsage {
+            timestamp,
+            fs_id: usage.fs_id.clone(),
+            used_bytes: Some(UInt64Value { value: rw_bytes }),
+            inodes_used: Some(UInt64Value { value: rw_inodes }),
+        };
+        Ok(Response::new(ImageFsInfoResponse {
+            image_filesystems: vec![usage],
+            container_filesystems: vec![containers],
+        }))
     }
 }

@@ -57,6 +57,8 @@ pub struct ImageStore {
     held_layers: std::sync::Mutex<HashMap<String, Vec<Digest>>>,
     /// Last disk usage walk: when, and (bytes, inodes).
     usage_cache: std::sync::Mutex<Option<(std::time::Instant, (u64, u64))>>,
+    /// The images the node must keep (`pinned_images`).
+    pinned: std::sync::RwLock<crate::pinning::PinnedImages>,
 }
 
 impl ImageStore {
@@ -94,6 +96,7 @@ impl ImageStore {
             downloads: Arc::new(Semaphore::new(MAX_CONCURRENT_DOWNLOADS)),
             held_layers: std::sync::Mutex::new(HashMap::new()),
             usage_cache: std::sync::Mutex::new(None),
+            pinned: Default::default(),
         });
         Ok(store)
     }
@@ -208,6 +211,23 @@ impl ImageStore {
         let usage = tokio::task::spawn_blocking(move || crate::fsutil::disk_usage(&root)).await.unwrap_or((0, 0));
         *self.usage_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), usage));
         usage
+    }
+
+    /// The images the node must keep, from gantryd's `pinned_images`.
+    pub fn set_pinned(&self, pinned: crate::pinning::PinnedImages) {
+        *self.pinned.write().unwrap_or_else(|e| e.into_inner()) = pinned;
+    }
+
+    /// Whether `image` is one the node must keep.
+    pub fn is_pinned(&self, image: &ImageRecord) -> bool {
+        self.pinned.read().unwrap_or_else(|e| e.into_inner()).covers(image)
+    }
+
+    /// Bytes and inodes of the containers' writable layers (ImageFsInfo's
+    /// container filesystem), walked at each call.
+    pub async fn writable_layers_usage(&self) -> (u64, u64) {
+        let active = self.snapshots.root().join("active");
+        tokio::task::spawn_blocking(move || crate::fsutil::disk_usage(&active)).await.unwrap_or((0, 0))
     }
 
     /// The store changed: the next `disk_usage` walks it again.

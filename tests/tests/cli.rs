@@ -484,3 +484,46 @@ async fn push_then_pull_back_with_mounts_chunks_and_credentials() {
         assert_eq!(run(&["push", &private]).0, Some(1), "logged out");
     }
 }
+
+#[tokio::test]
+async fn pinned_images_are_reported_and_only_a_forced_rmi_removes_them() {
+    let busybox = busybox();
+    let d = Daemon::start(&format!("pinned_images = [{busybox:?}]\n"));
+    let mut cri = setup(&d).await;
+    let listed = cri.images.list_images(k8s_cri::v1::ListImagesRequest::default()).await.expect("list").into_inner();
+    assert!(listed.images.iter().all(|i| i.pinned), "{listed:?}");
+    let spec = Some(k8s_cri::v1::ImageSpec { image: busybox.clone(), ..Default::default() });
+    let err = cri
+        .images
+        .remove_image(k8s_cri::v1::RemoveImageRequest { image: spec.clone() })
+        .await
+        .expect_err("a pinned image stays");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("pinned"), "{err}");
+    let refused = gantry(&d, &["rmi", &busybox]);
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("pinned"), "{}", refused.stderr);
+    ok(&d, &["rmi", "--force", &busybox]);
+    let status = cri.images.image_status(k8s_cri::v1::ImageStatusRequest { image: spec, verbose: false }).await;
+    assert!(status.expect("status").into_inner().image.is_none(), "removed by the forced rmi");
+}
+
+#[test]
+fn a_bad_pinned_image_stops_gantryd_with_its_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "pinned_images = [\"not a reference\"]\n").expect("write");
+    let out = std::process::Command::new(bin_dir().join("gantryd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("--listen")
+        .arg(dir.path().join("s.sock"))
+        .output()
+        .expect("gantryd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("not a reference"), "{stderr}");
+}

@@ -149,6 +149,10 @@ async fn pull_list_inspect_remove() {
     assert!(usage.inodes_used.as_ref().expect("inodes").value > 10);
     assert!(usage.timestamp > 0);
     assert!(!usage.fs_id.as_ref().expect("fs id").mountpoint.is_empty());
+    // The writable layers' filesystem, for kubelet's split-filesystem eviction.
+    let containers = &fs.container_filesystems[0];
+    assert_eq!(containers.fs_id, usage.fs_id, "one filesystem for layers and writable layers");
+    assert!(containers.used_bytes.is_some() && containers.inodes_used.is_some());
 
     remove(&mut cri, &image).await;
     assert!(list(&mut cri).await.is_empty());
