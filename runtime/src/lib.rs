@@ -13,6 +13,7 @@ pub mod shim_client;
 pub mod spec;
 pub mod stats;
 pub mod streaming;
+pub mod sysctl;
 pub mod userns;
 
 pub use runtime::Runtime;
