@@ -1,5 +1,6 @@
 //! The CRI `RuntimeService`: pod sandboxes, containers and the shim manager.
 
+pub mod cgroup_path;
 pub mod cgroupfs;
 pub mod containers_api;
 pub mod devices;
