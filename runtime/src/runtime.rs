@@ -70,7 +70,8 @@ pub struct SandboxRecord {
 fn pod_cgroup(config: &PodSandboxConfig, id: &str) -> String {
     let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
     let parent = if parent.is_empty() { "/gantry" } else { parent };
-    format!("{}/gantry-{id}", parent.trim_end_matches('/'))
+    // Cleaned as an absolute path: `..` cannot leave the cgroup hierarchy.
+    crate::cgroup_path::child(parent, &format!("gantry-{id}"))
 }
 
 impl SandboxRecord {
@@ -306,6 +307,7 @@ impl Runtime {
         if meta.name.is_empty() || meta.namespace.is_empty() {
             return Err(RuntimeError::InvalidArgument("pod sandbox metadata needs a name and a namespace".into()));
         }
+        crate::sysctl::check_pod(&config).map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
         let id_maps = crate::userns::for_pod(&config)?;
         {
             let sandboxes = self.sandboxes.lock().await;
