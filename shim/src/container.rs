@@ -623,11 +623,9 @@ fn setup_rootfs(bundle: &Path, spec: &Spec, userns: Option<&File>) -> Result<(),
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
 
     if let Some(linux) = spec.linux() {
-        // Namespaced sysctls, before /proc/sys becomes read-only.
-        for (key, value) in linux.sysctl().clone().unwrap_or_default() {
-            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-            fs::write(&path, &value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
-        }
+        // Namespaced sysctls, before /proc/sys becomes read-only: through the
+        // container's own /proc, in its namespaces, never the host's.
+        crate::sysctl::apply(spec, Path::new("/proc/sys"))?;
         for p in linux.masked_paths().clone().unwrap_or_default() {
             mask_path(Path::new(&p))?;
         }

@@ -145,6 +145,9 @@ impl Shim {
 
         let spec_path = args.bundle.join("config.json");
         let spec = Spec::load(&spec_path).map_err(|e| format!("loading {}: {e}", spec_path.display()))?;
+        // Refused before anything is made: a sysctl must not reach the host.
+        crate::sysctl::check(&spec)?;
+        crate::sysctl::check_not_hosts(&spec)?;
         if let Some(dir) = args.log.parent() {
             fs::create_dir_all(dir).map_err(|e| format!("creating log directory {}: {e}", dir.display()))?;
         }
