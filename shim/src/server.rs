@@ -509,6 +509,11 @@ impl Shim {
                     return Self::error_reply(format!("container {} is still running", self.state.id));
                 }
                 self.shutdown = true;
+                // Before the reply: once Remove returns, the cgroup is gone
+                // (kubelet then removes the pod's parent cgroup).
+                if let Some(cg) = self.cgroup.take() {
+                    cg.delete();
+                }
                 self.state_reply()
             }
             Some(request::Kind::ReopenLog(_)) => {
