@@ -281,10 +281,17 @@ fn init(
     if new_mount_ns {
         setup_rootfs(bundle, spec, userns.as_ref())?;
     }
-    if let Some(h) = spec.hostname() {
-        if !h.is_empty() {
-            sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        // As runc: without a UTS namespace of its own this would be the host's name.
+        let own_uts = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|n| n.iter().any(|ns| ns.typ() == LinuxNamespaceType::Uts));
+        if !own_uts {
+            return Err(format!("hostname {h:?}: the container has no UTS namespace of its own"));
         }
+        sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
     }
     // After pivot_root: /dev/ptmx is the container's devpts now, so the
     // slave is /dev/pts/N inside, as runc makes it.
