@@ -183,30 +183,46 @@ fn hierarchies() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Removes on drop whatever a test's cgroup parent `tmp/NAME` left: inside
-/// each hierarchy, and outside (where a climbing path would have landed).
+/// Removes on drop whatever the cgroup parents `tmp/NAME` left, inside each
+/// hierarchy and outside (where a climbing path would have landed). Made
+/// before the daemon, so it runs after the daemon's drop ended its processes;
+/// a killed process leaves its cgroup only once reaped, hence the retries.
 struct ClimbCleanup {
-    name: String,
+    names: Vec<String>,
+}
+
+impl ClimbCleanup {
+    fn remove_all(&self) -> bool {
+        let mut clean = true;
+        for root in hierarchies() {
+            for name in &self.names {
+                let ours = root.join("tmp").join(name);
+                let mut dirs: Vec<PathBuf> = gantry_tests::tree(&ours).into_iter().map(|r| ours.join(r)).collect();
+                dirs.retain(|p| p.is_dir());
+                dirs.push(ours);
+                dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+                for d in dirs.into_iter().filter(|d| d.exists()) {
+                    clean &= std::fs::remove_dir(d).is_ok();
+                }
+                for outside in root.ancestors().skip(1) {
+                    let p = outside.join("tmp").join(name);
+                    if p.exists() {
+                        let _ = std::fs::remove_dir_all(p);
+                    }
+                }
+            }
+            // Shared with other tests: removed by the last one.
+            let _ = std::fs::remove_dir(root.join("tmp"));
+        }
+        clean
+    }
 }
 
 impl Drop for ClimbCleanup {
     fn drop(&mut self) {
-        for root in hierarchies() {
-            let ours = root.join("tmp").join(&self.name);
-            let mut dirs: Vec<PathBuf> = gantry_tests::tree(&ours).into_iter().map(|r| ours.join(r)).collect();
-            dirs.retain(|p| p.is_dir());
-            dirs.push(ours);
-            dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-            for d in dirs {
-                let _ = std::fs::remove_dir(d);
-            }
-            let _ = std::fs::remove_dir(root.join("tmp"));
-            for outside in root.ancestors().skip(1) {
-                let p = outside.join("tmp").join(&self.name);
-                if p.exists() {
-                    let _ = std::fs::remove_dir_all(p);
-                }
-            }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.remove_all() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 }
@@ -227,13 +243,12 @@ fn inside_paths(name: &str) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn a_cgroup_parent_cannot_climb_out_of_the_cgroup_hierarchies() {
+    let patterns = ["../../../../../../tmp/NAME", "/../../../../tmp/NAME", "a/../../../../../../tmp/NAME"];
+    let names: Vec<String> = (0..patterns.len()).map(|i| unique(&format!("climb{i}"))).collect();
+    let _cleanup = ClimbCleanup { names: names.clone() };
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
-    for (i, pattern) in
-        ["../../../../../../tmp/NAME", "/../../../../tmp/NAME", "a/../../../../../../tmp/NAME"].into_iter().enumerate()
-    {
-        let name = unique(&format!("climb{i}"));
-        let _cleanup = ClimbCleanup { name: name.clone() };
+    for (i, (pattern, name)) in patterns.into_iter().zip(names).enumerate() {
         let mut config = pod_config(&d, &format!("climb{i}"), NamespaceMode::Container);
         config.linux.get_or_insert_with(Default::default).cgroup_parent = pattern.replace("NAME", &name);
         // Kept inside each hierarchy, at /tmp/NAME, as containerd does.
@@ -245,6 +260,9 @@ async fn a_cgroup_parent_cannot_climb_out_of_the_cgroup_hierarchies() {
         let id = create(&mut cri, &pod, container("where", &["cat", "/proc/self/cgroup"])).await.expect("create");
         start(&mut cri, &id).await;
         wait_exited(&mut cri, &id).await;
+        // gantryd's spec names the clean path; the shim would clean it again.
+        let spec = container_info(&mut cri, &id).await;
+        assert_eq!(spec["runtimeSpec"]["linux"]["cgroupsPath"], format!("/tmp/{name}/gantry-{id}"), "{pattern}");
         let memory = log_of(&pod, "where").into_iter().find(|l| l.contains(":memory:")).unwrap_or_default();
         assert!(memory.ends_with(&format!(":memory:/tmp/{name}/gantry-{id}")), "{pattern}: {memory}");
         assert!(!inside_paths(&name).is_empty(), "{pattern}: no cgroup below tmp/{name}");

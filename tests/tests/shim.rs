@@ -424,6 +424,23 @@ async fn the_shim_refuses_sysctls_and_a_hostname_outside_the_containers_namespac
             }
         }
     }
+    // Written only through a procfs: here /proc/sys is a plain directory.
+    let b = bundle(&d, "noproc", &["true"]).await;
+    let fake = b.dir.join("rootfs/proc/sys/kernel");
+    std::fs::create_dir_all(&fake).expect("mkdir");
+    std::fs::write(fake.join("shmmax"), "1").expect("write");
+    patch(&b, |c| {
+        c["mounts"].as_array_mut().expect("mounts").retain(|m| m["destination"] != "/proc");
+        c["linux"]["readonlyPaths"] = serde_json::json!([]);
+        c["linux"]["maskedPaths"] = serde_json::json!([]);
+        c["linux"]["sysctl"] = serde_json::json!({"kernel.shmmax": "123456789"});
+    });
+    let (socket, _) = run_shim(&b, "noproc").expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    let err = shim.start().await.expect_err("sysctls without a procfs");
+    assert!(err.to_string().contains("not a procfs"), "{err}");
+    let _ = within(shim.wait()).await;
+    shim.shutdown().await.expect("shutdown");
     // A hostname without a UTS namespace would be the host's name.
     let b = bundle(&d, "hostname", &["true"]).await;
     patch(&b, |c| c["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "mount"}]));
@@ -455,16 +472,26 @@ async fn the_shim_applies_namespaced_sysctls_inside_and_keeps_its_cgroup_in_the_
             })
             .collect()
     };
-    // Removes what a failure left, inside the hierarchies and out.
+    // Removes what a failure left, inside the hierarchies and out; dropped
+    // after the bundle, which kills the shim and container (a killed process
+    // leaves its cgroup once reaped: retried).
     struct Cleanup(Vec<PathBuf>, String);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            for root in &self.0 {
-                let _ = std::fs::remove_dir(root.join("tmp").join(&self.1).join("c"));
-                let _ = std::fs::remove_dir(root.join("tmp").join(&self.1));
-                let _ = std::fs::remove_dir(root.join("tmp"));
-            }
             let _ = std::fs::remove_dir_all(Path::new("/tmp").join(&self.1));
+            for _ in 0..50 {
+                let mut clean = true;
+                for root in &self.0 {
+                    let _ = std::fs::remove_dir(root.join("tmp").join(&self.1).join("c"));
+                    clean &= std::fs::remove_dir(root.join("tmp").join(&self.1)).is_ok()
+                        || !root.join("tmp").join(&self.1).exists();
+                    let _ = std::fs::remove_dir(root.join("tmp"));
+                }
+                if clean {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
     }
     let _cleanup = Cleanup(roots.clone(), name.clone());
