@@ -396,19 +396,24 @@ async fn the_shim_refuses_sysctls_and_a_hostname_outside_the_containers_namespac
     let guards = ["kernel/core_pattern", "kernel/msgmax", "net/ipv4/tcp_keepalive_time", "kernel/hostname"]
         .map(|p| HostValue::read(&format!("/proc/sys/{p}")));
     let all = ["pid", "mount", "ipc", "uts", "network"];
-    let host_ipc = serde_json::json!([{"type": "ipc", "path": "/proc/self/ns/ipc"}]);
-    let cases: [(&str, &[&str], Option<serde_json::Value>, (&str, &str)); 5] = [
-        ("core", &all, None, ("kernel.core_pattern", "/tmp/gantry-shim-core-%p")),
-        ("msgmax", &["pid", "mount", "uts", "network"], None, ("kernel.msgmax", "4321")),
-        ("hostipc", &["pid", "mount", "uts", "network"], Some(host_ipc), ("kernel.msgmax", "4322")),
-        ("keepalive", &["pid", "mount", "ipc", "uts"], None, ("net.ipv4.tcp_keepalive_time", "1234")),
-        ("domain", &["pid", "mount", "ipc", "network"], None, ("kernel.hostname", "gantry-shim-not-the-host")),
+    // TYPE, or TYPE=PATH for a namespace joined by path (here the host's own).
+    let cases: [(&str, &[&str], (&str, &str)); 5] = [
+        ("core", &all, ("kernel.core_pattern", "/tmp/gantry-shim-core-%p")),
+        ("msgmax", &["pid", "mount", "uts", "network"], ("kernel.msgmax", "4321")),
+        ("hostipc", &["pid", "mount", "uts", "network", "ipc=/proc/self/ns/ipc"], ("kernel.msgmax", "4322")),
+        ("keepalive", &["pid", "mount", "ipc", "uts"], ("net.ipv4.tcp_keepalive_time", "1234")),
+        ("domain", &["pid", "mount", "ipc", "network"], ("kernel.hostname", "gantry-shim-not-the-host")),
     ];
-    for (name, namespaces, extra, (key, value)) in cases {
+    for (name, namespaces, (key, value)) in cases {
         let b = bundle(&d, name, &["true"]).await;
         patch(&b, |c| {
-            let mut ns: Vec<serde_json::Value> = namespaces.iter().map(|t| serde_json::json!({"type": t})).collect();
-            ns.extend(extra.and_then(|e| e.as_array().cloned()).unwrap_or_default());
+            let ns: Vec<serde_json::Value> = namespaces
+                .iter()
+                .map(|t| match t.split_once('=') {
+                    Some((typ, path)) => serde_json::json!({"type": typ, "path": path}),
+                    None => serde_json::json!({"type": t}),
+                })
+                .collect();
             c["linux"]["namespaces"] = ns.into();
             c["linux"]["sysctl"] = serde_json::json!({ key: value });
             c["hostname"] = "".into();
