@@ -49,12 +49,12 @@ mod tests {
 
     fn image(tags: &[&str]) -> ImageRecord {
         let blob = |s: &str| crate::metadata::BlobRef {
-            digest: crate::Digest::of_bytes(s.as_bytes()),
+            digest: crate::reference::Digest::of_bytes(s.as_bytes()),
             size: 1,
             media_type: "x".into(),
         };
         ImageRecord {
-            id: crate::Digest::of_bytes(b"config"),
+            id: crate::reference::Digest::of_bytes(b"config"),
             repo_tags: tags.iter().map(|t| t.to_string()).collect(),
             repo_digests: vec![],
             manifest: blob("manifest"),

@@ -5,6 +5,7 @@
 //! each CRI RPC onto them. `error.rs` and `records.rs` are at the bottom:
 //! no module they import imports them back.
 
+pub mod cgroup_path;
 pub mod cgroupfs;
 mod container;
 pub mod containers_api;
@@ -26,6 +27,7 @@ mod shim_process;
 pub mod spec;
 pub mod stats;
 pub mod streaming;
+pub mod sysctl;
 pub mod userns;
 
 pub use container::parse_signal;

@@ -44,7 +44,8 @@ pub struct SandboxRecord {
 pub(crate) fn pod_cgroup(config: &PodSandboxConfig, id: &str) -> String {
     let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
     let parent = if parent.is_empty() { "/gantry" } else { parent };
-    format!("{}/gantry-{id}", parent.trim_end_matches('/'))
+    // Cleaned as an absolute path: `..` cannot leave the cgroup hierarchy.
+    crate::cgroup_path::child(parent, &format!("gantry-{id}"))
 }
 
 impl SandboxRecord {

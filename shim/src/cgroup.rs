@@ -5,7 +5,7 @@
 //! Hugepage limits go wherever the hugetlb controller is (`hugetlb.rs`): in
 //! the hybrid layout that is a second cgroup2 tree the container joins too.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use cgroups_rs::cpu::CpuController;
 use cgroups_rs::cpuset::CpuSetController;
@@ -24,13 +24,33 @@ pub struct ContainerCgroup {
     rel: PathBuf,
     /// Where the hugetlb controller is, if anywhere.
     hugetlb: Option<Hugetlb>,
+    /// Ancestors that did not exist before create, deepest first: removed
+    /// with the cgroup when empty, so a failed call leaves none behind.
+    made_ancestors: Vec<PathBuf>,
+}
+
+/// `cgroupsPath` relative to a hierarchy's root, cleaned lexically as an
+/// absolute path (Go's `filepath.Clean("/" + p)`, as runc): `..` stops at
+/// the root, so the cgroup can never be outside the hierarchy.
+pub fn confine(path: &Path) -> PathBuf {
+    let mut rel = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => rel.push(p),
+            Component::ParentDir => {
+                rel.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    rel
 }
 
 /// Moves `pid` into the existing cgroup the spec names (an exec joining
 /// its container's); nothing to do when the spec names none.
 pub fn join(spec: &Spec, pid: u32) -> Result<(), String> {
     let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else { return Ok(()) };
-    let rel = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
+    let rel = confine(&path);
     let cgroup = Cgroup::load(crate::cgroup_mounts::hierarchy(), rel.to_string_lossy().as_ref());
     if !cgroup.exists() {
         return Err(format!("the container's cgroup {} is gone", path.display()));
@@ -50,17 +70,21 @@ impl ContainerCgroup {
     pub fn create(spec: &Spec) -> Result<Option<Self>, String> {
         let Some(linux) = spec.linux() else { return Ok(None) };
         let Some(path) = linux.cgroups_path().clone() else { return Ok(None) };
-        let rel = path.strip_prefix("/").unwrap_or(&path).to_path_buf();
-        let cgroup = Cgroup::new(crate::cgroup_mounts::hierarchy(), rel.to_string_lossy().as_ref())
-            .map_err(|e| format!("creating cgroup {}: {e}", path.display()))?;
-        let hugetlb = Hugetlb::locate();
-        let cg = ContainerCgroup { cgroup, path, rel, hugetlb };
-        if let Some(h) = cg.hugetlb.as_ref().filter(|h| h.separate) {
-            if let Err(e) = h.create(&cg.rel) {
-                cg.delete();
-                return Err(e);
-            }
+        let rel = confine(&path);
+        if rel.as_os_str().is_empty() {
+            return Err(format!("cgroupsPath {} names a hierarchy's root", path.display()));
         }
+        // A missing ancestor another shim removes at that very moment makes
+        // a create fail: try again.
+        let mut tries = 0;
+        let cg = loop {
+            tries += 1;
+            match Self::make(&path, &rel) {
+                Ok(cg) => break cg,
+                Err(e) if tries >= 3 => return Err(e),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        };
         if let Some(res) = linux.resources() {
             if let Err(e) = cg.apply(res) {
                 cg.delete();
@@ -68,6 +92,45 @@ impl ContainerCgroup {
             }
         }
         Ok(Some(cg))
+    }
+
+    /// Creates the cgroup in every hierarchy (and the separate hugetlb
+    /// tree); on failure removes what it made.
+    fn make(path: &Path, rel: &Path) -> Result<Self, String> {
+        let cgroup = Cgroup::load(crate::cgroup_mounts::hierarchy(), rel.to_string_lossy().as_ref());
+        let hugetlb = Hugetlb::locate();
+        let leaves: Vec<PathBuf> = cgroup.subsystems().iter().map(|s| s.to_controller().path().to_path_buf()).collect();
+        let hugetlb_leaf = hugetlb.as_ref().filter(|h| h.separate).map(|h| h.dir(rel));
+        let depth = rel.components().count();
+        let mut made_ancestors: Vec<PathBuf> = leaves
+            .iter()
+            .chain(hugetlb_leaf.as_ref())
+            .flat_map(|leaf| leaf.ancestors().skip(1).take(depth - 1))
+            .filter(|a| !a.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        made_ancestors.sort_by_key(|a| (std::cmp::Reverse(a.components().count()), a.clone()));
+        made_ancestors.dedup();
+        let cg = ContainerCgroup { cgroup, path: path.to_path_buf(), rel: rel.to_path_buf(), hugetlb, made_ancestors };
+        let made = cg.cgroup.create().map_err(|e| format!("creating cgroup {}: {e}", path.display())).and_then(|()| {
+            // cgroups-rs only logs a v1 directory it could not make.
+            match leaves.iter().find(|l| !l.is_dir()) {
+                Some(l) => Err(format!("creating cgroup {}: {} was not made", path.display(), l.display())),
+                None => Ok(()),
+            }
+        });
+        let made = made.and_then(|()| cg.separate_hugetlb().map_or(Ok(()), |h| h.create(&cg.rel)));
+        match made {
+            Ok(()) => Ok(cg),
+            Err(e) => {
+                cg.delete();
+                Err(e)
+            }
+        }
+    }
+
+    fn separate_hugetlb(&self) -> Option<&Hugetlb> {
+        self.hugetlb.as_ref().filter(|h| h.separate)
     }
 
     pub fn apply(&self, res: &oci_spec::runtime::LinuxResources) -> Result<(), String> {
@@ -180,8 +243,7 @@ impl ContainerCgroup {
     /// Whether the kernel's OOM killer killed something in this cgroup.
     pub fn oom_killed(&self) -> bool {
         if self.cgroup.v2() {
-            let rel = self.path.strip_prefix("/").unwrap_or(&self.path);
-            let events = std::fs::read_to_string(PathBuf::from("/sys/fs/cgroup").join(rel).join("memory.events"))
+            let events = std::fs::read_to_string(PathBuf::from("/sys/fs/cgroup").join(&self.rel).join("memory.events"))
                 .unwrap_or_default();
             return events
                 .lines()
@@ -214,10 +276,29 @@ impl ContainerCgroup {
         if let Err(e) = self.cgroup.delete() {
             eprintln!("gantry-shim: removing cgroup {}: {e}", self.path.display());
         }
-        if let Some(h) = self.hugetlb.as_ref().filter(|h| h.separate) {
+        if let Some(h) = self.separate_hugetlb() {
             if let Err(e) = h.remove(&self.rel) {
                 eprintln!("gantry-shim: {e}");
             }
         }
+        // Only empty ones go: the kernel refuses to remove a cgroup in use.
+        for dir in &self.made_ancestors {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroups_path_is_confined_below_the_root() {
+        for p in ["../../../../../../tmp/somename", "/../../../../tmp/somename", "a/../../../../../../tmp/somename"] {
+            assert_eq!(confine(Path::new(p)), PathBuf::from("tmp/somename"), "{p}");
+        }
+        assert_eq!(confine(Path::new("/kubepods//burstable/./pod1/")), PathBuf::from("kubepods/burstable/pod1"));
+        assert_eq!(confine(Path::new("/a/b/../c")), PathBuf::from("a/c"));
+        assert_eq!(confine(Path::new("/..")), PathBuf::new());
     }
 }

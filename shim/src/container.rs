@@ -281,10 +281,17 @@ fn init(
     if new_mount_ns {
         setup_rootfs(bundle, spec, userns.as_ref())?;
     }
-    if let Some(h) = spec.hostname() {
-        if !h.is_empty() {
-            sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        // As runc: without a UTS namespace of its own this would be the host's name.
+        let own_uts = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|n| n.iter().any(|ns| ns.typ() == LinuxNamespaceType::Uts));
+        if !own_uts {
+            return Err(format!("hostname {h:?}: the container has no UTS namespace of its own"));
         }
+        sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
     }
     // After pivot_root: /dev/ptmx is the container's devpts now, so the
     // slave is /dev/pts/N inside, as runc makes it.
@@ -623,11 +630,9 @@ fn setup_rootfs(bundle: &Path, spec: &Spec, userns: Option<&File>) -> Result<(),
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
 
     if let Some(linux) = spec.linux() {
-        // Namespaced sysctls, before /proc/sys becomes read-only.
-        for (key, value) in linux.sysctl().clone().unwrap_or_default() {
-            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-            fs::write(&path, &value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
-        }
+        // Namespaced sysctls, before /proc/sys becomes read-only: through the
+        // container's own /proc, in its namespaces, never the host's.
+        crate::sysctl::apply(spec, Path::new("/proc/sys"))?;
         for p in linux.masked_paths().clone().unwrap_or_default() {
             mask_path(Path::new(&p))?;
         }

@@ -28,6 +28,7 @@ mod privileges;
 mod pty;
 mod seccomp;
 mod server;
+mod sysctl;
 mod userns;
 
 use std::fs::File;

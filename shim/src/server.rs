@@ -152,6 +152,9 @@ impl Shim {
 
         let spec_path = args.bundle.join("config.json");
         let spec = Spec::load(&spec_path).map_err(|e| format!("loading {}: {e}", spec_path.display()))?;
+        // Refused before anything is made: a sysctl must not reach the host.
+        crate::sysctl::check(&spec)?;
+        crate::sysctl::check_not_hosts(&spec)?;
         if let Some(dir) = args.log.parent() {
             fs::create_dir_all(dir).map_err(|e| format!("creating log directory {}: {e}", dir.display()))?;
         }
@@ -513,6 +516,11 @@ impl Shim {
                     return Self::error_reply(format!("container {} is still running", self.state.id));
                 }
                 self.shutdown = true;
+                // Before the reply: once Remove returns, the cgroup is gone
+                // (kubelet then removes the pod's parent cgroup).
+                if let Some(cg) = self.cgroup.take() {
+                    cg.delete();
+                }
                 self.state_reply()
             }
             Some(request::Kind::ReopenLog(_)) => {

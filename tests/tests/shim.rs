@@ -357,3 +357,168 @@ async fn device_rules_without_a_devices_controller_are_an_ebpf_program() {
     }
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
+
+/// Rewrites the bundle's config.json.
+fn patch(b: &Bundle, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = b.dir.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    f(&mut config);
+    std::fs::write(&path, config.to_string()).expect("write");
+}
+
+/// A host file under /proc/sys, written back on drop if a failure changed it.
+struct HostValue(PathBuf, String);
+
+impl HostValue {
+    fn read(path: &str) -> HostValue {
+        HostValue(path.into(), std::fs::read_to_string(path).expect("read host value"))
+    }
+
+    fn unchanged(&self) -> bool {
+        std::fs::read_to_string(&self.0).unwrap_or_default() == self.1
+    }
+}
+
+impl Drop for HostValue {
+    fn drop(&mut self) {
+        if !self.unchanged() {
+            let _ = std::fs::write(&self.0, self.1.trim_end());
+        }
+    }
+}
+
+/// Behind gantryd's own check: the shim refuses what would reach the host
+/// (a sysctl or hostname whose namespace the spec does not give the
+/// container), so the host keeps its values even for a spec gantryd let by.
+#[tokio::test]
+async fn the_shim_refuses_sysctls_and_a_hostname_outside_the_containers_namespaces() {
+    let d = Daemon::start("");
+    let guards = ["kernel/core_pattern", "kernel/msgmax", "net/ipv4/tcp_keepalive_time", "kernel/hostname"]
+        .map(|p| HostValue::read(&format!("/proc/sys/{p}")));
+    let all = ["pid", "mount", "ipc", "uts", "network"];
+    // TYPE, or TYPE=PATH for a namespace joined by path (here the host's own).
+    let cases: [(&str, &[&str], (&str, &str)); 5] = [
+        ("core", &all, ("kernel.core_pattern", "/tmp/gantry-shim-core-%p")),
+        ("msgmax", &["pid", "mount", "uts", "network"], ("kernel.msgmax", "4321")),
+        ("hostipc", &["pid", "mount", "uts", "network", "ipc=/proc/self/ns/ipc"], ("kernel.msgmax", "4322")),
+        ("keepalive", &["pid", "mount", "ipc", "uts"], ("net.ipv4.tcp_keepalive_time", "1234")),
+        ("domain", &["pid", "mount", "ipc", "network"], ("kernel.hostname", "gantry-shim-not-the-host")),
+    ];
+    for (name, namespaces, (key, value)) in cases {
+        let b = bundle(&d, name, &["true"]).await;
+        patch(&b, |c| {
+            let ns: Vec<serde_json::Value> = namespaces
+                .iter()
+                .map(|t| match t.split_once('=') {
+                    Some((typ, path)) => serde_json::json!({"type": typ, "path": path}),
+                    None => serde_json::json!({"type": t}),
+                })
+                .collect();
+            c["linux"]["namespaces"] = ns.into();
+            c["linux"]["sysctl"] = serde_json::json!({ key: value });
+            c["hostname"] = "".into();
+        });
+        match run_shim(&b, name) {
+            Err(out) => assert!(out.contains(key), "{name}: {out}"),
+            Ok((socket, _)) => {
+                let mut shim = ShimClient::connect(&socket).await.expect("connect");
+                let _ = shim.start().await;
+                let _ = within(shim.wait()).await;
+                let _ = shim.shutdown().await;
+                panic!("{name}: the shim took sysctl {key}");
+            }
+        }
+    }
+    // Written only through a procfs: here /proc/sys is a plain directory.
+    let b = bundle(&d, "noproc", &["true"]).await;
+    let fake = b.dir.join("rootfs/proc/sys/kernel");
+    std::fs::create_dir_all(&fake).expect("mkdir");
+    std::fs::write(fake.join("shmmax"), "1").expect("write");
+    patch(&b, |c| {
+        c["mounts"].as_array_mut().expect("mounts").retain(|m| m["destination"] != "/proc");
+        c["linux"]["readonlyPaths"] = serde_json::json!([]);
+        c["linux"]["maskedPaths"] = serde_json::json!([]);
+        c["linux"]["sysctl"] = serde_json::json!({"kernel.shmmax": "123456789"});
+    });
+    let (socket, _) = run_shim(&b, "noproc").expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    let err = shim.start().await.expect_err("sysctls without a procfs");
+    assert!(err.to_string().contains("not a procfs"), "{err}");
+    let _ = within(shim.wait()).await;
+    shim.shutdown().await.expect("shutdown");
+    // A hostname without a UTS namespace would be the host's name.
+    let b = bundle(&d, "hostname", &["true"]).await;
+    patch(&b, |c| c["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "mount"}]));
+    let (socket, _) = run_shim(&b, "hostname").expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    let err = shim.start().await.expect_err("a hostname without a UTS namespace");
+    assert!(err.to_string().contains("UTS"), "{err}");
+    let _ = within(shim.wait()).await;
+    shim.shutdown().await.expect("shutdown");
+    for g in &guards {
+        assert!(g.unchanged(), "the host's {} changed", g.0.display());
+    }
+}
+
+/// What the shim does apply lands inside: a namespaced sysctl read back in
+/// the container, and a climbing cgroupsPath kept inside every hierarchy.
+#[tokio::test]
+async fn the_shim_applies_namespaced_sysctls_inside_and_keeps_its_cgroup_in_the_hierarchies() {
+    let d = Daemon::start("");
+    let shmmax = HostValue::read("/proc/sys/kernel/shmmax");
+    let name = format!("gantry-shim-climb-{}", std::process::id());
+    let roots: Vec<PathBuf> = {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        info.lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let mount_point = left.split(' ').nth(4)?;
+                (right.starts_with("cgroup ") || right.starts_with("cgroup2 ")).then(|| PathBuf::from(mount_point))
+            })
+            .collect()
+    };
+    // Removes what a failure left, inside the hierarchies and out; dropped
+    // after the bundle, which kills the shim and container (a killed process
+    // leaves its cgroup once reaped: retried).
+    struct Cleanup(Vec<PathBuf>, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(Path::new("/tmp").join(&self.1));
+            for _ in 0..50 {
+                let mut clean = true;
+                for root in &self.0 {
+                    let _ = std::fs::remove_dir(root.join("tmp").join(&self.1).join("c"));
+                    clean &= std::fs::remove_dir(root.join("tmp").join(&self.1)).is_ok()
+                        || !root.join("tmp").join(&self.1).exists();
+                    let _ = std::fs::remove_dir(root.join("tmp"));
+                }
+                if clean {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    let _cleanup = Cleanup(roots.clone(), name.clone());
+    let script = "cat /proc/sys/kernel/shmmax; grep :memory: /proc/self/cgroup";
+    let b = bundle(&d, "inside", &["sh", "-c", script]).await;
+    patch(&b, |c| {
+        c["linux"]["sysctl"] = serde_json::json!({"kernel/shmmax": "123456789"});
+        c["linux"]["cgroupsPath"] = format!("../../../../../../tmp/{name}/c").into();
+    });
+    let (socket, log) = run_shim(&b, "inside").expect("shim ready");
+    assert!(!Path::new("/tmp").join(&name).exists(), "the cgroup climbed out to /tmp");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    shim.start().await.expect("start");
+    let done = within(shim.wait()).await.expect("wait");
+    assert_eq!(done.exit_code, 0);
+    assert_eq!(log_lines(&log).first().map(String::as_str), Some("stdout F 123456789"));
+    assert!(log_lines(&log).iter().any(|l| l.ends_with(&format!(":memory:/tmp/{name}/c"))), "{:?}", log_lines(&log));
+    assert!(shmmax.unchanged(), "the host's kernel.shmmax changed");
+    shim.shutdown().await.expect("shutdown");
+    for root in &roots {
+        let p = root.join("tmp").join(&name);
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+    assert!(!Path::new("/tmp").join(&name).exists(), "the cgroup climbed out to /tmp");
+}

@@ -20,6 +20,7 @@ impl Runtime {
         if meta.name.is_empty() || meta.namespace.is_empty() {
             return Err(RuntimeError::InvalidArgument("pod sandbox metadata needs a name and a namespace".into()));
         }
+        crate::sysctl::check_pod(&config).map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
         let id_maps = crate::userns::for_pod(&config)?;
         {
             let sandboxes = self.sandboxes.lock().await;
