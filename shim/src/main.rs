@@ -26,6 +26,7 @@ mod pause;
 mod portforward;
 mod privileges;
 mod pty;
+mod rootfs;
 mod seccomp;
 mod server;
 mod sysctl;
