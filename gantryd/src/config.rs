@@ -43,6 +43,8 @@ pub struct Config {
     /// The gantry-shim binary [default: next to gantryd].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shim_binary: Option<PathBuf>,
+    /// Where Prometheus metrics are served (`HOST:PORT`, `/metrics`); empty: off.
+    pub metrics_address: String,
     /// Images the node keeps: reported pinned to kubelet, refused by
     /// RemoveImage (references, or prefixes ending in `*`).
     pub pinned_images: Vec<String>,
@@ -80,6 +82,7 @@ impl Default for Config {
             stream_tls_cert: None,
             stream_tls_key: None,
             shim_binary: None,
+            metrics_address: String::new(),
             pinned_images: vec![],
             cni: CniConfig::default(),
         }

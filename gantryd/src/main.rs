@@ -4,6 +4,7 @@
 mod config;
 mod deadline;
 mod h2_requests;
+mod metrics;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -128,6 +129,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let images = ImageStore::open(&config.root.join("images"), hosts).await.context("opening the image store")?;
     images
         .set_pinned(gantry_imageservice::pinning::PinnedImages::parse(&config.pinned_images).context("pinned_images")?);
+    // Bound early: an address in use stops gantryd before anything else.
+    let metrics_listener = match config.metrics_address.as_str() {
+        "" => None,
+        address => {
+            let address: std::net::SocketAddr =
+                address.parse().with_context(|| format!("metrics_address {address:?} is not HOST:PORT"))?;
+            Some(metrics::bind(address).await?)
+        }
+    };
     let listener = bind_socket(&config.listen, config.socket_mode)?;
     let config_json = serde_json::to_string(&config)?;
 
@@ -181,7 +191,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Requests reach tonic with C-core's socket-path authority and the client's
     // deadline mended (h2_requests), and deadlines end in DEADLINE_EXCEEDED.
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(h2_requests::MendedRequests::new));
+    let metrics = metrics::Metrics::new();
+    if let Some(listener) = metrics_listener {
+        tracing::info!(address = %config.metrics_address, "serving metrics");
+        metrics::serve(listener, metrics.clone(), runtime.clone(), images.clone());
+    }
     let serve = tonic::transport::Server::builder()
+        .layer(metrics::MetricsLayer(metrics))
         .layer(deadline::DeadlineLayer)
         .add_service(runtime_service)
         .add_service(image_service)

@@ -413,6 +413,7 @@ impl ImageStore {
             io::copy(&mut tee, &mut io::sink())?;
             if let Some(w) = tee.writer.take() {
                 w.commit(&job.layer.blob.digest, job.layer.blob.size)?;
+                self.counters.pulled_bytes.fetch_add(job.layer.blob.size, std::sync::atomic::Ordering::Relaxed);
             }
             self.snapshots.commit(unpack, &job.layer.chain_id)?;
         } else {

@@ -39,6 +39,17 @@ pub struct GcStats {
     pub blobs: usize,
     pub layers: usize,
     pub partial: usize,
+    /// Bytes of the blobs and unpacked layers removed.
+    pub bytes: u64,
+}
+
+/// Running totals since gantryd started, for its metrics.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Compressed layer bytes downloaded from registries.
+    pub pulled_bytes: std::sync::atomic::AtomicU64,
+    pub gc_runs: std::sync::atomic::AtomicU64,
+    pub gc_bytes_freed: std::sync::atomic::AtomicU64,
 }
 
 pub struct ImageStore {
@@ -59,6 +70,7 @@ pub struct ImageStore {
     usage_cache: std::sync::Mutex<Option<(std::time::Instant, (u64, u64))>>,
     /// The images the node must keep (`pinned_images`).
     pinned: std::sync::RwLock<crate::pinning::PinnedImages>,
+    pub counters: StoreCounters,
 }
 
 impl ImageStore {
@@ -97,6 +109,7 @@ impl ImageStore {
             held_layers: std::sync::Mutex::new(HashMap::new()),
             usage_cache: std::sync::Mutex::new(None),
             pinned: Default::default(),
+            counters: StoreCounters::default(),
         });
         Ok(store)
     }
@@ -181,17 +194,22 @@ impl ImageStore {
             let mut stats = GcStats::default();
             for d in this.snapshots.list_layers()? {
                 if !live_layers.contains(&d) {
+                    stats.bytes += this.snapshots.layer_size(&d);
                     this.snapshots.remove_layer(&d)?;
                     stats.layers += 1;
                 }
             }
             for d in this.content.list()? {
                 if !live_blobs.contains(&d) {
+                    stats.bytes += this.content.size(&d).unwrap_or(0);
                     this.content.delete(&d)?;
                     stats.blobs += 1;
                 }
             }
             stats.partial = this.content.clean_ingest()? + this.snapshots.clean_unpack()?;
+            use std::sync::atomic::Ordering::Relaxed;
+            this.counters.gc_runs.fetch_add(1, Relaxed);
+            this.counters.gc_bytes_freed.fetch_add(stats.bytes, Relaxed);
             Ok::<_, StoreError>(stats)
         })
         .await
@@ -228,6 +246,11 @@ impl ImageStore {
     pub async fn writable_layers_usage(&self) -> (u64, u64) {
         let active = self.snapshots.root().join("active");
         tokio::task::spawn_blocking(move || crate::fsutil::disk_usage(&active)).await.unwrap_or((0, 0))
+    }
+
+    /// How many unpacked layers the store holds.
+    pub fn layer_count(&self) -> usize {
+        self.snapshots.list_layers().map(|l| l.len()).unwrap_or(0)
     }
 
     /// The store changed: the next `disk_usage` walks it again.

@@ -61,6 +61,9 @@ impl Runtime {
                 }
             }
         }
+        use std::sync::atomic::Ordering::Relaxed;
+        self.counters.recovered_sandboxes.store(sandboxes.len() as u64, Relaxed);
+        self.counters.recovered_containers.store(containers.len() as u64, Relaxed);
         tracing::info!(sandboxes = sandboxes.len(), containers = containers.len(), "runtime state loaded");
     }
 

@@ -47,6 +47,17 @@ pub struct Runtime {
     pub(crate) cgroups: CgroupLayout,
     /// The previous CPU reading per container or pod, for CPU rates.
     pub(crate) cpu_readings: CpuReadings,
+    pub counters: RuntimeCounters,
+}
+
+/// Running totals for gantryd's metrics.
+#[derive(Debug, Default)]
+pub struct RuntimeCounters {
+    /// Containers the kernel's OOM killer ended, seen since gantryd started.
+    pub oom_kills: std::sync::atomic::AtomicU64,
+    /// Sandboxes and containers an earlier gantryd left, taken over at start-up.
+    pub recovered_sandboxes: std::sync::atomic::AtomicU64,
+    pub recovered_containers: std::sync::atomic::AtomicU64,
 }
 
 impl Runtime {
@@ -72,12 +83,18 @@ impl Runtime {
             events: EventBus::default(),
             cgroups: CgroupLayout::detect(),
             cpu_readings: Default::default(),
+            counters: RuntimeCounters::default(),
         };
         rt.load().await;
         Ok(rt)
     }
 
     // ---- paths -------------------------------------------------------------
+
+    /// The gantry-shim binary gantryd starts.
+    pub fn shim_binary(&self) -> &Path {
+        &self.shim_binary
+    }
 
     /// `gantry-shim`, told where the cgroups are mounted.
     pub(crate) fn shim_command(&self) -> tokio::process::Command {

@@ -21,6 +21,9 @@ impl Runtime {
             };
             let state = exited.or_else(|| shim_process::read_state_file(&this.container_dir(&id))).unwrap_or_default();
             if this.containers.lock().await.contains_key(&id) {
+                if state.oom_killed {
+                    this.counters.oom_kills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 this.cache_state(&id, state);
                 this.events.emit(&id, ContainerEventType::ContainerStoppedEvent);
             }
