@@ -89,9 +89,39 @@ pub struct ContainerRecord {
     pub identity: Option<ProcessIdentity>,
 }
 
+/// The format of the records this gantryd writes, stored in each as
+/// `format` (records from before it was stored are format 1). A gantryd
+/// refuses records of a newer format rather than misread them: fields it
+/// does not know would be dropped, and a record it cannot read would be
+/// taken for a half-made one and removed.
+pub const RECORD_FORMAT: u64 = 1;
+
 /// Writes `record` as `dir/record.json`, atomically: a crash leaves the old
 /// record or the new one, never half of one.
 pub(crate) fn persist<T: Serialize>(dir: &Path, record: &T) -> Result<(), RuntimeError> {
-    let bytes = serde_json::to_vec(record).map_err(|e| internal("encoding record")(&e))?;
+    let mut value = serde_json::to_value(record).map_err(|e| internal("encoding record")(&e))?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("format".into(), RECORD_FORMAT.into());
+    }
+    let bytes = serde_json::to_vec(&value).map_err(|e| internal("encoding record")(&e))?;
     fsutil::write_atomic(&dir.join("record.json"), &bytes).map_err(|e| internal("writing record")(&e))
+}
+
+/// Why a `record.json` was not read.
+#[derive(Debug)]
+pub(crate) enum Unreadable {
+    /// Written by a newer gantryd: never to be misread, nor removed.
+    Newer(u64),
+    /// Missing or cut short: a crash between making a bundle and recording it.
+    HalfMade,
+}
+
+/// Reads a record written by `persist`, of this format or an older one.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Unreadable> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| Unreadable::HalfMade)?;
+    let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(1);
+    if format > RECORD_FORMAT {
+        return Err(Unreadable::Newer(format));
+    }
+    serde_json::from_value(value).map_err(|_| Unreadable::HalfMade)
 }

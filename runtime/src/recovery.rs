@@ -4,37 +4,48 @@
 
 use std::sync::Arc;
 
-use crate::records::{ContainerRecord, SandboxRecord};
+use crate::error::RuntimeError;
+use crate::records::{decode, ContainerRecord, SandboxRecord, Unreadable, RECORD_FORMAT};
 use crate::runtime::Runtime;
 use crate::shim_client::Status;
 
 impl Runtime {
     /// Reads the records a previous gantryd left (it may have been killed).
-    pub(crate) async fn load(&self) {
+    /// Records of a newer format stop it: nothing is read or removed.
+    pub(crate) async fn load(&self) -> Result<(), RuntimeError> {
         let mut sandboxes = self.sandboxes.lock().await;
         let mut containers = self.containers.lock().await;
         let mut half_made = Vec::new();
+        let newer = |path: std::path::PathBuf, format: u64| {
+            RuntimeError::FailedPrecondition(format!(
+                "{} was written by a newer gantryd (record format {format}; this one reads up to {RECORD_FORMAT}): \
+                 run that version, or move the state directory away",
+                path.display()
+            ))
+        };
         for (kind, dir) in [("sandboxes", self.sandboxes_dir()), ("containers", self.containers_dir())] {
             let Ok(rd) = std::fs::read_dir(&dir) else { continue };
             for e in rd.flatten() {
                 let id = e.file_name().to_string_lossy().to_string();
                 let bytes = std::fs::read(e.path().join("record.json")).unwrap_or_default();
                 if kind == "sandboxes" {
-                    match serde_json::from_slice::<SandboxRecord>(&bytes) {
+                    match decode::<SandboxRecord>(&bytes) {
                         Ok(r) => {
                             sandboxes.insert(r.id.clone(), r);
                         }
-                        Err(_) => half_made.push((id, e.path())),
+                        Err(Unreadable::Newer(format)) => return Err(newer(e.path().join("record.json"), format)),
+                        Err(Unreadable::HalfMade) => half_made.push((id, e.path())),
                     }
                 } else {
-                    match serde_json::from_slice::<ContainerRecord>(&bytes) {
+                    match decode::<ContainerRecord>(&bytes) {
                         Ok(r) => {
                             // The record's own copy: the image may be gone by now.
                             self.images.hold_layers(&r.id, r.chain_ids.clone());
                             self.listing.insert(&r);
                             containers.insert(r.id.clone(), r);
                         }
-                        Err(_) => half_made.push((id, e.path())),
+                        Err(Unreadable::Newer(format)) => return Err(newer(e.path().join("record.json"), format)),
+                        Err(Unreadable::HalfMade) => half_made.push((id, e.path())),
                     }
                 }
             }
@@ -65,6 +76,7 @@ impl Runtime {
         self.counters.recovered_sandboxes.store(sandboxes.len() as u64, Relaxed);
         self.counters.recovered_containers.store(containers.len() as u64, Relaxed);
         tracing::info!(sandboxes = sandboxes.len(), containers = containers.len(), "runtime state loaded");
+        Ok(())
     }
 
     /// Learns every container's state (after a restart) and watches the

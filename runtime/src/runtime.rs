@@ -85,7 +85,7 @@ impl Runtime {
             cpu_readings: Default::default(),
             counters: RuntimeCounters::default(),
         };
-        rt.load().await;
+        rt.load().await?;
         Ok(rt)
     }
 

@@ -66,10 +66,20 @@ pub struct Daemon {
     pub state: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Where its gantryd (and the gantry-shim beside it) is run from.
+    pub bin: PathBuf,
 }
 
 impl Daemon {
     pub fn start(config_toml: &str) -> Daemon {
+        let mut d = Daemon::prepare(config_toml);
+        d.spawn();
+        d
+    }
+
+    /// A daemon's directories and config, not started yet (`start_again`
+    /// starts it): for tests that lay out state or binaries first.
+    pub fn prepare(config_toml: &str) -> Daemon {
         let dir = tempfile::Builder::new().prefix("gantry-test-").tempdir().expect("temp dir");
         let config = dir.path().join("config.toml");
         // Unless the test brings its own network: an empty CNI conf dir, so
@@ -80,7 +90,7 @@ impl Daemon {
             format!("cni.conf_dir = {:?}\n{config_toml}", dir.path().join("no-cni").display().to_string())
         };
         std::fs::write(&config, config_toml).expect("write config");
-        let mut d = Daemon {
+        Daemon {
             child: None,
             socket: dir.path().join("gantry.sock"),
             root: dir.path().join("root"),
@@ -88,14 +98,13 @@ impl Daemon {
             log: dir.path().join("gantryd.log"),
             config,
             dir,
-        };
-        d.spawn();
-        d
+            bin: bin_dir(),
+        }
     }
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let mut cmd = Command::new(bin_dir().join("gantryd"));
+        let mut cmd = Command::new(self.bin.join("gantryd"));
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--root")
@@ -111,7 +120,7 @@ impl Daemon {
             .stderr(log);
         // Its own process group, so that a test harness's signals do not reach it.
         cmd.process_group(0);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", bin_dir().join("gantryd").display()));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.join("gantryd").display()));
         self.child = Some(child);
         self.wait_ready();
     }
