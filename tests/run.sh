@@ -31,11 +31,11 @@ fi
 # 1.51 sends localhost), in a venv kept between runs.
 grpcio_version=1.85.1
 pyenv_dir=/var/tmp/gantry-test-grpcio-$grpcio_version
-if [ ! -x "$pyenv_dir/bin/python" ] || ! "$pyenv_dir/bin/python" -c "import grpc, grpc_tools, prometheus_client" 2>/dev/null; then
+if [ ! -x "$pyenv_dir/bin/python" ] || ! "$pyenv_dir/bin/python" -c "import grpc, grpc_tools, prometheus_client, kubernetes_validate" 2>/dev/null; then
     echo "== installing grpcio $grpcio_version into $pyenv_dir"
     rm -rf "$pyenv_dir"
     python3 -m venv "$pyenv_dir"
-    "$pyenv_dir/bin/pip" install -q --disable-pip-version-check "grpcio==$grpcio_version" "grpcio-tools==$grpcio_version" "prometheus-client==0.23.1"
+    "$pyenv_dir/bin/pip" install -q --disable-pip-version-check "grpcio==$grpcio_version" "grpcio-tools==$grpcio_version" "prometheus-client==0.23.1" "kubernetes-validate==1.37.0"
 fi
 export GANTRY_TEST_PYTHON="$pyenv_dir/bin/python"
 
