@@ -230,3 +230,24 @@ async fn the_installer_image_installs_upgrades_and_uninstalls_on_a_node() {
     assert!(config.exists(), "a changed config stays");
     assert!(node.systemctl_calls().ends_with(&["disable --now gantryd.service".into(), "daemon-reload".into()]));
 }
+
+#[test]
+fn a_bad_drop_in_stops_gantryd_naming_the_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "log_level = \"info\"\n").expect("write");
+    std::fs::create_dir(dir.path().join("config.d")).expect("mkdir");
+    let drop_in = dir.path().join("config.d/50-typo.toml");
+    std::fs::write(&drop_in, "# a comment\n[cni]\nbin_dir = [\"/opt/cni/bin\"]\n").expect("write");
+    let out = Command::new(bin_dir().join("gantryd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["config", "dump"])
+        .output()
+        .expect("gantryd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for part in [drop_in.display().to_string(), "line 3".into(), "bin_dir".into()] {
+        assert!(stderr.contains(&part), "{part:?} missing from: {stderr}");
+    }
+}
