@@ -3,7 +3,7 @@
 #
 #   sudo CRITEST=/path/to/critest bash tests/critest/run.sh [critest flags…]
 #
-# critest (kubernetes-sigs/cri-tools v1.32, built from source; never
+# critest (kubernetes-sigs/cri-tools v1.32 or v1.36, built from source; never
 # committed here) is not packaged by Debian. This script starts a registry on
 # 127.0.0.1:5000, fills it with ../shared/critest-images/make-images.sh,
 # fences the critest bridge off (forwarded traffic between it and any other
@@ -48,7 +48,7 @@ until curl -s -o /dev/null http://127.0.0.1:5000/v2/; do sleep 0.1; done
 
 iptables -I FORWARD -i "$bridge" ! -o "$bridge" -j DROP
 iptables -I FORWARD ! -i "$bridge" -o "$bridge" -j DROP
-"$repo/target/release/gantryd" --config tests/critest/config.toml --root "$work/root" --state "$work/state" \
+"${CARGO_TARGET_DIR:-$repo/target}/release/gantryd" --config tests/critest/config.toml --root "$work/root" --state "$work/state" \
     --listen "$work/gantry.sock" 2>"$work/gantryd.log" &
 pids+=($!)
 until [ -S "$work/gantry.sock" ]; do sleep 0.1; done

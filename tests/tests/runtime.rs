@@ -975,6 +975,7 @@ async fn list_containers_filters_and_matches_container_status() {
         assert_eq!((&listed.image, &listed.image_ref, listed.created_at), (&s.image, &s.image_ref, s.created_at));
         assert_eq!(listed.state, s.state, "{}", listed.id);
         assert_eq!(listed.image_id, s.image_ref);
+        assert_eq!(s.image_id, s.image_ref, "ContainerStatus.image_id, which kubelet and critest read");
         let pod = if listed.id == c { &db.id } else { &web.id };
         assert_eq!(&listed.pod_sandbox_id, pod);
     }

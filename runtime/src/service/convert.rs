@@ -60,6 +60,8 @@ pub(super) fn container_status_of(c: &ContainerRecord, shim: &ShimState) -> Cont
         exit_code: shim.exit_code,
         image: Some(ImageSpec { image: c.image_name.clone(), ..Default::default() }),
         image_ref: c.image_id.clone(),
+        // kubelet and critest's image-ID consistency specs read this one.
+        image_id: c.image_id.clone(),
         reason,
         message,
         labels: c.config.labels.clone(),
