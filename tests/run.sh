@@ -15,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(protobuf-compiler docker-registry skopeo umoci busybox-static containernetworking-plugins iptables iproute2 apache2-utils jq zstd python3 curl openssl)
+packages=(docker-registry skopeo umoci busybox-static containernetworking-plugins iptables iproute2 apache2-utils jq zstd python3 curl openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
