@@ -6,7 +6,7 @@ set -euo pipefail
 bench_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="$bench_repo/target/release"
 
-need=(containerd docker-registry skopeo umoci python3 curl protobuf-compiler busybox-static jq)
+need=(containerd docker-registry skopeo umoci python3 curl busybox-static jq)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

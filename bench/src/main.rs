@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use bytes::{Buf, Bytes};
 use clap::{Parser, Subcommand};
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, PullImageRequest, RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest,
@@ -407,7 +407,7 @@ async fn time_list(
         bytes = answer.len();
 
         let t = Instant::now();
-        let decoded = k8s_cri::v1::ListContainersResponse::decode(answer)?;
+        let decoded = gantry_proto::cri::v1::ListContainersResponse::decode(answer)?;
         decode.push(ms(t));
         anyhow::ensure!(decoded.containers.len() == containers, "the raw call listed a different number");
     }

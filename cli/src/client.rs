@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::Context;
 use gantry_proto::api::containers_client::ContainersClient;
 use gantry_proto::api::images_client::ImagesClient;
+use gantry_proto::cri::v1::image_service_client::ImageServiceClient;
+use gantry_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
+use gantry_proto::cri::v1::{ContainerFilter, ListContainersRequest};
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::{ContainerFilter, ListContainersRequest};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Replies can be large (`images` on a busy node).
@@ -58,7 +58,7 @@ pub async fn container_id(c: &mut Clients, prefix: &str) -> anyhow::Result<Strin
 
 /// Whether a running container is paused (its verbose CRI status says).
 pub async fn is_paused(c: &mut Clients, id: &str) -> bool {
-    let request = k8s_cri::v1::ContainerStatusRequest { container_id: id.to_string(), verbose: true };
+    let request = gantry_proto::cri::v1::ContainerStatusRequest { container_id: id.to_string(), verbose: true };
     let Ok(r) = c.runtime.container_status(request).await else { return false };
     let info = r.into_inner().info;
     info.get("info")

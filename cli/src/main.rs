@@ -16,7 +16,7 @@ use gantry_proto::api::{
     ArchiveChunk, CommitRequest, DiskUsageRequest, ExportRequest, ImportChunk, InspectRequest, PauseRequest,
     PullRequest, PushRequest, RemoveRequest, SaveRequest, TagRequest,
 };
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     ContainerFilter, ContainerState, ContainerStateValue, ListContainersRequest, ListImagesRequest,
     RemoveContainerRequest,
 };

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use k8s_cri::v1::image_service_server::ImageService;
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::image_service_server::ImageService;
+use gantry_proto::cri::v1::{
     FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest, ImageFsInfoResponse, ImageSpec,
     ImageStatusRequest, ImageStatusResponse, Int64Value, ListImagesRequest, ListImagesResponse, PullImageRequest,
-    PullImageResponse, RemoveImageRequest, RemoveImageResponse, UInt64Value,
+    PullImageResponse, RemoveImageRequest, RemoveImageResponse, StreamImagesRequest, StreamImagesResponse, UInt64Value,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -97,6 +97,8 @@ pub(crate) fn pull_status(e: &PullError) -> Status {
 
 #[tonic::async_trait]
 impl ImageService for CriImageService {
+    type StreamImagesStream = futures::stream::BoxStream<'static, Result<StreamImagesResponse, Status>>;
+
     async fn list_images(&self, request: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
         let filter = request.into_inner().filter.and_then(|f| f.image).filter(|s| !s.image.is_empty());
         let images = match filter {
@@ -107,6 +109,13 @@ impl ImageService for CriImageService {
             None => self.store.list().map_err(internal)?,
         };
         Ok(Response::new(ListImagesResponse { images: images.iter().map(|r| self.to_cri(r)).collect() }))
+    }
+
+    async fn stream_images(
+        &self,
+        _: Request<StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        Err(Status::unimplemented("StreamImages is not implemented by gantry yet"))
     }
 
     async fn image_status(

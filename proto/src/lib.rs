@@ -1,9 +1,19 @@
-//! Gantry's own wire APIs (see the `.proto` files beside this crate).
+//! Gantry's wire APIs (see the `.proto` files beside this crate): its own,
+//! and the Kubernetes CRI it serves (`cri/api.proto`).
 
 /// The Gantry image API (gRPC, beside CRI on gantryd's socket).
 #[cfg(feature = "grpc")]
 pub mod api {
     tonic::include_proto!("gantry.v1");
+}
+
+/// The Kubernetes Container Runtime Interface (package `runtime.v1`):
+/// messages, and the RuntimeService and ImageService clients and servers.
+#[cfg(feature = "cri")]
+pub mod cri {
+    pub mod v1 {
+        tonic::include_proto!("runtime.v1");
+    }
 }
 
 /// The environment variable in which gantryd hands the cgroup mounts (the

@@ -6,7 +6,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use k8s_cri::v1::Device;
+use gantry_proto::cri::v1::Device;
 use serde_json::{json, Value};
 
 use crate::error::SpecError;

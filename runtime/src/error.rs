@@ -55,6 +55,8 @@ pub enum SpecError {
     Seccomp(String),
     #[error("mount {0:?}: recursive_read_only needs readonly and private propagation")]
     RecursiveReadOnly(String),
+    #[error("environment variable {0:?}: the value is not UTF-8, which an OCI spec cannot carry")]
+    EnvNotUtf8(String),
     #[error("building the OCI spec: {0}")]
     Oci(String),
 }

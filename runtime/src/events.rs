@@ -1,7 +1,7 @@
 //! Container and sandbox lifecycle events, for `GetContainerEvents`: every
 //! lifecycle step emits one, every subscriber receives it.
 
-use k8s_cri::v1::ContainerEventType;
+use gantry_proto::cri::v1::ContainerEventType;
 use tokio::sync::broadcast;
 
 use crate::records::now_nanos;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::{BufMut, Bytes};
-use k8s_cri::v1::{Container, ContainerFilter, ContainerState, ImageSpec, ListContainersResponse};
+use gantry_proto::cri::v1::{Container, ContainerFilter, ContainerState, ImageSpec, ListContainersResponse};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 
@@ -180,7 +180,7 @@ impl Selected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{ContainerConfig, ContainerMetadata, ContainerStateValue};
+    use gantry_proto::cri::v1::{ContainerConfig, ContainerMetadata, ContainerStateValue};
 
     fn record(id: &str, pod: &str, app: &str) -> ContainerRecord {
         ContainerRecord {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gantry_imageservice::{fsutil, Digest};
-use k8s_cri::v1::{ContainerConfig, NamespaceMode, PodSandboxConfig};
+use gantry_proto::cri::v1::{ContainerConfig, NamespaceMode, PodSandboxConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{internal, RuntimeError};
@@ -60,7 +60,7 @@ impl SandboxRecord {
         crate::userns::for_pod(&self.config).ok().flatten()
     }
 
-    pub fn namespace_mode(&self, which: fn(&k8s_cri::v1::NamespaceOption) -> i32) -> i32 {
+    pub fn namespace_mode(&self, which: fn(&gantry_proto::cri::v1::NamespaceOption) -> i32) -> i32 {
         self.config
             .linux
             .as_ref()

@@ -9,8 +9,8 @@
 //! legitimate, as Docker's and containerd's profiles do. Their allowlist is
 //! stricter; this one keeps the same dangerous calls out.
 
-use k8s_cri::v1::security_profile::ProfileType;
-use k8s_cri::v1::LinuxContainerSecurityContext;
+use gantry_proto::cri::v1::security_profile::ProfileType;
+use gantry_proto::cri::v1::LinuxContainerSecurityContext;
 use serde_json::{json, Value};
 
 use crate::error::SpecError;
@@ -111,7 +111,7 @@ pub fn profile(security: &LinuxContainerSecurityContext, caps: &[String]) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::SecurityProfile;
+    use gantry_proto::cri::v1::SecurityProfile;
 
     fn with(profile_type: ProfileType, localhost_ref: &str) -> LinuxContainerSecurityContext {
         LinuxContainerSecurityContext {

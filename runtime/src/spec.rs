@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use k8s_cri::v1::{ContainerConfig, NamespaceMode};
+use gantry_proto::cri::v1::{ContainerConfig, NamespaceMode};
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
@@ -102,7 +102,7 @@ fn normalize_cap(name: &str) -> Result<String, SpecError> {
 
 /// The container's capabilities: the default set (all when privileged),
 /// then CRI's drops and adds, `ALL` meaning every capability.
-pub fn capabilities(security: &k8s_cri::v1::LinuxContainerSecurityContext) -> Result<Vec<String>, SpecError> {
+pub fn capabilities(security: &gantry_proto::cri::v1::LinuxContainerSecurityContext) -> Result<Vec<String>, SpecError> {
     let mut caps: Vec<String> = if security.privileged {
         ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
     } else {
@@ -144,11 +144,13 @@ pub fn process_args(config: &ContainerConfig, image: &ImageConfig) -> Vec<String
     }
 }
 
-/// Image env first, CRI env overriding by name.
-pub fn merge_env(config: &ContainerConfig, image: &ImageConfig) -> Vec<String> {
+/// Image env first, CRI env overriding by name. CRI values are bytes; an
+/// OCI spec is JSON, so a value that is not UTF-8 is refused.
+pub fn merge_env(config: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>, SpecError> {
     let mut env: Vec<String> = image.env.clone().unwrap_or_default();
     for kv in &config.envs {
-        let entry = format!("{}={}", kv.key, kv.value);
+        let value = std::str::from_utf8(&kv.value).map_err(|_| SpecError::EnvNotUtf8(kv.key.clone()))?;
+        let entry = format!("{}={value}", kv.key);
         match env.iter_mut().find(|e| e.split('=').next() == Some(kv.key.as_str())) {
             Some(existing) => *existing = entry,
             None => env.push(entry),
@@ -157,7 +159,7 @@ pub fn merge_env(config: &ContainerConfig, image: &ImageConfig) -> Vec<String> {
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
-    env
+    Ok(env)
 }
 
 /// Resolves `user[:group]` against the rootfs's /etc/passwd and /etc/group.
@@ -377,7 +379,7 @@ pub fn build(
         .unwrap_or_default();
     let mut process = json!({
         "args": args,
-        "env": merge_env(config, image),
+        "env": merge_env(config, image)?,
         "cwd": cwd,
         "user": {"uid": who.uid, "gid": who.gid, "additionalGids": who.additional_gids},
         "terminal": config.tty,
@@ -504,17 +506,19 @@ mod tests {
         let image = ImageConfig { env: Some(vec!["PATH=/bin".into(), "A=1".into()]), ..Default::default() };
         let mut c = cfg(&[], &[]);
         c.envs = vec![
-            k8s_cri::v1::KeyValue { key: "A".into(), value: "2".into() },
-            k8s_cri::v1::KeyValue { key: "B".into(), value: "3".into() },
+            gantry_proto::cri::v1::KeyValue { key: "A".into(), value: "2".into() },
+            gantry_proto::cri::v1::KeyValue { key: "B".into(), value: "3".into() },
         ];
-        assert_eq!(merge_env(&c, &image), ["PATH=/bin", "A=2", "B=3"]);
+        assert_eq!(merge_env(&c, &image).unwrap(), ["PATH=/bin", "A=2", "B=3"]);
+        c.envs.push(gantry_proto::cri::v1::KeyValue { key: "C".into(), value: vec![0xff] });
+        assert!(matches!(merge_env(&c, &image), Err(SpecError::EnvNotUtf8(k)) if k == "C"));
     }
 
     #[test]
     fn capabilities_default_privileged_add_drop() {
-        let mut sc = k8s_cri::v1::LinuxContainerSecurityContext::default();
+        let mut sc = gantry_proto::cri::v1::LinuxContainerSecurityContext::default();
         assert_eq!(capabilities(&sc).unwrap().len(), DEFAULT_CAPABILITIES.len());
-        sc.capabilities = Some(k8s_cri::v1::Capability {
+        sc.capabilities = Some(gantry_proto::cri::v1::Capability {
             drop_capabilities: vec!["ALL".into()],
             add_capabilities: vec!["net_admin".into(), "CAP_SYS_TIME".into()],
             ..Default::default()
@@ -522,7 +526,8 @@ mod tests {
         assert_eq!(capabilities(&sc).unwrap(), ["CAP_NET_ADMIN", "CAP_SYS_TIME"]);
         sc.capabilities.as_mut().unwrap().add_capabilities = vec!["BOGUS".into()];
         assert!(matches!(capabilities(&sc), Err(SpecError::UnknownCapability(_))));
-        let privileged = k8s_cri::v1::LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+        let privileged =
+            gantry_proto::cri::v1::LinuxContainerSecurityContext { privileged: true, ..Default::default() };
         assert_eq!(capabilities(&privileged).unwrap().len(), ALL_CAPABILITIES.len());
     }
 

@@ -2,7 +2,7 @@
 //! writable layer's bytes and inodes, and a pod's sum of its containers
 //! plus the network counters of its network namespace.
 
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats,
     MemoryUsage, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes, PodSandboxStats, ProcessUsage, UInt64Value,
 };
@@ -23,6 +23,7 @@ fn cpu_usage(readings: &CpuReadings, key: &str, at: i64, u: &CgroupUsage) -> Opt
         timestamp: at,
         usage_core_nano_seconds: val(Some(cpu)),
         usage_nano_cores: val(Some(readings.rate(key, at, cpu))),
+        psi: None,
     })
 }
 
@@ -37,6 +38,7 @@ fn memory_usage(at: i64, u: &CgroupUsage) -> Option<MemoryUsage> {
         rss_bytes: val(u.memory_rss),
         page_faults: val(u.page_faults),
         major_page_faults: val(u.major_page_faults),
+        psi: None,
     })
 }
 
@@ -98,6 +100,7 @@ impl Runtime {
                 inodes_used: val(Some(inodes)),
             }),
             swap: None,
+            io: None,
         }
     }
 
@@ -124,7 +127,7 @@ impl Runtime {
         for c in members {
             total.add(&self.container_usage(Some(s), &c.id));
         }
-        let host_network = s.namespace_mode(|n| n.network) == k8s_cri::v1::NamespaceMode::Node as i32;
+        let host_network = s.namespace_mode(|n| n.network) == gantry_proto::cri::v1::NamespaceMode::Node as i32;
         let network = if s.ready && !host_network { network_usage(s.pause_pid, at) } else { None };
         PodSandboxStats {
             attributes: Some(PodSandboxAttributes {
@@ -139,6 +142,7 @@ impl Runtime {
                 network,
                 process: total.processes.map(|n| ProcessUsage { timestamp: at, process_count: val(Some(n)) }),
                 containers,
+                io: None,
             }),
             windows: None,
         }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
+use gantry_proto::cri::v1::{NamespaceMode, PodSandboxConfig};
 
 /// IPC-namespaced sysctls besides `fs.mqueue.*`.
 const IPC: [&str; 8] = [
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_pods_namespace_options_decide() {
-        use k8s_cri::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption};
+        use gantry_proto::cri::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption};
         let pod = |ipc: NamespaceMode, network: NamespaceMode, sysctls: &[(&str, &str)]| PodSandboxConfig {
             linux: Some(LinuxPodSandboxConfig {
                 sysctls: sysctls.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

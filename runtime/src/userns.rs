@@ -6,7 +6,7 @@
 //! NODE (or nothing) means the host's. As containerd: one uid and one gid
 //! mapping, starting at container ID 0; CONTAINER and TARGET are refused.
 
-use k8s_cri::v1::{ContainerConfig, IdMapping, NamespaceMode, PodSandboxConfig, UserNamespace};
+use gantry_proto::cri::v1::{ContainerConfig, IdMapping, NamespaceMode, PodSandboxConfig, UserNamespace};
 use serde_json::{json, Value};
 
 use crate::error::RuntimeError;
@@ -143,7 +143,7 @@ fn describe(maps: Option<PodIdMaps>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption};
+    use gantry_proto::cri::v1::{LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption};
 
     fn pod(userns: UserNamespace) -> PodSandboxConfig {
         PodSandboxConfig {

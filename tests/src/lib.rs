@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gantry_proto::cri::v1::image_service_client::ImageServiceClient;
+use gantry_proto::cri::v1::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -329,10 +329,10 @@ pub fn tree(dir: &Path) -> Vec<String> {
 
 /// The chain IDs of an image's layers, bottom first (from verbose ImageStatus).
 pub async fn image_chain_ids(cri: &mut Cri, image: &str) -> Vec<gantry_imageservice::Digest> {
-    let spec = Some(k8s_cri::v1::ImageSpec { image: image.to_string(), ..Default::default() });
+    let spec = Some(gantry_proto::cri::v1::ImageSpec { image: image.to_string(), ..Default::default() });
     let resp = cri
         .images
-        .image_status(k8s_cri::v1::ImageStatusRequest { image: spec, verbose: true })
+        .image_status(gantry_proto::cri::v1::ImageStatusRequest { image: spec, verbose: true })
         .await
         .expect("image status")
         .into_inner();

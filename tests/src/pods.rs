@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
     LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest,
@@ -114,7 +114,7 @@ pub async fn start(cri: &mut Cri, id: &str) {
     cri.runtime.start_container(StartContainerRequest { container_id: id.into() }).await.expect("start");
 }
 
-pub async fn status(cri: &mut Cri, id: &str) -> k8s_cri::v1::ContainerStatus {
+pub async fn status(cri: &mut Cri, id: &str) -> gantry_proto::cri::v1::ContainerStatus {
     cri.runtime
         .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
         .await
@@ -146,7 +146,7 @@ pub async fn pod_info(cri: &mut Cri, id: &str) -> serde_json::Value {
     serde_json::from_str(verbose.info.get("info").map_or("{}", |s| s.as_str())).expect("pod info JSON")
 }
 
-pub async fn wait_exited(cri: &mut Cri, id: &str) -> k8s_cri::v1::ContainerStatus {
+pub async fn wait_exited(cri: &mut Cri, id: &str) -> gantry_proto::cri::v1::ContainerStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = status(cri, id).await;

@@ -1,9 +1,9 @@
 //! The `gantry` tool against a running gantryd: images, pull, inspect,
 //! history, tag, df, Docker's rmi rules, ps and rm, exit codes.
 
+use gantry_proto::cri::v1::NamespaceMode;
 use gantry_tests::pods::*;
 use gantry_tests::{bin_dir, test_registry, Daemon};
-use k8s_cri::v1::NamespaceMode;
 
 struct Out {
     code: i32,
@@ -239,7 +239,7 @@ async fn save_load_round_trip_interop_and_bad_archives() {
 
 #[tokio::test]
 async fn pause_freezes_a_container_and_unpause_thaws_it() {
-    use k8s_cri::v1::{ContainerStatsRequest, StopContainerRequest};
+    use gantry_proto::cri::v1::{ContainerStatsRequest, StopContainerRequest};
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
     let pod = run_pod(&mut cri, &d, "pause", NamespaceMode::Pod).await;
@@ -268,7 +268,7 @@ async fn pause_freezes_a_container_and_unpause_thaws_it() {
     // A paused container still stops (it is thawed to take the signal).
     ok(&d, &["pause", &id]);
     cri.runtime.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 2 }).await.expect("stop");
-    assert_eq!(wait_exited(&mut cri, &id).await.state, k8s_cri::v1::ContainerState::ContainerExited as i32);
+    assert_eq!(wait_exited(&mut cri, &id).await.state, gantry_proto::cri::v1::ContainerState::ContainerExited as i32);
     let refused = gantry(&d, &["pause", &id]);
     assert_eq!(refused.code, 1);
     assert!(refused.stderr.contains("not running"), "{}", refused.stderr);
@@ -277,7 +277,7 @@ async fn pause_freezes_a_container_and_unpause_thaws_it() {
 
 #[tokio::test]
 async fn commit_adds_a_layer_shares_the_parents_and_runs() {
-    use k8s_cri::v1::ImageSpec;
+    use gantry_proto::cri::v1::ImageSpec;
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
     let busybox = image("busybox:latest");
@@ -345,7 +345,7 @@ async fn commit_adds_a_layer_shares_the_parents_and_runs() {
 
 #[tokio::test]
 async fn export_then_import_then_run() {
-    use k8s_cri::v1::ImageSpec;
+    use gantry_proto::cri::v1::ImageSpec;
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
     let pod = run_pod(&mut cri, &d, "export", NamespaceMode::Pod).await;
@@ -438,8 +438,8 @@ async fn push_then_pull_back_with_mounts_chunks_and_credentials() {
     ok(&d, &["rmi", "--force", &target]);
     let pulled = cri
         .images
-        .pull_image(k8s_cri::v1::PullImageRequest {
-            image: Some(k8s_cri::v1::ImageSpec { image: target.clone(), ..Default::default() }),
+        .pull_image(gantry_proto::cri::v1::PullImageRequest {
+            image: Some(gantry_proto::cri::v1::ImageSpec { image: target.clone(), ..Default::default() }),
             ..Default::default()
         })
         .await
@@ -448,7 +448,7 @@ async fn push_then_pull_back_with_mounts_chunks_and_credentials() {
         .image_ref;
     assert_eq!(serde_json::json!(pulled), id);
     let mut run = container("runner", &["sh", "-c", "wc -c < /blob"]);
-    run.image = Some(k8s_cri::v1::ImageSpec { image: target.clone(), ..Default::default() });
+    run.image = Some(gantry_proto::cri::v1::ImageSpec { image: target.clone(), ..Default::default() });
     let runner = create(&mut cri, &pod, run).await.expect("create from the pulled image");
     start(&mut cri, &runner).await;
     wait_exited(&mut cri, &runner).await;
@@ -490,12 +490,13 @@ async fn pinned_images_are_reported_and_only_a_forced_rmi_removes_them() {
     let busybox = busybox();
     let d = Daemon::start(&format!("pinned_images = [{busybox:?}]\n"));
     let mut cri = setup(&d).await;
-    let listed = cri.images.list_images(k8s_cri::v1::ListImagesRequest::default()).await.expect("list").into_inner();
+    let listed =
+        cri.images.list_images(gantry_proto::cri::v1::ListImagesRequest::default()).await.expect("list").into_inner();
     assert!(listed.images.iter().all(|i| i.pinned), "{listed:?}");
-    let spec = Some(k8s_cri::v1::ImageSpec { image: busybox.clone(), ..Default::default() });
+    let spec = Some(gantry_proto::cri::v1::ImageSpec { image: busybox.clone(), ..Default::default() });
     let err = cri
         .images
-        .remove_image(k8s_cri::v1::RemoveImageRequest { image: spec.clone() })
+        .remove_image(gantry_proto::cri::v1::RemoveImageRequest { image: spec.clone() })
         .await
         .expect_err("a pinned image stays");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
@@ -504,7 +505,8 @@ async fn pinned_images_are_reported_and_only_a_forced_rmi_removes_them() {
     assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
     assert!(refused.stderr.contains("pinned"), "{}", refused.stderr);
     ok(&d, &["rmi", "--force", &busybox]);
-    let status = cri.images.image_status(k8s_cri::v1::ImageStatusRequest { image: spec, verbose: false }).await;
+    let status =
+        cri.images.image_status(gantry_proto::cri::v1::ImageStatusRequest { image: spec, verbose: false }).await;
     assert!(status.expect("status").into_inner().image.is_none(), "removed by the forced rmi");
 }
 

@@ -135,18 +135,24 @@ async fn run_installer(
     action: &str,
 ) -> (i32, String) {
     use gantry_tests::pods::*;
-    let pod =
-        run_pod(cri, d, &format!("installer-{action}-{}", std::process::id()), k8s_cri::v1::NamespaceMode::Pod).await;
-    let mount = |host: &str, container: &str| k8s_cri::v1::Mount {
+    let pod = run_pod(
+        cri,
+        d,
+        &format!("installer-{action}-{}", std::process::id()),
+        gantry_proto::cri::v1::NamespaceMode::Pod,
+    )
+    .await;
+    let mount = |host: &str, container: &str| gantry_proto::cri::v1::Mount {
         container_path: container.into(),
         host_path: node.path(host).display().to_string(),
         ..Default::default()
     };
     let mut config = container("installer", &[]);
-    config.image = Some(k8s_cri::v1::ImageSpec { image: image.into(), ..Default::default() });
+    config.image = Some(gantry_proto::cri::v1::ImageSpec { image: image.into(), ..Default::default() });
     config.command = vec![];
     config.args = vec![action.into()];
-    config.envs = vec![k8s_cri::v1::KeyValue { key: "SYSTEMCTL".into(), value: "/host/run/fake-systemctl".into() }];
+    config.envs =
+        vec![gantry_proto::cri::v1::KeyValue { key: "SYSTEMCTL".into(), value: "/host/run/fake-systemctl".into() }];
     config.mounts = vec![
         mount("usr/local/bin", "/host/usr/local/bin"),
         mount("etc/systemd/system", "/host/etc/systemd/system"),

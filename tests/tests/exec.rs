@@ -4,9 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use gantry_proto::cri::v1::{
+    ExecSyncRequest, ExecSyncResponse, Int64Value, KeyValue, NamespaceMode, StopContainerRequest,
+};
 use gantry_tests::pods::*;
 use gantry_tests::Daemon;
-use k8s_cri::v1::{ExecSyncRequest, ExecSyncResponse, Int64Value, KeyValue, NamespaceMode, StopContainerRequest};
 use tonic::Code;
 
 async fn exec(

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use gantry_proto::cri::v1::{ImageSpec, PullImageRequest, VersionRequest};
 use gantry_tests::{pods, Daemon};
-use k8s_cri::v1::{ImageSpec, PullImageRequest, VersionRequest};
 use prost::Message;
 
 /// A registry that accepts connections and never answers: a pull from it

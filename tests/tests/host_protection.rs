@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use gantry_proto::cri::v1::{LinuxContainerResources, NamespaceMode, NamespaceOption, PodSandboxConfig};
 use gantry_tests::pods::*;
 use gantry_tests::{Cri, Daemon};
-use k8s_cri::v1::{LinuxContainerResources, NamespaceMode, NamespaceOption, PodSandboxConfig};
 use tonic::Code;
 
 /// A host sysctl, read at creation; written back on drop if it changed.
@@ -75,7 +75,10 @@ async fn assert_refused(cri: &mut Cri, config: PodSandboxConfig, name: &str) {
         }
         Ok(pod) => {
             if let Ok(id) = create(cri, &pod, container("c", &["true"])).await {
-                let _ = cri.runtime.start_container(k8s_cri::v1::StartContainerRequest { container_id: id }).await;
+                let _ = cri
+                    .runtime
+                    .start_container(gantry_proto::cri::v1::StartContainerRequest { container_id: id })
+                    .await;
             }
             remove_pod(cri, &pod).await;
             panic!("a pod with sysctl {name} was accepted");

@@ -4,12 +4,12 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use gantry_tests::registry::{tar_of, Entry, Layer};
-use gantry_tests::{auth_registry, test_registry, test_registry_storage, tree, Cri, Daemon, PushClient};
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     AuthConfig, CheckpointContainerRequest, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest,
     ListMetricDescriptorsRequest, PullImageRequest, RemoveImageRequest, StatusRequest, VersionRequest,
 };
+use gantry_tests::registry::{tar_of, Entry, Layer};
+use gantry_tests::{auth_registry, test_registry, test_registry_storage, tree, Cri, Daemon, PushClient};
 use tonic::Code;
 
 fn spec(image: &str) -> Option<ImageSpec> {
@@ -30,11 +30,11 @@ async fn pull_with(cri: &mut Cri, image: &str, auth: AuthConfig) -> Result<Strin
         .map(|r| r.into_inner().image_ref)
 }
 
-async fn list(cri: &mut Cri) -> Vec<k8s_cri::v1::Image> {
+async fn list(cri: &mut Cri) -> Vec<gantry_proto::cri::v1::Image> {
     cri.images.list_images(ListImagesRequest::default()).await.expect("list images").into_inner().images
 }
 
-async fn status(cri: &mut Cri, image: &str) -> Option<k8s_cri::v1::Image> {
+async fn status(cri: &mut Cri, image: &str) -> Option<gantry_proto::cri::v1::Image> {
     cri.images
         .image_status(ImageStatusRequest { image: spec(image), verbose: false })
         .await

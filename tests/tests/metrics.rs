@@ -5,9 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use gantry_proto::cri::v1::{NamespaceMode, VersionRequest};
 use gantry_tests::pods::*;
 use gantry_tests::Daemon;
-use k8s_cri::v1::{NamespaceMode, VersionRequest};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -98,13 +98,13 @@ async fn metrics_follow_a_pull_and_a_pod_lifecycle() {
     // An error is counted with its code.
     let missing = cri
         .runtime
-        .container_status(k8s_cri::v1::ContainerStatusRequest { container_id: "nope".into(), verbose: false })
+        .container_status(gantry_proto::cri::v1::ContainerStatusRequest { container_id: "nope".into(), verbose: false })
         .await;
     assert_eq!(missing.expect_err("unknown container").code(), tonic::Code::NotFound);
     remove_pod(&mut cri, &pod).await;
     cri.images
-        .remove_image(k8s_cri::v1::RemoveImageRequest {
-            image: Some(k8s_cri::v1::ImageSpec { image: busybox(), ..Default::default() }),
+        .remove_image(gantry_proto::cri::v1::RemoveImageRequest {
+            image: Some(gantry_proto::cri::v1::ImageSpec { image: busybox(), ..Default::default() }),
         })
         .await
         .expect("remove image");

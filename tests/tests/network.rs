@@ -6,14 +6,14 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use gantry_tests::network::TestNetwork;
-use gantry_tests::pods::{self, remove_pod, setup, Pod};
-use gantry_tests::{Cri, Daemon};
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     ContainerState, ContainerStatusRequest, ListPodSandboxRequest, NamespaceMode, NetworkConfig, PodSandboxConfig,
     PodSandboxStatusRequest, PortMapping, Protocol, RemovePodSandboxRequest, RuntimeConfig, StatusRequest,
     StopPodSandboxRequest, UpdateRuntimeConfigRequest,
 };
+use gantry_tests::network::TestNetwork;
+use gantry_tests::pods::{self, remove_pod, setup, Pod};
+use gantry_tests::{Cri, Daemon};
 
 /// A pod as `pods::run_pod` makes it, with port mappings.
 fn pod_config(d: &Daemon, name: &str, ports: Vec<PortMapping>) -> PodSandboxConfig {
@@ -81,7 +81,7 @@ async fn stop_pod(cri: &mut Cri, pod: &Pod) {
     cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("stop pod");
 }
 
-async fn network_ready(cri: &mut Cri) -> k8s_cri::v1::RuntimeCondition {
+async fn network_ready(cri: &mut Cri) -> gantry_proto::cri::v1::RuntimeCondition {
     let status = cri.runtime.status(StatusRequest { verbose: false }).await.expect("status").into_inner();
     status.status.expect("status").conditions.into_iter().find(|c| c.r#type == "NetworkReady").expect("NetworkReady")
 }

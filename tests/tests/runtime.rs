@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gantry_tests::pods::*;
-use gantry_tests::{test_registry, Daemon};
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     ContainerState, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig, LinuxContainerResources,
     LinuxContainerSecurityContext, ListContainersRequest, ListPodSandboxRequest, Mount, NamespaceMode, NamespaceOption,
     PodSandboxStatusRequest, RemoveContainerRequest, StopContainerRequest,
 };
+use gantry_tests::pods::*;
+use gantry_tests::{test_registry, Daemon};
 use tonic::Code;
 
 #[tokio::test]
@@ -46,8 +46,8 @@ async fn containers_run_exit_and_log_with_codes_and_reasons() {
     let later = create(&mut cri, &pod, container("later", &["sleep", "1"])).await.expect("create");
     start(&mut cri, &later).await;
     let running_filter = |state: ContainerState| ListContainersRequest {
-        filter: Some(k8s_cri::v1::ContainerFilter {
-            state: Some(k8s_cri::v1::ContainerStateValue { state: state as i32 }),
+        filter: Some(gantry_proto::cri::v1::ContainerFilter {
+            state: Some(gantry_proto::cri::v1::ContainerStateValue { state: state as i32 }),
             ..Default::default()
         }),
     };
@@ -412,7 +412,10 @@ async fn hugepage_limits_apply_in_the_hugetlb_hierarchy_and_update() {
             resources: Some(LinuxContainerResources {
                 hugepage_limits: limits
                     .iter()
-                    .map(|(size, limit)| k8s_cri::v1::HugepageLimit { page_size: size.to_string(), limit: *limit })
+                    .map(|(size, limit)| gantry_proto::cri::v1::HugepageLimit {
+                        page_size: size.to_string(),
+                        limit: *limit,
+                    })
                     .collect(),
                 ..Default::default()
             }),
@@ -437,7 +440,7 @@ async fn hugepage_limits_apply_in_the_hugetlb_hierarchy_and_update() {
     let exec_id = id.clone();
     let exec = tokio::spawn(async move {
         runtime
-            .exec_sync(k8s_cri::v1::ExecSyncRequest {
+            .exec_sync(gantry_proto::cri::v1::ExecSyncRequest {
                 container_id: exec_id,
                 cmd: vec!["sleep".into(), "3".into()],
                 timeout: 20,
@@ -453,10 +456,10 @@ async fn hugepage_limits_apply_in_the_hugetlb_hierarchy_and_update() {
 
     // New limits for the running container.
     cri.runtime
-        .update_container_resources(k8s_cri::v1::UpdateContainerResourcesRequest {
+        .update_container_resources(gantry_proto::cri::v1::UpdateContainerResourcesRequest {
             container_id: id.clone(),
             linux: Some(LinuxContainerResources {
-                hugepage_limits: vec![k8s_cri::v1::HugepageLimit { page_size: "2MB".into(), limit: 8 << 20 }],
+                hugepage_limits: vec![gantry_proto::cri::v1::HugepageLimit { page_size: "2MB".into(), limit: 8 << 20 }],
                 ..Default::default()
             }),
             ..Default::default()
@@ -470,10 +473,10 @@ async fn hugepage_limits_apply_in_the_hugetlb_hierarchy_and_update() {
     assert!(err.message().contains("3MB"), "{err}");
     let err = cri
         .runtime
-        .update_container_resources(k8s_cri::v1::UpdateContainerResourcesRequest {
+        .update_container_resources(gantry_proto::cri::v1::UpdateContainerResourcesRequest {
             container_id: id.clone(),
             linux: Some(LinuxContainerResources {
-                hugepage_limits: vec![k8s_cri::v1::HugepageLimit { page_size: "3MB".into(), limit: 6 << 20 }],
+                hugepage_limits: vec![gantry_proto::cri::v1::HugepageLimit { page_size: "3MB".into(), limit: 6 << 20 }],
                 ..Default::default()
             }),
             ..Default::default()
@@ -515,7 +518,7 @@ async fn devices_are_mapped_and_other_host_devices_denied() {
         "echo hi > /dev/mynull && echo mapped-ok; mknod /dev/disk b {maj} {min} && head -c1 /dev/disk >/dev/null 2>&1 || echo disk-denied"
     );
     let mut plain = container("plain", &["sh", "-c", &script]);
-    plain.devices = vec![k8s_cri::v1::Device {
+    plain.devices = vec![gantry_proto::cri::v1::Device {
         host_path: "/dev/null".into(),
         container_path: "/dev/mynull".into(),
         permissions: "rw".into(),
@@ -534,7 +537,7 @@ async fn devices_are_mapped_and_other_host_devices_denied() {
     assert_eq!(log_of(&pod, "privileged"), ["stdout F host-disk-visible"]);
 
     let mut bad = container("bad", &["true"]);
-    bad.devices = vec![k8s_cri::v1::Device {
+    bad.devices = vec![gantry_proto::cri::v1::Device {
         host_path: "/etc/hostname".into(),
         container_path: "/dev/x".into(),
         permissions: "rw".into(),
@@ -578,7 +581,7 @@ async fn masked_and_readonly_paths_mount_propagation_and_group_without_user() {
     prop.mounts = vec![Mount {
         container_path: "/mnt/shared".into(),
         host_path: shared.display().to_string(),
-        propagation: k8s_cri::v1::MountPropagation::PropagationBidirectional as i32,
+        propagation: gantry_proto::cri::v1::MountPropagation::PropagationBidirectional as i32,
         ..Default::default()
     }];
     if let Some(sc) = prop.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
@@ -634,7 +637,7 @@ async fn masked_and_readonly_paths_mount_propagation_and_group_without_user() {
 
 #[tokio::test]
 async fn seccomp_default_localhost_unconfined_and_privileged() {
-    use k8s_cri::v1::security_profile::ProfileType;
+    use gantry_proto::cri::v1::security_profile::ProfileType;
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
     let pod = run_pod(&mut cri, &d, "seccomp", NamespaceMode::Container).await;
@@ -648,7 +651,8 @@ async fn seccomp_default_localhost_unconfined_and_privileged() {
     let with = |name: &str, kind: ProfileType, path: &str, privileged: bool| {
         let mut c = container(name, &["sh", "-c", show]);
         if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
-            sc.seccomp = Some(k8s_cri::v1::SecurityProfile { profile_type: kind as i32, localhost_ref: path.into() });
+            sc.seccomp =
+                Some(gantry_proto::cri::v1::SecurityProfile { profile_type: kind as i32, localhost_ref: path.into() });
             sc.privileged = privileged;
         }
         c
@@ -694,7 +698,7 @@ async fn supplemental_groups_merge_the_images_unless_strict_and_status_reports_t
     let mut cri = setup(&d).await;
     let image = format!("{}/gantry/user:groups", test_registry());
     cri.images
-        .pull_image(k8s_cri::v1::PullImageRequest {
+        .pull_image(gantry_proto::cri::v1::PullImageRequest {
             image: Some(ImageSpec { image: image.clone(), ..Default::default() }),
             ..Default::default()
         })
@@ -708,7 +712,7 @@ async fn supplemental_groups_merge_the_images_unless_strict_and_status_reports_t
             sc.run_as_user = Some(Int64Value { value: 1234 });
             sc.supplemental_groups = vec![777];
             if strict {
-                sc.supplemental_groups_policy = k8s_cri::v1::SupplementalGroupsPolicy::Strict as i32;
+                sc.supplemental_groups_policy = gantry_proto::cri::v1::SupplementalGroupsPolicy::Strict as i32;
             }
         }
         c
@@ -740,7 +744,7 @@ async fn capabilities_and_no_new_privs_are_applied() {
     let default = create(&mut cri, &pod, container("default", &show)).await.expect("create");
     let mut narrow = container("narrow", &show);
     if let Some(sc) = narrow.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
-        sc.capabilities = Some(k8s_cri::v1::Capability {
+        sc.capabilities = Some(gantry_proto::cri::v1::Capability {
             drop_capabilities: vec!["ALL".into()],
             add_capabilities: vec!["NET_ADMIN".into()],
             ..Default::default()
@@ -764,7 +768,8 @@ async fn capabilities_and_no_new_privs_are_applied() {
 
     let mut bogus = container("bogus", &["true"]);
     if let Some(sc) = bogus.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
-        sc.capabilities = Some(k8s_cri::v1::Capability { add_capabilities: vec!["FLY".into()], ..Default::default() });
+        sc.capabilities =
+            Some(gantry_proto::cri::v1::Capability { add_capabilities: vec!["FLY".into()], ..Default::default() });
     }
     let err = create(&mut cri, &pod, bogus).await.expect_err("unknown capability");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
@@ -779,7 +784,7 @@ async fn a_containers_layers_outlive_its_image_and_a_restart() {
     let pod = run_pod(&mut cri, &d, "keeps", NamespaceMode::Container).await;
     let id = create(&mut cri, &pod, container("c", &["cat", "/bin/busybox"])).await.expect("create");
     cri.images
-        .remove_image(k8s_cri::v1::RemoveImageRequest {
+        .remove_image(gantry_proto::cri::v1::RemoveImageRequest {
             image: Some(ImageSpec { image: busybox(), ..Default::default() }),
         })
         .await
@@ -791,7 +796,7 @@ async fn a_containers_layers_outlive_its_image_and_a_restart() {
     start(&mut cri, &id).await;
     assert_eq!(wait_exited(&mut cri, &id).await.exit_code, 0);
     remove_pod(&mut cri, &pod).await;
-    cri.images.image_fs_info(k8s_cri::v1::ImageFsInfoRequest {}).await.expect("fs info");
+    cri.images.image_fs_info(gantry_proto::cri::v1::ImageFsInfoRequest {}).await.expect("fs info");
 }
 
 #[tokio::test]
@@ -822,11 +827,14 @@ async fn a_restart_removes_what_a_crash_left_half_made() {
 
 #[tokio::test]
 async fn events_log_reopen_resource_updates_and_runtime_config() {
-    use k8s_cri::v1::{ContainerEventType, GetEventsRequest, ReopenContainerLogRequest};
+    use gantry_proto::cri::v1::{ContainerEventType, GetEventsRequest, ReopenContainerLogRequest};
     let d = Daemon::start("");
     let mut cri = setup(&d).await;
-    let cfg = cri.runtime.runtime_config(k8s_cri::v1::RuntimeConfigRequest {}).await.expect("runtime config");
-    assert_eq!(cfg.into_inner().linux.map(|l| l.cgroup_driver), Some(k8s_cri::v1::CgroupDriver::Cgroupfs as i32));
+    let cfg = cri.runtime.runtime_config(gantry_proto::cri::v1::RuntimeConfigRequest {}).await.expect("runtime config");
+    assert_eq!(
+        cfg.into_inner().linux.map(|l| l.cgroup_driver),
+        Some(gantry_proto::cri::v1::CgroupDriver::Cgroupfs as i32)
+    );
 
     let mut events = cri.runtime.get_container_events(GetEventsRequest {}).await.expect("events").into_inner();
     let pod = run_pod(&mut cri, &d, "events", NamespaceMode::Container).await;
@@ -864,7 +872,7 @@ async fn events_log_reopen_resource_updates_and_runtime_config() {
     let sleeper = create(&mut cri, &pod, container("sleeper", &["sleep", "1000"])).await.expect("create");
     start(&mut cri, &sleeper).await;
     cri.runtime
-        .update_container_resources(k8s_cri::v1::UpdateContainerResourcesRequest {
+        .update_container_resources(gantry_proto::cri::v1::UpdateContainerResourcesRequest {
             container_id: sleeper.clone(),
             linux: Some(LinuxContainerResources {
                 memory_limit_in_bytes: 64 << 20,
@@ -921,7 +929,7 @@ async fn events_log_reopen_resource_updates_and_runtime_config() {
 /// change, and the same answer after a restart.
 #[tokio::test]
 async fn list_containers_filters_and_matches_container_status() {
-    use k8s_cri::v1::{ContainerFilter, ContainerStateValue};
+    use gantry_proto::cri::v1::{ContainerFilter, ContainerStateValue};
     let mut d = Daemon::start("");
     let mut cri = setup(&d).await;
     let web = run_pod(&mut cri, &d, "listweb", NamespaceMode::Container).await;
@@ -945,7 +953,7 @@ async fn list_containers_filters_and_matches_container_status() {
     start(&mut cri, &b).await;
     wait_exited(&mut cri, &b).await;
 
-    async fn list(cri: &mut gantry_tests::Cri, filter: ContainerFilter) -> Vec<k8s_cri::v1::Container> {
+    async fn list(cri: &mut gantry_tests::Cri, filter: ContainerFilter) -> Vec<gantry_proto::cri::v1::Container> {
         let mut listed = cri
             .runtime
             .list_containers(ListContainersRequest { filter: Some(filter) })
@@ -956,7 +964,7 @@ async fn list_containers_filters_and_matches_container_status() {
         listed.sort_by(|x, y| x.id.cmp(&y.id));
         listed
     }
-    let ids = |listed: Vec<k8s_cri::v1::Container>| {
+    let ids = |listed: Vec<gantry_proto::cri::v1::Container>| {
         let mut ids: Vec<String> = listed.into_iter().map(|c| c.id).collect();
         ids.sort();
         ids

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use gantry_proto::cri::v1::{ImageSpec, PullImageRequest};
 use gantry_runtime::shim_client::{ShimClient, Status};
 use gantry_tests::{bin_dir, image_chain_ids, test_registry, Daemon, MountGuard};
-use k8s_cri::v1::{ImageSpec, PullImageRequest};
 
 /// One container's bundle: overlay rootfs mounted, config.json written.
 struct Bundle {

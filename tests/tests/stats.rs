@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use gantry_tests::pods::*;
-use gantry_tests::Daemon;
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     ContainerStatsFilter, ContainerStatsRequest, ListContainerStatsRequest, ListPodSandboxStatsRequest, NamespaceMode,
     PodSandboxStatsFilter, PodSandboxStatsRequest,
 };
+use gantry_tests::pods::*;
+use gantry_tests::Daemon;
 use tonic::Code;
 
 #[tokio::test]
@@ -42,7 +42,9 @@ async fn stats_of_a_busy_container_rise() {
     let first = stats(&mut cri, busy.clone()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let second = stats(&mut cri, busy.clone()).await;
-    let cpu = |s: &k8s_cri::v1::ContainerStats| s.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds).unwrap().value;
+    let cpu = |s: &gantry_proto::cri::v1::ContainerStats| {
+        s.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds).unwrap().value
+    };
     let used = cpu(&second) - cpu(&first);
     assert!(used > 300_000_000, "a spinning container used only {used} ns of CPU in 1.5 s");
     let rate = second.cpu.as_ref().and_then(|c| c.usage_nano_cores).unwrap().value;

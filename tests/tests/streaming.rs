@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use gantry_proto::cri::v1::{AttachRequest, ExecRequest, NamespaceMode, PortForwardRequest, StopContainerRequest};
 use gantry_tests::pods::*;
 use gantry_tests::streaming::connect;
 use gantry_tests::{Cri, Daemon};
-use k8s_cri::v1::{AttachRequest, ExecRequest, NamespaceMode, PortForwardRequest, StopContainerRequest};
 use tonic::Code;
 
 const V4: &str = "v4.channel.k8s.io";
@@ -75,7 +75,11 @@ async fn exec_streams_stdin_stdout_stderr_and_the_exit_code() {
     loop {
         let ps = cri
             .runtime
-            .exec_sync(k8s_cri::v1::ExecSyncRequest { container_id: id.clone(), cmd: vec!["ps".into()], timeout: 5 })
+            .exec_sync(gantry_proto::cri::v1::ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec!["ps".into()],
+                timeout: 5,
+            })
             .await
             .expect("ps")
             .into_inner();

@@ -8,13 +8,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use gantry_tests::pods::*;
-use gantry_tests::streaming::connect;
-use gantry_tests::{bin_dir, Daemon};
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     AttachRequest, ContainerState, ExecRequest, ExecSyncRequest, ListContainersRequest, ListPodSandboxRequest,
     NamespaceMode, PortForwardRequest, RemovePodSandboxRequest,
 };
+use gantry_tests::pods::*;
+use gantry_tests::streaming::connect;
+use gantry_tests::{bin_dir, Daemon};
 
 const PODS: usize = 20;
 const FIXTURE: &str = "tests/fixtures/state-format-1";

@@ -2,12 +2,12 @@
 //! range, its namespaces owned by it, the image seen through ID-mapped
 //! layers, exec joining it; and the configurations that are refused.
 
-use gantry_tests::pods::*;
-use gantry_tests::Daemon;
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     ExecSyncRequest, IdMapping, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, StatusRequest,
     UserNamespace,
 };
+use gantry_tests::pods::*;
+use gantry_tests::Daemon;
 use tonic::Code;
 
 const HOST_UID: u32 = 310_000;
@@ -105,7 +105,7 @@ async fn a_pod_user_namespace_maps_ids_and_owns_the_pods_namespaces() {
                   stat -c %u:%g /bin/busybox / /dev /vol/owned /etc/hosts; echo x > /vol/new; \
                   touch /written && echo wrote; exec sleep 60";
     let mut ctr = container("app", &["sh", "-c", script]);
-    ctr.mounts = vec![k8s_cri::v1::Mount {
+    ctr.mounts = vec![gantry_proto::cri::v1::Mount {
         container_path: "/vol".into(),
         host_path: volume.display().to_string(),
         ..Default::default()

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use gantry_imageservice::{Digest, ImageSelector};
-use k8s_cri::v1::{ContainerConfig, ContainerEventType, NamespaceMode};
+use gantry_proto::cri::v1::{ContainerConfig, ContainerEventType, NamespaceMode};
 
 use crate::error::{internal, RuntimeError};
 use crate::records::{new_id, now_nanos, persist, ContainerRecord, SandboxRecord};
@@ -145,7 +145,7 @@ impl Runtime {
         // policy is Strict, the groups the image lists the user in.
         let mut groups = vec![gid];
         groups.extend(security.supplemental_groups.iter().map(|g| *g as u32));
-        if security.supplemental_groups_policy != k8s_cri::v1::SupplementalGroupsPolicy::Strict as i32 {
+        if security.supplemental_groups_policy != gantry_proto::cri::v1::SupplementalGroupsPolicy::Strict as i32 {
             groups.extend(spec::image_groups(&rootfs, uid));
         }
         groups.sort_unstable();

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_cri::v1::ContainerEventType;
+use gantry_proto::cri::v1::ContainerEventType;
 
 use crate::error::RuntimeError;
 use crate::runtime::Runtime;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use k8s_cri::v1::ContainerEventType;
+use gantry_proto::cri::v1::ContainerEventType;
 
 use crate::error::{internal, RuntimeError};
 use crate::runtime::Runtime;

@@ -22,7 +22,7 @@ impl Runtime {
     pub async fn update_resources(
         &self,
         id: &str,
-        resources: k8s_cri::v1::LinuxContainerResources,
+        resources: gantry_proto::cri::v1::LinuxContainerResources,
     ) -> Result<(), RuntimeError> {
         let mut record = self.container(id).await?;
         let update = UpdateRequest {

@@ -11,7 +11,7 @@ pub mod cni;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use k8s_cri::v1::PodSandboxConfig;
+use gantry_proto::cri::v1::PodSandboxConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -123,7 +123,7 @@ impl NetworkManager {
             // As kubelet's hostport handling: without a host port there is nothing to map.
             .filter(|p| p.host_port > 0)
             .map(|p| {
-                let protocol = k8s_cri::v1::Protocol::try_from(p.protocol)
+                let protocol = gantry_proto::cri::v1::Protocol::try_from(p.protocol)
                     .map(|p| p.as_str_name().to_ascii_lowercase())
                     .unwrap_or_else(|_| "tcp".into());
                 let mut m = serde_json::json!({

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use gantry_imageservice::fsutil;
-use k8s_cri::v1::PodSandboxConfig;
+use gantry_proto::cri::v1::PodSandboxConfig;
 
 use crate::error::{internal, RuntimeError};
 use crate::runtime::Runtime;

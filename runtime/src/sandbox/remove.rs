@@ -1,7 +1,7 @@
 //! RemovePodSandbox: stopped first, its containers removed, then its shim
 //! and directory.
 
-use k8s_cri::v1::ContainerEventType;
+use gantry_proto::cri::v1::ContainerEventType;
 
 use crate::error::RuntimeError;
 use crate::runtime::Runtime;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use gantry_imageservice::fsutil;
-use k8s_cri::v1::{ContainerEventType, NamespaceMode, PodSandboxConfig};
+use gantry_proto::cri::v1::{ContainerEventType, NamespaceMode, PodSandboxConfig};
 
 use crate::error::{internal, RuntimeError};
 use crate::records::{new_id, now_nanos, persist, pod_cgroup, SandboxRecord};

@@ -1,7 +1,7 @@
 //! StopPodSandbox: the pod's containers stopped together, CNI DEL while the
 //! pause process still holds the network namespace, then the pause process.
 
-use k8s_cri::v1::ContainerEventType;
+use gantry_proto::cri::v1::ContainerEventType;
 
 use crate::error::RuntimeError;
 use crate::records::persist;

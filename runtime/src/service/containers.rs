@@ -1,17 +1,19 @@
 //! The container RPCs: CreateContainer, StartContainer, StopContainer,
-//! RemoveContainer, ListContainers, ContainerStatus,
+//! RemoveContainer, ListContainers, StreamContainers, ContainerStatus,
 //! UpdateContainerResources, ReopenContainerLog, CheckpointContainer (the
 //! lifecycle itself is `container/`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_cri::v1::{
+use futures::stream::BoxStream;
+use gantry_proto::cri::v1::{
     CheckpointContainerRequest, CheckpointContainerResponse, ContainerStatusRequest, ContainerStatusResponse,
     CreateContainerRequest, CreateContainerResponse, ListContainersRequest, ListContainersResponse,
     RemoveContainerRequest, RemoveContainerResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
     StartContainerRequest, StartContainerResponse, StopContainerRequest, StopContainerResponse,
-    UpdateContainerResourcesRequest, UpdateContainerResourcesResponse,
+    StreamContainersRequest, StreamContainersResponse, UpdateContainerResourcesRequest,
+    UpdateContainerResourcesResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -63,6 +65,12 @@ pub(super) async fn list_containers(
     let selected = runtime.listing.select(&filter);
     let response = selected.into_response().map_err(|e| Status::internal(format!("listing containers: {e}")))?;
     Ok(Response::new(response))
+}
+
+pub(super) async fn stream_containers(
+    _: Request<StreamContainersRequest>,
+) -> Result<Response<BoxStream<'static, Result<StreamContainersResponse, Status>>>, Status> {
+    Err(Status::unimplemented("StreamContainers is not implemented by gantry yet"))
 }
 
 pub(super) async fn container_status(

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     ContainerState, ContainerStatus, ContainerUser, ImageSpec, LinuxContainerUser, LinuxPodSandboxStatus, Namespace,
     PodIp, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
 };

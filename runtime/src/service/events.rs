@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use k8s_cri::v1::{ContainerEventResponse, GetEventsRequest};
+use gantry_proto::cri::v1::{ContainerEventResponse, GetEventsRequest};
 use tonic::{Request, Response, Status};
 
 use super::convert::{pod_container_statuses, pod_status};

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use k8s_cri::v1::ListContainersRequest;
+use gantry_proto::cri::v1::ListContainersRequest;
 use prost::Message;
 use tonic::codegen::{http, BoxFuture, Service, StdError};
 use tonic::server::NamedService;

@@ -4,10 +4,10 @@
 //! | file | RPCs |
 //! |---|---|
 //! | `runtime_status.rs` | Version, Status, RuntimeConfig, UpdateRuntimeConfig |
-//! | `pods.rs` | RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox |
-//! | `containers.rs` | CreateContainer, StartContainer, StopContainer, RemoveContainer, ListContainers, ContainerStatus, UpdateContainerResources, ReopenContainerLog, CheckpointContainer |
+//! | `pods.rs` | RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox, StreamPodSandboxes, UpdatePodSandboxResources |
+//! | `containers.rs` | CreateContainer, StartContainer, StopContainer, RemoveContainer, ListContainers, StreamContainers, ContainerStatus, UpdateContainerResources, ReopenContainerLog, CheckpointContainer |
 //! | `streaming.rs` | ExecSync, Exec, Attach, PortForward |
-//! | `stats.rs` | ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats, ListMetricDescriptors, ListPodSandboxMetrics |
+//! | `stats.rs` | ContainerStats, ListContainerStats, StreamContainerStats, PodSandboxStats, ListPodSandboxStats, StreamPodSandboxStats, ListMetricDescriptors, ListPodSandboxMetrics, StreamPodSandboxMetrics |
 //! | `events.rs` | GetContainerEvents |
 //!
 //! `listing_server.rs` answers ListContainers from pre-encoded messages in
@@ -24,8 +24,8 @@ mod streaming;
 
 use std::sync::Arc;
 
-use k8s_cri::v1::runtime_service_server::RuntimeService;
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::runtime_service_server::RuntimeService;
+use gantry_proto::cri::v1::{
     AttachRequest, AttachResponse, CheckpointContainerRequest, CheckpointContainerResponse, ContainerStatsRequest,
     ContainerStatsResponse, ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest,
     CreateContainerResponse, ExecRequest, ExecResponse, ExecSyncRequest, ExecSyncResponse, GetEventsRequest,
@@ -37,8 +37,12 @@ use k8s_cri::v1::{
     RemovePodSandboxRequest, RemovePodSandboxResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
     RunPodSandboxRequest, RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse, StartContainerRequest,
     StartContainerResponse, StatusRequest, StatusResponse, StopContainerRequest, StopContainerResponse,
-    StopPodSandboxRequest, StopPodSandboxResponse, UpdateContainerResourcesRequest, UpdateContainerResourcesResponse,
-    UpdateRuntimeConfigRequest, UpdateRuntimeConfigResponse, VersionRequest, VersionResponse,
+    StopPodSandboxRequest, StopPodSandboxResponse, StreamContainerStatsRequest, StreamContainerStatsResponse,
+    StreamContainersRequest, StreamContainersResponse, StreamPodSandboxMetricsRequest, StreamPodSandboxMetricsResponse,
+    StreamPodSandboxStatsRequest, StreamPodSandboxStatsResponse, StreamPodSandboxesRequest, StreamPodSandboxesResponse,
+    UpdateContainerResourcesRequest, UpdateContainerResourcesResponse, UpdatePodSandboxResourcesRequest,
+    UpdatePodSandboxResourcesResponse, UpdateRuntimeConfigRequest, UpdateRuntimeConfigResponse, VersionRequest,
+    VersionResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -62,9 +66,17 @@ impl CriRuntimeService {
 
 type Answer<T> = Result<Response<T>, Status>;
 
+/// The answer stream of a server-streaming RPC.
+type AnswerStream<T> = futures::stream::BoxStream<'static, Result<T, Status>>;
+
 #[tonic::async_trait]
 impl RuntimeService for CriRuntimeService {
     type GetContainerEventsStream = events::EventStream;
+    type StreamPodSandboxesStream = AnswerStream<StreamPodSandboxesResponse>;
+    type StreamContainersStream = AnswerStream<StreamContainersResponse>;
+    type StreamContainerStatsStream = AnswerStream<StreamContainerStatsResponse>;
+    type StreamPodSandboxStatsStream = AnswerStream<StreamPodSandboxStatsResponse>;
+    type StreamPodSandboxMetricsStream = AnswerStream<StreamPodSandboxMetricsResponse>;
 
     async fn version(&self, request: Request<VersionRequest>) -> Answer<VersionResponse> {
         runtime_status::version(request).await
@@ -109,6 +121,20 @@ impl RuntimeService for CriRuntimeService {
         pods::list_pod_sandbox(&self.runtime, request).await
     }
 
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<StreamPodSandboxesRequest>,
+    ) -> Answer<Self::StreamPodSandboxesStream> {
+        pods::stream_pod_sandboxes(request).await
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        request: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> Answer<UpdatePodSandboxResourcesResponse> {
+        pods::update_pod_sandbox_resources(request).await
+    }
+
     async fn create_container(&self, request: Request<CreateContainerRequest>) -> Answer<CreateContainerResponse> {
         containers::create_container(&self.runtime, request).await
     }
@@ -127,6 +153,13 @@ impl RuntimeService for CriRuntimeService {
 
     async fn list_containers(&self, request: Request<ListContainersRequest>) -> Answer<ListContainersResponse> {
         containers::list_containers(&self.runtime, request).await
+    }
+
+    async fn stream_containers(
+        &self,
+        request: Request<StreamContainersRequest>,
+    ) -> Answer<Self::StreamContainersStream> {
+        containers::stream_containers(request).await
     }
 
     async fn container_status(&self, request: Request<ContainerStatusRequest>) -> Answer<ContainerStatusResponse> {
@@ -181,6 +214,13 @@ impl RuntimeService for CriRuntimeService {
         stats::list_container_stats(&self.runtime, request).await
     }
 
+    async fn stream_container_stats(
+        &self,
+        request: Request<StreamContainerStatsRequest>,
+    ) -> Answer<Self::StreamContainerStatsStream> {
+        stats::stream_container_stats(request).await
+    }
+
     async fn pod_sandbox_stats(&self, request: Request<PodSandboxStatsRequest>) -> Answer<PodSandboxStatsResponse> {
         stats::pod_sandbox_stats(&self.runtime, request).await
     }
@@ -190,6 +230,13 @@ impl RuntimeService for CriRuntimeService {
         request: Request<ListPodSandboxStatsRequest>,
     ) -> Answer<ListPodSandboxStatsResponse> {
         stats::list_pod_sandbox_stats(&self.runtime, request).await
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        request: Request<StreamPodSandboxStatsRequest>,
+    ) -> Answer<Self::StreamPodSandboxStatsStream> {
+        stats::stream_pod_sandbox_stats(request).await
     }
 
     async fn list_metric_descriptors(
@@ -204,5 +251,12 @@ impl RuntimeService for CriRuntimeService {
         request: Request<ListPodSandboxMetricsRequest>,
     ) -> Answer<ListPodSandboxMetricsResponse> {
         stats::list_pod_sandbox_metrics(request).await
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        request: Request<StreamPodSandboxMetricsRequest>,
+    ) -> Answer<Self::StreamPodSandboxMetricsStream> {
+        stats::stream_pod_sandbox_metrics(request).await
     }
 }

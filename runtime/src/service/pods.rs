@@ -1,12 +1,15 @@
 //! The pod sandbox RPCs: RunPodSandbox, StopPodSandbox, RemovePodSandbox,
-//! PodSandboxStatus, ListPodSandbox (the lifecycle itself is `sandbox/`).
+//! PodSandboxStatus, ListPodSandbox, StreamPodSandboxes,
+//! UpdatePodSandboxResources (the lifecycle itself is `sandbox/`).
 
 use std::collections::HashMap;
 
-use k8s_cri::v1::{
+use futures::stream::BoxStream;
+use gantry_proto::cri::v1::{
     ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxStatusRequest, PodSandboxStatusResponse,
     RemovePodSandboxRequest, RemovePodSandboxResponse, RunPodSandboxRequest, RunPodSandboxResponse,
-    StopPodSandboxRequest, StopPodSandboxResponse,
+    StopPodSandboxRequest, StopPodSandboxResponse, StreamPodSandboxesRequest, StreamPodSandboxesResponse,
+    UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -79,4 +82,16 @@ pub(super) async fn list_pod_sandbox(
         })
         .collect();
     Ok(Response::new(ListPodSandboxResponse { items }))
+}
+
+pub(super) async fn stream_pod_sandboxes(
+    _: Request<StreamPodSandboxesRequest>,
+) -> Result<Response<BoxStream<'static, Result<StreamPodSandboxesResponse, Status>>>, Status> {
+    Err(Status::unimplemented("StreamPodSandboxes is not implemented by gantry yet"))
+}
+
+pub(super) async fn update_pod_sandbox_resources(
+    _: Request<UpdatePodSandboxResourcesRequest>,
+) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+    Err(Status::unimplemented("UpdatePodSandboxResources is not implemented by gantry yet"))
 }

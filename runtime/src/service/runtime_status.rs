@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     CgroupDriver, LinuxRuntimeConfiguration, RuntimeCondition, RuntimeConfigRequest, RuntimeConfigResponse,
     RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest, StatusResponse,
     UpdateRuntimeConfigRequest, UpdateRuntimeConfigResponse, VersionRequest, VersionResponse,
@@ -64,7 +64,11 @@ pub(super) async fn status(
             name: String::new(),
             features: Some(RuntimeHandlerFeatures { recursive_read_only_mounts: true, user_namespaces: true }),
         }],
-        features: Some(RuntimeFeatures { supplemental_groups_policy: true }),
+        features: Some(RuntimeFeatures {
+            supplemental_groups_policy: true,
+            // userns::for_pod refuses a user namespace with the node's network.
+            user_namespaces_host_network: false,
+        }),
     }))
 }
 

@@ -1,12 +1,14 @@
 //! The stats RPCs: ContainerStats, ListContainerStats, PodSandboxStats,
 //! ListPodSandboxStats, and the (empty) pod metrics (the readings
-//! themselves are `crate::stats`).
+//! themselves are `crate::stats`); their Stream* forms are not served yet.
 
-use k8s_cri::v1::{
+use futures::stream::BoxStream;
+use gantry_proto::cri::v1::{
     ContainerStatsRequest, ContainerStatsResponse, ListContainerStatsRequest, ListContainerStatsResponse,
     ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
     ListPodSandboxMetricsResponse, ListPodSandboxStatsRequest, ListPodSandboxStatsResponse, PodSandboxStatsRequest,
-    PodSandboxStatsResponse,
+    PodSandboxStatsResponse, StreamContainerStatsRequest, StreamContainerStatsResponse, StreamPodSandboxMetricsRequest,
+    StreamPodSandboxMetricsResponse, StreamPodSandboxStatsRequest, StreamPodSandboxStatsResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -69,4 +71,22 @@ pub(super) async fn list_pod_sandbox_metrics(
     _: Request<ListPodSandboxMetricsRequest>,
 ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
     Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics: vec![] }))
+}
+
+pub(super) async fn stream_container_stats(
+    _: Request<StreamContainerStatsRequest>,
+) -> Result<Response<BoxStream<'static, Result<StreamContainerStatsResponse, Status>>>, Status> {
+    Err(Status::unimplemented("StreamContainerStats is not implemented by gantry yet"))
+}
+
+pub(super) async fn stream_pod_sandbox_stats(
+    _: Request<StreamPodSandboxStatsRequest>,
+) -> Result<Response<BoxStream<'static, Result<StreamPodSandboxStatsResponse, Status>>>, Status> {
+    Err(Status::unimplemented("StreamPodSandboxStats is not implemented by gantry yet"))
+}
+
+pub(super) async fn stream_pod_sandbox_metrics(
+    _: Request<StreamPodSandboxMetricsRequest>,
+) -> Result<Response<BoxStream<'static, Result<StreamPodSandboxMetricsResponse, Status>>>, Status> {
+    Err(Status::unimplemented("StreamPodSandboxMetrics is not implemented by gantry yet"))
 }

@@ -1,7 +1,7 @@
 //! The RPCs that hand out streaming URLs (Exec, Attach, PortForward: the
 //! streams themselves are `crate::streaming`) and ExecSync.
 
-use k8s_cri::v1::{
+use gantry_proto::cri::v1::{
     AttachRequest, AttachResponse, ExecRequest, ExecResponse, ExecSyncRequest, ExecSyncResponse, PortForwardRequest,
     PortForwardResponse,
 };
