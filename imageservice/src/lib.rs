@@ -6,6 +6,7 @@ pub mod archive;
 pub mod commit;
 pub mod content;
 pub mod fsutil;
+pub mod media;
 pub mod metadata;
 pub mod pinning;
 pub mod publish;

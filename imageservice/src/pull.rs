@@ -2,7 +2,7 @@
 //! download every layer in parallel, decompressing and unpacking it while it
 //! streams, and record the image only once every digest checked out.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +12,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use tracing::Instrument;
 
 use crate::content::{BlobWriter, ContentError};
+use crate::media::Compression;
 use crate::metadata::{BlobRef, ImageRecord, LayerRecord};
 use crate::reference::{Digest, Reference, ReferenceError};
 use crate::registry::{
@@ -22,8 +23,9 @@ use crate::snapshot::apply::{apply_layer, ApplyError};
 use crate::snapshot::{chain_ids, SnapshotError, UnpackDir};
 use crate::store::{ImageStore, StoreError};
 
-/// Image configs are small; refuse to buffer anything absurd.
-const MAX_CONFIG_BYTES: usize = 8 << 20;
+/// Image configs are small: anything larger is refused before it is read,
+/// as containerd does (4 MiB, like manifests).
+const MAX_CONFIG_BYTES: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -57,6 +59,8 @@ pub enum LayerError {
     Io(#[from] io::Error),
     #[error("unpack task failed: {0}")]
     Join(String),
+    #[error("media type {0:?} is not a layer Gantry can unpack (a tar, plain, gzip or zstd)")]
+    MediaType(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -269,6 +273,17 @@ impl ImageStore {
                     reason: format!("layer {} is encrypted ({})", desc.digest, desc.media_type),
                 });
             }
+            // The media type decides how a layer is read; nothing is fetched
+            // for an image with a layer of a type that is not a known tar.
+            if crate::media::layer_compression(&desc.media_type).is_none() {
+                return Err(PullError::Unsupported {
+                    reference: reference.to_string(),
+                    reason: format!(
+                        "layer {} has media type {:?}, not a tar Gantry can unpack",
+                        desc.digest, desc.media_type
+                    ),
+                });
+            }
             layers.push(LayerRecord {
                 blob: BlobRef {
                     digest: parse_digest(&reference, &desc.digest)?,
@@ -389,17 +404,18 @@ impl ImageStore {
         writer: Option<BlobWriter>,
         job: LayerJob,
     ) -> Result<(), LayerError> {
+        let compression = crate::media::layer_compression(&job.layer.blob.media_type)
+            .ok_or_else(|| LayerError::MediaType(job.layer.blob.media_type.clone()))?;
         let mut tee = TeeReader { inner: reader, writer, limit: job.layer.blob.size };
         if let Some(unpack) = job.unpack {
             let diff_id = {
-                let mut buffered = BufReader::with_capacity(256 << 10, &mut tee);
-                let head = buffered.fill_buf()?;
-                let mut hashing: HashingReader<Box<dyn Read + '_>> = if head.starts_with(&[0x1f, 0x8b]) {
-                    HashingReader::new(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
-                } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-                    HashingReader::new(Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?))
-                } else {
-                    HashingReader::new(Box::new(buffered))
+                let buffered = BufReader::with_capacity(256 << 10, &mut tee);
+                let mut hashing: HashingReader<Box<dyn Read + '_>> = match compression {
+                    Compression::Gzip => HashingReader::new(Box::new(flate2::bufread::MultiGzDecoder::new(buffered))),
+                    Compression::Zstd => {
+                        HashingReader::new(Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?))
+                    }
+                    Compression::None => HashingReader::new(Box::new(buffered)),
                 };
                 apply_layer(&mut hashing, &unpack.fs())?;
                 // The tar may carry padding after its end marker; it counts for the diff ID.

@@ -27,6 +27,32 @@ pub struct ImageConfig {
     pub stop_signal: Option<String>,
 }
 
+impl ImageConfig {
+    /// The `config` section of an OCI image config. A field of the wrong
+    /// shape is an error naming it, never ignored (the container would run
+    /// something other than what the image says) and never a panic.
+    pub fn parse(bytes: &[u8]) -> Result<ImageConfig, String> {
+        let whole: Value = serde_json::from_slice(bytes).map_err(|e| format!("the image config is not JSON: {e}"))?;
+        let Some(section) = whole.get("config").filter(|c| !c.is_null()) else { return Ok(ImageConfig::default()) };
+        let fields = section.as_object().ok_or("the image config's \"config\" is not an object")?;
+        // Field by field, so the error names the one that is wrong.
+        for (name, value) in fields {
+            let checked = match name.as_str() {
+                "Env" | "Entrypoint" | "Cmd" => serde_json::from_value::<Option<Vec<String>>>(value.clone()).map(drop),
+                "WorkingDir" | "User" | "StopSignal" => {
+                    serde_json::from_value::<Option<String>>(value.clone()).map(drop)
+                }
+                "Volumes" | "ExposedPorts" => {
+                    serde_json::from_value::<Option<serde_json::Map<String, Value>>>(value.clone()).map(drop)
+                }
+                _ => Ok(()),
+            };
+            checked.map_err(|e| format!("the image config's {name} is malformed: {e}"))?;
+        }
+        serde_json::from_value(section.clone()).map_err(|e| format!("the image config is malformed: {e}"))
+    }
+}
+
 /// containerd's default capability set for unprivileged containers.
 pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_CHOWN",
@@ -478,6 +504,27 @@ fn annotations(config: &ContainerConfig) -> std::collections::HashMap<String, St
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn malformed_image_config_fields_are_named() {
+        let ok = ImageConfig::parse(br#"{"config":{"Env":["A=1"],"Cmd":["sh"],"User":"1000","Volumes":{"/v":{}}}}"#);
+        assert_eq!(ok.expect("valid").cmd, Some(vec!["sh".to_string()]));
+        assert!(ImageConfig::parse(br#"{"architecture":"amd64"}"#).is_ok(), "no config section");
+        for (json, field) in [
+            (r#"{"config":{"Env":"A=1"}}"#, "Env"),
+            (r#"{"config":{"User":5}}"#, "User"),
+            (r#"{"config":{"WorkingDir":["/"]}}"#, "WorkingDir"),
+            (r#"{"config":{"Volumes":["/v"]}}"#, "Volumes"),
+            (r#"{"config":{"ExposedPorts":"80/tcp"}}"#, "ExposedPorts"),
+            (r#"{"config":{"Cmd":[1,2]}}"#, "Cmd"),
+        ] {
+            let err = ImageConfig::parse(json.as_bytes()).expect_err(json);
+            assert!(err.contains(field), "{json}: {err}");
+        }
+        assert!(ImageConfig::parse(b"not json").is_err());
+        assert!(ImageConfig::parse(br#"{"config":[1]}"#).is_err());
+    }
+
     use super::*;
 
     fn cfg(command: &[&str], args: &[&str]) -> ContainerConfig {

@@ -55,11 +55,22 @@ impl PushClient {
 
     /// Pushes an OCI image made of `layers`; returns (manifest digest, config digest).
     pub async fn push_image(&self, repo: &str, tag: &str, layers: &[Layer]) -> (String, String) {
+        self.push_image_with(repo, tag, layers, serde_json::json!({"Cmd": ["sh"]})).await
+    }
+
+    /// The same, with `config` as the image config's `config` section.
+    pub async fn push_image_with(
+        &self,
+        repo: &str,
+        tag: &str,
+        layers: &[Layer],
+        config: serde_json::Value,
+    ) -> (String, String) {
         let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
         let config = serde_json::json!({
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Cmd": ["sh"]},
+            "config": config,
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         });
         let config = serde_json::to_vec(&config).expect("config json");

@@ -570,3 +570,35 @@ async fn schema_1_manifests_are_refused_clearly() {
     assert!(err.message().contains("schema 1"), "{err}");
     assert_store_empty(&d);
 }
+
+#[tokio::test]
+async fn media_types_decide_how_a_layer_is_read() {
+    let d = Daemon::start("");
+    let mut cri = d.connect().await;
+    let push = PushClient::new(&test_registry());
+    // A perfectly good gzip tar, announced as something else: refused on its
+    // type alone (containerd refuses it too), nothing fetched or stored.
+    for media_type in [
+        "application/vnd.example.unknown.layer.v1+zip",
+        "application/octet-stream",
+        "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
+    ] {
+        let mut layer = Layer::gzip(&tar_of(&[Entry::File("hello", b"hello world")]));
+        layer.media_type = media_type;
+        let repo = format!("gantry/mediatype-{}-{}", media_type.len(), std::process::id());
+        push.push_image(&repo, "latest", &[layer]).await;
+        let err = pull(&mut cri, &reg(&format!("{repo}:latest"))).await.expect_err(media_type);
+        assert_eq!(err.code(), Code::FailedPrecondition, "{media_type}: {err}");
+        assert!(err.message().contains(media_type) || err.message().contains("encrypted"), "{err}");
+        assert_store_empty(&d);
+    }
+    // The type is believed: a gzip blob announced as a plain tar is not
+    // gunzipped behind the client's back, so its content fails the diff ID.
+    let mut layer = Layer::gzip(&tar_of(&[Entry::File("hello", b"hello world")]));
+    layer.media_type = "application/vnd.oci.image.layer.v1.tar";
+    let repo = format!("gantry/mediatype-liar-{}", std::process::id());
+    push.push_image(&repo, "latest", &[layer]).await;
+    let err = pull(&mut cri, &reg(&format!("{repo}:latest"))).await.expect_err("not a plain tar");
+    assert_eq!(err.code(), Code::DataLoss, "{err}");
+    assert_store_empty(&d);
+}

@@ -1023,3 +1023,32 @@ async fn list_containers_filters_and_matches_container_status() {
     remove_pod(&mut cri, &db).await;
     assert!(list(&mut cri, ContainerFilter::default()).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_malformed_image_config_is_refused_at_create_naming_the_field() {
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let push = gantry_tests::PushClient::new(&gantry_tests::test_registry());
+    let layer =
+        gantry_tests::registry::Layer::gzip(&gantry_tests::registry::tar_of(&[gantry_tests::registry::Entry::File(
+            "x", b"x",
+        )]));
+    let repo = format!("gantry/badconfig-{}", std::process::id());
+    push.push_image_with(&repo, "latest", &[layer], serde_json::json!({"Cmd": ["sh"], "Env": "PATH=/bin"})).await;
+    let image = format!("{}/{repo}:latest", gantry_tests::test_registry());
+    cri.images
+        .pull_image(gantry_proto::cri::v1::PullImageRequest {
+            image: Some(gantry_proto::cri::v1::ImageSpec { image: image.clone(), ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .expect("the pull itself is fine");
+    let pod = run_pod(&mut cri, &d, "badconfig", NamespaceMode::Pod).await;
+    let mut config = container("bad", &["sh"]);
+    config.image = Some(gantry_proto::cri::v1::ImageSpec { image, ..Default::default() });
+    let err = create(&mut cri, &pod, config).await.expect_err("malformed Env");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("Env"), "{err}");
+    assert_eq!(count(&d.state.join("containers")), 0, "nothing left behind");
+    remove_pod(&mut cri, &pod).await;
+}

@@ -45,14 +45,13 @@ impl Runtime {
             .resolve(&selector)
             .map_err(|e| internal("resolving image")(&e))?
             .ok_or_else(|| RuntimeError::NotFound(format!("image {image_ref:?} not found: pull it first")))?;
-        let image_config: ImageConfig = self
+        let config_bytes = self
             .images
             .content()
             .read(&image.config.digest)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| serde_json::from_value(v.get("config").cloned().unwrap_or_default()).ok())
-            .unwrap_or_default();
+            .map_err(|e| internal(&format!("reading the config of image {image_ref:?}"))(&e))?;
+        let image_config = ImageConfig::parse(&config_bytes)
+            .map_err(|e| RuntimeError::FailedPrecondition(format!("image {image_ref:?}: {e}")))?;
 
         let id = new_id();
         let dir = self.container_dir(&id);
