@@ -26,11 +26,11 @@ pub mod shim_client;
 mod shim_process;
 pub mod spec;
 pub mod stats;
+pub mod stop_signal;
 pub mod streaming;
 pub mod sysctl;
 pub mod userns;
 
-pub use container::parse_signal;
 pub use error::RuntimeError;
 pub use runtime::Runtime;
 pub use service::CriRuntimeService;

@@ -1052,3 +1052,31 @@ async fn a_malformed_image_config_is_refused_at_create_naming_the_field() {
     assert_eq!(count(&d.state.join("containers")), 0, "nothing left behind");
     remove_pod(&mut cri, &pod).await;
 }
+
+#[tokio::test]
+async fn the_cri_stop_signal_overrides_the_images_and_is_reported() {
+    use gantry_proto::cri::v1::Signal;
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "stopsig", NamespaceMode::Pod).await;
+    let mut config = container("usr1", &["sh", "-c", "trap 'echo got-usr1; exit 3' USR1; while :; do sleep 0.1; done"]);
+    config.stop_signal = Signal::Sigusr1 as i32;
+    let id = create(&mut cri, &pod, config).await.expect("create");
+    start(&mut cri, &id).await;
+    assert_eq!(status(&mut cri, &id).await.stop_signal, Signal::Sigusr1 as i32);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cri.runtime.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 20 }).await.expect("stop");
+    let s = status(&mut cri, &id).await;
+    assert_eq!((s.state, s.exit_code), (ContainerState::ContainerExited as i32, 3), "ended by its trap, not SIGKILL");
+    assert!(log_of(&pod, "usr1").iter().any(|l| l.ends_with("got-usr1")));
+    // No stop signal anywhere: the runtime's default, reported as such.
+    let plain = create(&mut cri, &pod, container("plain", &["sleep", "60"])).await.expect("create");
+    assert_eq!(status(&mut cri, &plain).await.stop_signal, Signal::RuntimeDefault as i32);
+    // A value outside the enum is refused, naming it.
+    let mut config = container("bad", &["sleep", "60"]);
+    config.stop_signal = 99;
+    let err = create(&mut cri, &pod, config).await.expect_err("unknown signal");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("99"), "{err}");
+    remove_pod(&mut cri, &pod).await;
+}

@@ -179,7 +179,12 @@ impl Runtime {
             dir.join("container.log")
         };
         shim_process::launch(self.shim_command(), id, dir, &self.socket_path(id), &log_path).await?;
-        let stop_signal = image_config.stop_signal.clone().unwrap_or_default();
+        // The CRI's stop signal over the image's; recorded as a number.
+        let stop_signal =
+            match crate::stop_signal::from_cri(config.stop_signal).map_err(RuntimeError::InvalidArgument)? {
+                Some(n) => n.to_string(),
+                None => image_config.stop_signal.clone().unwrap_or_default(),
+            };
         Ok((log_path.display().to_string(), stop_signal, who))
     }
 

@@ -9,5 +9,3 @@ mod remove;
 mod start;
 mod stop;
 mod update;
-
-pub use stop::parse_signal;

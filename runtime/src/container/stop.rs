@@ -29,7 +29,7 @@ impl Runtime {
             let _ = self.pause(id, false).await;
         }
         if state.status == Status::Running as i32 && timeout_secs > 0 {
-            let sig = parse_signal(&record.stop_signal).unwrap_or(libc_sigterm());
+            let sig = crate::stop_signal::parse(&record.stop_signal).unwrap_or(libc_sigterm());
             shim.kill(sig).await.map_err(|e| internal("signalling container")(&e))?;
             if tokio::time::timeout(Duration::from_secs(timeout_secs as u64), shim.wait()).await.is_ok() {
                 tracing::info!(container = %id, "container stopped");
@@ -49,16 +49,4 @@ impl Runtime {
 
 fn libc_sigterm() -> i32 {
     nix::sys::signal::Signal::SIGTERM as i32
-}
-
-/// `SIGTERM`, `TERM` or `15`.
-pub fn parse_signal(s: &str) -> Option<i32> {
-    if s.is_empty() {
-        return None;
-    }
-    if let Ok(n) = s.parse::<i32>() {
-        return Some(n);
-    }
-    let name = if s.starts_with("SIG") { s.to_string() } else { format!("SIG{s}") };
-    name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
 }

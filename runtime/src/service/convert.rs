@@ -62,6 +62,7 @@ pub(super) fn container_status_of(c: &ContainerRecord, shim: &ShimState) -> Cont
         image_ref: c.image_id.clone(),
         // kubelet and critest's image-ID consistency specs read this one.
         image_id: c.image_id.clone(),
+        stop_signal: crate::stop_signal::to_cri(crate::stop_signal::parse(&c.stop_signal)) as i32,
         reason,
         message,
         labels: c.config.labels.clone(),
