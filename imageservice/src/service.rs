@@ -113,9 +113,17 @@ impl ImageService for CriImageService {
 
     async fn stream_images(
         &self,
-        _: Request<StreamImagesRequest>,
+        request: Request<StreamImagesRequest>,
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
-        Err(Status::unimplemented("StreamImages is not implemented by gantry yet"))
+        // ListImages' selection, in chunks of at most 100 images.
+        let filter = request.into_inner().filter;
+        let listed = self.list_images(Request::new(ListImagesRequest { filter })).await?.into_inner().images;
+        let mut chunks: Vec<Vec<Image>> = listed.chunks(100).map(<[Image]>::to_vec).collect();
+        if chunks.is_empty() {
+            chunks.push(vec![]);
+        }
+        let stream = futures::stream::iter(chunks.into_iter().map(|images| Ok(StreamImagesResponse { images })));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn image_status(

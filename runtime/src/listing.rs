@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::{BufMut, Bytes};
-use gantry_proto::cri::v1::{Container, ContainerFilter, ContainerState, ImageSpec, ListContainersResponse};
+use gantry_proto::cri::v1::{
+    Container, ContainerFilter, ContainerState, ImageSpec, ListContainersResponse, StreamContainersResponse,
+};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 
@@ -167,6 +169,27 @@ impl Selected {
                 encode_varint(*state as u64, buf);
             }
         }
+    }
+
+    /// The selection as `StreamContainersResponse`s of at most `per_chunk`
+    /// containers each, decoded one chunk at a time as the stream is read:
+    /// memory holds the shared encoded entries and one chunk, not the
+    /// whole answer as messages. (Field 1 of both responses is the list.)
+    pub fn into_chunks(
+        self,
+        per_chunk: usize,
+    ) -> impl Iterator<Item = Result<StreamContainersResponse, prost::DecodeError>> + Send {
+        let entries = self.0;
+        let per_chunk = per_chunk.max(1);
+        // An empty selection is still one (empty) answer, as the unary call's.
+        (0..entries.len().div_ceil(per_chunk).max(1)).map(move |i| {
+            let chunk = Selected(
+                entries[(i * per_chunk).min(entries.len())..((i + 1) * per_chunk).min(entries.len())].to_vec(),
+            );
+            let mut buf = Vec::with_capacity(chunk.encoded_len());
+            chunk.encode(&mut buf);
+            StreamContainersResponse::decode(buf.as_slice())
+        })
     }
 
     /// As a message (for callers in this process; the RPC never decodes).

@@ -37,6 +37,11 @@ pub struct SandboxRecord {
     /// CNI ADD happened (`network.json`) and DEL has not yet succeeded.
     #[serde(default)]
     pub network_attached: bool,
+    /// The pod's overhead and resources kubelet last gave (UpdatePodSandboxResources).
+    #[serde(default)]
+    pub overhead: Option<gantry_proto::cri::v1::LinuxContainerResources>,
+    #[serde(default)]
+    pub resources: Option<gantry_proto::cri::v1::LinuxContainerResources>,
 }
 
 /// Cgroup `gantry-ID` below the pod's cgroup parent (kubelet's pod cgroup),

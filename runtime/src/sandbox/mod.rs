@@ -1,6 +1,6 @@
 //! The pod sandbox lifecycle, one file per CRI step: `run.rs`
 //! (RunPodSandbox: the pause process, the pod's files and network),
-//! `stop.rs`, `remove.rs`; `etc_files.rs` and `network.rs` are the pod's
+//! `stop.rs`, `remove.rs`, `update.rs` (UpdatePodSandboxResources); `etc_files.rs` and `network.rs` are the pod's
 //! /etc files and its CNI attachment.
 
 mod etc_files;
@@ -8,3 +8,4 @@ mod network;
 mod remove;
 mod run;
 mod stop;
+mod update;

@@ -141,6 +141,8 @@ impl Runtime {
             ready: true,
             ips: vec![],
             network_attached: false,
+            overhead: None,
+            resources: None,
         };
         let network = if with_network {
             self.network.prepare(id, pid, &record.config).map_err(|e| internal("loading the CNI config")(&e))?

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use gantry_proto::cri::v1::{
     CheckpointContainerRequest, CheckpointContainerResponse, ContainerStatusRequest, ContainerStatusResponse,
     CreateContainerRequest, CreateContainerResponse, ListContainersRequest, ListContainersResponse,
@@ -68,9 +68,16 @@ pub(super) async fn list_containers(
 }
 
 pub(super) async fn stream_containers(
-    _: Request<StreamContainersRequest>,
+    runtime: &Runtime,
+    request: Request<StreamContainersRequest>,
 ) -> Result<Response<BoxStream<'static, Result<StreamContainersResponse, Status>>>, Status> {
-    Err(Status::unimplemented("StreamContainers is not implemented by gantry yet"))
+    // The same selection and order as ListContainers; chunks are decoded
+    // only when the client takes them (h2 flow control paces the stream).
+    let filter = request.into_inner().filter.unwrap_or_default();
+    let chunks = runtime.listing.select(&filter).into_chunks(super::chunks::CHUNK);
+    let stream = futures::stream::iter(chunks)
+        .map(|chunk| chunk.map_err(|e| Status::internal(format!("listing containers: {e}"))));
+    Ok(Response::new(Box::pin(stream)))
 }
 
 pub(super) async fn container_status(

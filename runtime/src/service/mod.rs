@@ -13,6 +13,7 @@
 //! `listing_server.rs` answers ListContainers from pre-encoded messages in
 //! front of this service; `convert.rs` builds the status messages.
 
+mod chunks;
 mod containers;
 mod convert;
 mod events;
@@ -125,14 +126,14 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<StreamPodSandboxesRequest>,
     ) -> Answer<Self::StreamPodSandboxesStream> {
-        pods::stream_pod_sandboxes(request).await
+        pods::stream_pod_sandboxes(&self.runtime, request).await
     }
 
     async fn update_pod_sandbox_resources(
         &self,
         request: Request<UpdatePodSandboxResourcesRequest>,
     ) -> Answer<UpdatePodSandboxResourcesResponse> {
-        pods::update_pod_sandbox_resources(request).await
+        pods::update_pod_sandbox_resources(&self.runtime, request).await
     }
 
     async fn create_container(&self, request: Request<CreateContainerRequest>) -> Answer<CreateContainerResponse> {
@@ -159,7 +160,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<StreamContainersRequest>,
     ) -> Answer<Self::StreamContainersStream> {
-        containers::stream_containers(request).await
+        containers::stream_containers(&self.runtime, request).await
     }
 
     async fn container_status(&self, request: Request<ContainerStatusRequest>) -> Answer<ContainerStatusResponse> {
@@ -218,7 +219,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<StreamContainerStatsRequest>,
     ) -> Answer<Self::StreamContainerStatsStream> {
-        stats::stream_container_stats(request).await
+        stats::stream_container_stats(&self.runtime, request).await
     }
 
     async fn pod_sandbox_stats(&self, request: Request<PodSandboxStatsRequest>) -> Answer<PodSandboxStatsResponse> {
@@ -236,7 +237,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<StreamPodSandboxStatsRequest>,
     ) -> Answer<Self::StreamPodSandboxStatsStream> {
-        stats::stream_pod_sandbox_stats(request).await
+        stats::stream_pod_sandbox_stats(&self.runtime, request).await
     }
 
     async fn list_metric_descriptors(

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 
 use futures::stream::BoxStream;
 use gantry_proto::cri::v1::{
-    ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxStatusRequest, PodSandboxStatusResponse,
-    RemovePodSandboxRequest, RemovePodSandboxResponse, RunPodSandboxRequest, RunPodSandboxResponse,
-    StopPodSandboxRequest, StopPodSandboxResponse, StreamPodSandboxesRequest, StreamPodSandboxesResponse,
-    UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse,
+    ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxFilter, PodSandboxStatusRequest,
+    PodSandboxStatusResponse, RemovePodSandboxRequest, RemovePodSandboxResponse, RunPodSandboxRequest,
+    RunPodSandboxResponse, StopPodSandboxRequest, StopPodSandboxResponse, StreamPodSandboxesRequest,
+    StreamPodSandboxesResponse, UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse,
 };
 use tonic::{Request, Response, Status};
 
+use super::chunks::chunked;
 use super::convert::{labels_match, pod_container_statuses, pod_status, sandbox_state};
 use crate::runtime::Runtime;
 
@@ -49,7 +50,10 @@ pub(super) async fn pod_sandbox_status(
     let sandbox = runtime.sandbox(&req.pod_sandbox_id).await?;
     let mut info = HashMap::new();
     if req.verbose {
-        let verbose = serde_json::json!({"pid": sandbox.pause_pid, "config": sandbox.config, "ips": sandbox.ips});
+        let verbose = serde_json::json!({
+            "pid": sandbox.pause_pid, "config": sandbox.config, "ips": sandbox.ips,
+            "resources": sandbox.resources, "overhead": sandbox.overhead,
+        });
         info.insert("info".to_string(), verbose.to_string());
     }
     Ok(Response::new(PodSandboxStatusResponse {
@@ -65,8 +69,12 @@ pub(super) async fn list_pod_sandbox(
     request: Request<ListPodSandboxRequest>,
 ) -> Result<Response<ListPodSandboxResponse>, Status> {
     let filter = request.into_inner().filter.unwrap_or_default();
+    Ok(Response::new(ListPodSandboxResponse { items: select_pods(runtime, &filter).await }))
+}
+
+async fn select_pods(runtime: &Runtime, filter: &PodSandboxFilter) -> Vec<PodSandbox> {
     let sandboxes = runtime.sandboxes.lock().await;
-    let items = sandboxes
+    sandboxes
         .values()
         .filter(|s| filter.id.is_empty() || s.id.starts_with(&filter.id))
         .filter(|s| filter.state.as_ref().is_none_or(|f| f.state == sandbox_state(s)))
@@ -80,18 +88,23 @@ pub(super) async fn list_pod_sandbox(
             annotations: s.config.annotations.clone(),
             runtime_handler: String::new(),
         })
-        .collect();
-    Ok(Response::new(ListPodSandboxResponse { items }))
+        .collect()
 }
 
 pub(super) async fn stream_pod_sandboxes(
-    _: Request<StreamPodSandboxesRequest>,
+    runtime: &Runtime,
+    request: Request<StreamPodSandboxesRequest>,
 ) -> Result<Response<BoxStream<'static, Result<StreamPodSandboxesResponse, Status>>>, Status> {
-    Err(Status::unimplemented("StreamPodSandboxes is not implemented by gantry yet"))
+    let filter = request.into_inner().filter.unwrap_or_default();
+    let items = select_pods(runtime, &filter).await;
+    Ok(Response::new(chunked(items, |pod_sandboxes| StreamPodSandboxesResponse { pod_sandboxes })))
 }
 
 pub(super) async fn update_pod_sandbox_resources(
-    _: Request<UpdatePodSandboxResourcesRequest>,
+    runtime: &Runtime,
+    request: Request<UpdatePodSandboxResourcesRequest>,
 ) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
-    Err(Status::unimplemented("UpdatePodSandboxResources is not implemented by gantry yet"))
+    let req = request.into_inner();
+    runtime.update_sandbox_resources(&req.pod_sandbox_id, req.overhead, req.resources).await?;
+    Ok(Response::new(UpdatePodSandboxResourcesResponse {}))
 }

@@ -1,17 +1,19 @@
 //! The stats RPCs: ContainerStats, ListContainerStats, PodSandboxStats,
 //! ListPodSandboxStats, and the (empty) pod metrics (the readings
-//! themselves are `crate::stats`); their Stream* forms are not served yet.
+//! themselves are `crate::stats`), and their Stream* forms in chunks.
 
 use futures::stream::BoxStream;
 use gantry_proto::cri::v1::{
-    ContainerStatsRequest, ContainerStatsResponse, ListContainerStatsRequest, ListContainerStatsResponse,
-    ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
-    ListPodSandboxMetricsResponse, ListPodSandboxStatsRequest, ListPodSandboxStatsResponse, PodSandboxStatsRequest,
+    ContainerStats, ContainerStatsFilter, ContainerStatsRequest, ContainerStatsResponse, ListContainerStatsRequest,
+    ListContainerStatsResponse, ListMetricDescriptorsRequest, ListMetricDescriptorsResponse,
+    ListPodSandboxMetricsRequest, ListPodSandboxMetricsResponse, ListPodSandboxStatsRequest,
+    ListPodSandboxStatsResponse, PodSandboxStats, PodSandboxStatsFilter, PodSandboxStatsRequest,
     PodSandboxStatsResponse, StreamContainerStatsRequest, StreamContainerStatsResponse, StreamPodSandboxMetricsRequest,
     StreamPodSandboxMetricsResponse, StreamPodSandboxStatsRequest, StreamPodSandboxStatsResponse,
 };
 use tonic::{Request, Response, Status};
 
+use super::chunks::chunked;
 use super::convert::labels_match;
 use crate::runtime::Runtime;
 
@@ -28,14 +30,17 @@ pub(super) async fn list_container_stats(
     request: Request<ListContainerStatsRequest>,
 ) -> Result<Response<ListContainerStatsResponse>, Status> {
     let f = request.into_inner().filter.unwrap_or_default();
-    let stats = runtime
+    Ok(Response::new(ListContainerStatsResponse { stats: select_container_stats(runtime, &f).await }))
+}
+
+async fn select_container_stats(runtime: &Runtime, f: &ContainerStatsFilter) -> Vec<ContainerStats> {
+    runtime
         .list_container_stats(|c| {
             (f.id.is_empty() || c.id == f.id)
                 && (f.pod_sandbox_id.is_empty() || c.sandbox_id == f.pod_sandbox_id)
                 && labels_match(&f.label_selector, &c.config.labels)
         })
-        .await;
-    Ok(Response::new(ListContainerStatsResponse { stats }))
+        .await
 }
 
 pub(super) async fn pod_sandbox_stats(
@@ -51,12 +56,15 @@ pub(super) async fn list_pod_sandbox_stats(
     request: Request<ListPodSandboxStatsRequest>,
 ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
     let f = request.into_inner().filter.unwrap_or_default();
-    let stats = runtime
+    Ok(Response::new(ListPodSandboxStatsResponse { stats: select_pod_stats(runtime, &f).await }))
+}
+
+async fn select_pod_stats(runtime: &Runtime, f: &PodSandboxStatsFilter) -> Vec<PodSandboxStats> {
+    runtime
         .list_pod_sandbox_stats(|s| {
             (f.id.is_empty() || s.id == f.id) && labels_match(&f.label_selector, &s.config.labels)
         })
-        .await;
-    Ok(Response::new(ListPodSandboxStatsResponse { stats }))
+        .await
 }
 
 pub(super) async fn list_metric_descriptors(
@@ -74,19 +82,26 @@ pub(super) async fn list_pod_sandbox_metrics(
 }
 
 pub(super) async fn stream_container_stats(
-    _: Request<StreamContainerStatsRequest>,
+    runtime: &Runtime,
+    request: Request<StreamContainerStatsRequest>,
 ) -> Result<Response<BoxStream<'static, Result<StreamContainerStatsResponse, Status>>>, Status> {
-    Err(Status::unimplemented("StreamContainerStats is not implemented by gantry yet"))
+    let f = request.into_inner().filter.unwrap_or_default();
+    let stats = select_container_stats(runtime, &f).await;
+    Ok(Response::new(chunked(stats, |container_stats| StreamContainerStatsResponse { container_stats })))
 }
 
 pub(super) async fn stream_pod_sandbox_stats(
-    _: Request<StreamPodSandboxStatsRequest>,
+    runtime: &Runtime,
+    request: Request<StreamPodSandboxStatsRequest>,
 ) -> Result<Response<BoxStream<'static, Result<StreamPodSandboxStatsResponse, Status>>>, Status> {
-    Err(Status::unimplemented("StreamPodSandboxStats is not implemented by gantry yet"))
+    let f = request.into_inner().filter.unwrap_or_default();
+    let stats = select_pod_stats(runtime, &f).await;
+    Ok(Response::new(chunked(stats, |pod_sandbox_stats| StreamPodSandboxStatsResponse { pod_sandbox_stats })))
 }
 
+/// No pod metrics (as ListPodSandboxMetrics): one empty answer.
 pub(super) async fn stream_pod_sandbox_metrics(
     _: Request<StreamPodSandboxMetricsRequest>,
 ) -> Result<Response<BoxStream<'static, Result<StreamPodSandboxMetricsResponse, Status>>>, Status> {
-    Err(Status::unimplemented("StreamPodSandboxMetrics is not implemented by gantry yet"))
+    Ok(Response::new(chunked(vec![], |pod_sandbox_metrics| StreamPodSandboxMetricsResponse { pod_sandbox_metrics })))
 }
