@@ -102,6 +102,24 @@ impl Daemon {
         }
     }
 
+    /// Runs this daemon's gantryd in the foreground, to its exit: for tests
+    /// of what stops it at start-up. Its stderr is in the output.
+    pub fn run_to_exit(&self) -> std::process::Output {
+        assert!(self.child.is_none(), "daemon already running");
+        Command::new(self.bin.join("gantryd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--listen")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running gantryd")
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let mut cmd = Command::new(self.bin.join("gantryd"));

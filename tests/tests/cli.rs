@@ -512,20 +512,11 @@ async fn pinned_images_are_reported_and_only_a_forced_rmi_removes_them() {
 
 #[test]
 fn a_bad_pinned_image_stops_gantryd_with_its_name() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, "pinned_images = [\"not a reference\"]\n").expect("write");
-    let out = std::process::Command::new(bin_dir().join("gantryd"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--root")
-        .arg(dir.path().join("root"))
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .arg("--listen")
-        .arg(dir.path().join("s.sock"))
-        .output()
-        .expect("gantryd");
+    let out = Daemon::prepare(
+        "pinned_images = [\"not a reference\"]
+",
+    )
+    .run_to_exit();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("not a reference"), "{stderr}");
 }

@@ -150,20 +150,11 @@ async fn bad_metrics_clients_do_not_disturb_cri() {
 fn a_metrics_address_in_use_stops_gantryd_naming_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = taken.local_addr().expect("addr");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, format!("metrics_address = \"{address}\"\n")).expect("write");
-    let out = std::process::Command::new(gantry_tests::bin_dir().join("gantryd"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--root")
-        .arg(dir.path().join("root"))
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .arg("--listen")
-        .arg(dir.path().join("s.sock"))
-        .output()
-        .expect("gantryd");
+    let out = Daemon::prepare(&format!(
+        "metrics_address = \"{address}\"
+"
+    ))
+    .run_to_exit();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains(&address.to_string()) && stderr.contains("in use"), "{stderr}");

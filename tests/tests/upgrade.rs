@@ -198,17 +198,7 @@ fn a_record_of_a_newer_format_stops_gantryd_and_stays() {
     value["a_field_of_the_future"] = "kept".into();
     let newer = serde_json::to_vec(&value).expect("json");
     std::fs::write(&record, &newer).expect("write");
-    let out = std::process::Command::new(d.bin.join("gantryd"))
-        .arg("--config")
-        .arg(&d.config)
-        .arg("--root")
-        .arg(&d.root)
-        .arg("--state")
-        .arg(&d.state)
-        .arg("--listen")
-        .arg(&d.socket)
-        .output()
-        .expect("gantryd");
+    let out = d.run_to_exit();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("newer gantryd") && stderr.contains(&record.display().to_string()), "{stderr}");
