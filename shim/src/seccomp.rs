@@ -22,11 +22,9 @@
 //! i386, where the kernel reads only the low word of each register and so
 //! does the filter.
 
-use std::collections::BTreeMap;
-
 use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 
-use crate::syscall_table as table;
+use crate::syscall_table::{self as table, Table};
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const AUDIT_ARCH_I386: u32 = 0x4000_0003;
@@ -106,12 +104,12 @@ impl Abi {
     }
 
     /// The number `seccomp_data.nr` holds for this call on this ABI.
-    fn number(self, name: &str) -> Option<u32> {
+    fn number(self, t: &Table, name: &str) -> Option<u32> {
         match self {
-            Abi::X86_64 => table::number(name, table::X86_64),
-            Abi::X32 => table::number(name, table::X32).map(|n| n | X32_SYSCALL_BIT),
-            Abi::I386 => table::number(name, table::I386),
-            Abi::Aarch64 => table::number(name, table::AARCH64),
+            Abi::X86_64 => t.number(name, table::X86_64),
+            Abi::X32 => t.number(name, table::X32).map(|n| n | X32_SYSCALL_BIT),
+            Abi::I386 => t.number(name, table::I386),
+            Abi::Aarch64 => t.number(name, table::AARCH64),
         }
     }
 
@@ -260,10 +258,15 @@ fn branch(code: u16, k: u32, skip: usize) -> Vec<Insn> {
     }
 }
 
-/// Each syscall number the profile gives rules for on this ABI, and the
-/// highest number it names at all.
-fn verdicts(profile: &LinuxSeccomp, abi: Abi) -> Result<(BTreeMap<u32, Verdict>, Option<u32>), String> {
-    let mut rules: BTreeMap<u32, Vec<Rule>> = BTreeMap::new();
+/// Syscall numbers with their verdicts, in order.
+type Verdicts = Vec<(u32, Verdict)>;
+
+/// Each syscall number the profile gives rules for on this ABI, in order,
+/// and the highest number it names at all.
+fn verdicts(profile: &LinuxSeccomp, t: &Table, abi: Abi) -> Result<(Verdicts, Option<u32>), String> {
+    // Indexed by number (less the x32 bit): the numbers are small.
+    let base = if abi == Abi::X32 { X32_SYSCALL_BIT } else { 0 };
+    let mut by_nr: Vec<Vec<Rule>> = Vec::new();
     let mut highest = None;
     for rule in profile.syscalls().iter().flatten() {
         let ret = action(rule.action(), rule.errno_ret());
@@ -274,21 +277,27 @@ fn verdicts(profile: &LinuxSeccomp, abi: Abi) -> Result<(BTreeMap<u32, Verdict>,
             }
             conds.push(Cond { index: a.index(), op: a.op(), value: a.value(), two: a.value_two().unwrap_or(0) });
         }
-        for nr in rule.names().iter().filter_map(|name| abi.number(name)) {
+        for nr in rule.names().iter().filter_map(|name| abi.number(t, name)) {
             highest = highest.max(Some(nr));
+            let i = (nr - base) as usize;
+            if by_nr.len() <= i {
+                by_nr.resize_with(i + 1, Vec::new);
+            }
             // Kept even with the default action: it can stop a later rule.
-            rules.entry(nr).or_default().push(Rule { conds: conds.clone(), ret });
+            by_nr[i].push(Rule { conds: conds.clone(), ret });
         }
     }
-    let verdicts = rules
+    let verdicts = by_nr
         .into_iter()
-        .map(|(nr, mut list)| {
+        .enumerate()
+        .filter(|(_, list)| !list.is_empty())
+        .map(|(i, mut list)| {
             // Rules after an unconditional one are never reached.
-            if let Some(i) = list.iter().position(|r| r.conds.is_empty()) {
-                list.truncate(i + 1);
+            if let Some(end) = list.iter().position(|r| r.conds.is_empty()) {
+                list.truncate(end + 1);
             }
             let v = if list[0].conds.is_empty() { Verdict::Ret(list[0].ret) } else { Verdict::Rules(list) };
-            (nr, v)
+            (base + i as u32, v)
         })
         .collect();
     Ok((verdicts, highest))
@@ -296,7 +305,7 @@ fn verdicts(profile: &LinuxSeccomp, abi: Abi) -> Result<(BTreeMap<u32, Verdict>,
 
 /// Ranges of numbers covering 0..=u32::MAX: (first number, verdict), each
 /// running up to the next one's first number.
-fn ranges(verdicts: BTreeMap<u32, Verdict>, highest: Option<u32>, default: u32, enosys: bool) -> Vec<(u32, Verdict)> {
+fn ranges(verdicts: Verdicts, highest: Option<u32>, default: u32, enosys: bool) -> Vec<(u32, Verdict)> {
     let mut out: Vec<(u32, Verdict)> = Vec::new();
     let mut push = |start: u32, v: Verdict| {
         let same = matches!((&v, out.last()), (Verdict::Ret(a), Some((_, Verdict::Ret(b)))) if a == b);
@@ -373,8 +382,9 @@ pub fn compile_for(profile: &LinuxSeccomp, host: &[Abi]) -> Result<Vec<Insn>, St
         profile.default_action(),
         LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog | LinuxSeccompAction::ScmpActTrace
     );
+    let table = Table::load();
     let tree = |abi: Abi| -> Result<Vec<Insn>, String> {
-        let (verdicts, highest) = verdicts(profile, abi)?;
+        let (verdicts, highest) = verdicts(profile, &table, abi)?;
         search(&ranges(verdicts, highest, default, enosys), abi.wide_args(), default)
     };
     // One section per audit architecture, each starting with the number in A.
@@ -497,7 +507,7 @@ mod tests {
         ]}"#;
 
     fn nr(abi: Abi, name: &str) -> u32 {
-        abi.number(name).unwrap_or_else(|| panic!("{name} on {abi:?}"))
+        abi.number(&Table::load(), name).unwrap_or_else(|| panic!("{name} on {abi:?}"))
     }
 
     #[test]
@@ -574,7 +584,8 @@ mod tests {
 
     #[test]
     fn a_profile_naming_every_call_fits_and_long_jumps_land() {
-        let names: Vec<&str> = table::SYSCALLS.iter().map(|(n, _)| *n).collect();
+        let table = Table::load();
+        let names = table.names();
         // Alternate allow and errno so that few neighbours merge; some with conditions.
         let rules: Vec<serde_json::Value> = names
             .iter()
@@ -594,7 +605,7 @@ mod tests {
         assert!(prog.len() <= MAX_INSNS, "{}", prog.len());
         for abi in host {
             for (i, n) in names.iter().enumerate() {
-                let Some(number) = abi.number(n) else { continue };
+                let Some(number) = abi.number(&table, n) else { continue };
                 let got = |arg1| run(&prog, abi.audit_arch(), number, [0, arg1, 0, 0, 0, 0]);
                 match i % 10 {
                     0 | 2 | 4 | 6 | 8 => assert_eq!(got(0), RET_ALLOW, "{n} on {abi:?}"),
