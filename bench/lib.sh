@@ -4,7 +4,7 @@
 set -euo pipefail
 
 bench_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="$bench_repo/target/release"
+bin="${CARGO_TARGET_DIR:-$bench_repo/target}/release"
 
 need=(containerd docker-registry skopeo umoci python3 curl busybox-static jq)
 missing=()
