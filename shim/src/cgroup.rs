@@ -140,15 +140,21 @@ impl ContainerCgroup {
                 ctl.set_limit(limit).map_err(|e| err("memory limit", e))?;
             }
             if let Some(swap) = mem.swap() {
-                // memsw needs swap accounting in the kernel; without it there
-                // is no swap to limit.
-                let _ = ctl.set_memswap_limit(swap);
+                if self.cgroup.v2() {
+                    self.set_swap_v2(swap, mem.limit())?;
+                } else {
+                    // memsw needs swap accounting in the kernel; without it
+                    // there is no swap to limit.
+                    let _ = ctl.set_memswap_limit(swap);
+                }
             }
         }
         if let Some(cpu) = res.cpu() {
             if let Some(ctl) = self.cgroup.controller_of::<CpuController>() {
                 if let Some(shares) = cpu.shares() {
-                    ctl.set_shares(shares).map_err(|e| err("cpu shares", e))?;
+                    // cgroup2 has cpu.weight (1..10000) instead, converted as runc does.
+                    let value = if self.cgroup.v2() { cpu_weight(shares) } else { shares };
+                    ctl.set_shares(value).map_err(|e| err("cpu shares", e))?;
                 }
                 if cpu.quota().is_some() || cpu.period().is_some() {
                     ctl.set_cfs_quota_and_period(cpu.quota(), cpu.period()).map_err(|e| err("cpu quota", e))?;
@@ -230,6 +236,30 @@ impl ContainerCgroup {
         Ok(())
     }
 
+    /// The container's directory in the cgroup2 tree (pure v2 only).
+    fn v2_dir(&self) -> PathBuf {
+        PathBuf::from(cgroups_rs::hierarchies::UNIFIED_MOUNTPOINT).join(&self.rel)
+    }
+
+    /// memory.swap.max: the OCI (and cgroup v1) swap figure is memory plus
+    /// swap, cgroup2's is swap alone (runc's conversion). No file, no swap
+    /// accounting: nothing to limit, as on v1.
+    fn set_swap_v2(&self, memsw: i64, limit: Option<i64>) -> Result<(), String> {
+        let file = self.v2_dir().join("memory.swap.max");
+        if !file.exists() {
+            return Ok(());
+        }
+        let limit = match limit {
+            Some(l) => Some(l),
+            None => std::fs::read_to_string(self.v2_dir().join("memory.max"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok()),
+        };
+        let value = swap_v2(memsw, limit).map_err(|e| format!("cgroup {}: {e}", self.path.display()))?;
+        std::fs::write(&file, &value)
+            .map_err(|e| format!("cgroup {}: writing {value} to {}: {e}", self.path.display(), file.display()))
+    }
+
     pub fn add(&self, pid: u32) -> Result<(), String> {
         self.cgroup
             .add_task_by_tgid(CgroupPid::from(pid as u64))
@@ -288,9 +318,55 @@ impl ContainerCgroup {
     }
 }
 
+/// runc's conversion of CPU shares (2..262144) to cgroup2's cpu.weight
+/// (1..10000): `1 + ((shares - 2) * 9999) / 262142`.
+pub fn cpu_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+}
+
+/// memory.swap.max from the OCI memory+swap figure and the memory limit
+/// (runc's ConvertMemorySwapToCgroupV2Value): -1 is "max"; without a known
+/// memory limit the figure cannot be split.
+pub fn swap_v2(memsw: i64, limit: Option<i64>) -> Result<String, String> {
+    if memsw == -1 {
+        return Ok("max".into());
+    }
+    match limit {
+        Some(l) if l > 0 => {
+            if memsw < l {
+                return Err(format!("memory+swap limit ({memsw}) is below the memory limit ({l})"));
+            }
+            Ok((memsw - l).to_string())
+        }
+        _ => Err(format!("a memory+swap limit ({memsw}) needs a memory limit")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_shares_become_a_cgroup2_weight_as_runc_converts_them() {
+        assert_eq!(cpu_weight(2), 1);
+        assert_eq!(cpu_weight(512), 20);
+        assert_eq!(cpu_weight(1024), 39);
+        assert_eq!(cpu_weight(2048), 79);
+        assert_eq!(cpu_weight(262_144), 10_000);
+        assert_eq!(cpu_weight(1_000_000), 10_000, "clamped");
+    }
+
+    #[test]
+    fn memory_plus_swap_becomes_swap_alone() {
+        assert_eq!(swap_v2(96 << 20, Some(64 << 20)).as_deref(), Ok("33554432"));
+        assert_eq!(swap_v2(64 << 20, Some(64 << 20)).as_deref(), Ok("0"));
+        assert_eq!(swap_v2(-1, None).as_deref(), Ok("max"));
+        assert!(swap_v2(32 << 20, Some(64 << 20)).is_err());
+        assert!(swap_v2(32 << 20, None).is_err());
+    }
 
     #[test]
     fn cgroups_path_is_confined_below_the_root() {
