@@ -112,7 +112,16 @@ impl ContainerCgroup {
         made_ancestors.sort_by_key(|a| (std::cmp::Reverse(a.components().count()), a.clone()));
         made_ancestors.dedup();
         let cg = ContainerCgroup { cgroup, path: path.to_path_buf(), rel: rel.to_path_buf(), hugetlb, made_ancestors };
-        let made = cg.cgroup.create().map_err(|e| format!("creating cgroup {}: {e}", path.display())).and_then(|()| {
+        let made = if cg.cgroup.v2() {
+            // Not cgroups-rs's create: it enables every controller in every
+            // ancestor, also in one holding processes, which makes that a
+            // thread root nothing else can then join (see `make_v2`).
+            make_v2(Path::new(cgroups_rs::hierarchies::UNIFIED_MOUNTPOINT), rel)
+                .map_err(|e| format!("creating cgroup {}: {e}", path.display()))
+        } else {
+            cg.cgroup.create().map_err(|e| format!("creating cgroup {}: {e}", path.display()))
+        };
+        let made = made.and_then(|()| {
             // cgroups-rs only logs a v1 directory it could not make.
             match leaves.iter().find(|l| !l.is_dir()) {
                 Some(l) => Err(format!("creating cgroup {}: {} was not made", path.display(), l.display())),
@@ -136,6 +145,9 @@ impl ContainerCgroup {
     pub fn apply(&self, res: &oci_spec::runtime::LinuxResources) -> Result<(), String> {
         let err = |what: &str, e: cgroups_rs::error::Error| format!("cgroup {}: {what}: {e}", self.path.display());
         if let (Some(mem), Some(ctl)) = (res.memory(), self.cgroup.controller_of::<MemController>()) {
+            if mem.limit().is_some() || mem.swap().is_some() {
+                self.require("memory", "the memory limit")?;
+            }
             if let Some(limit) = mem.limit() {
                 ctl.set_limit(limit).map_err(|e| err("memory limit", e))?;
             }
@@ -152,19 +164,23 @@ impl ContainerCgroup {
         if let Some(cpu) = res.cpu() {
             if let Some(ctl) = self.cgroup.controller_of::<CpuController>() {
                 if let Some(shares) = cpu.shares() {
+                    self.require("cpu", "the CPU shares")?;
                     // cgroup2 has cpu.weight (1..10000) instead, converted as runc does.
                     let value = if self.cgroup.v2() { cpu_weight(shares) } else { shares };
                     ctl.set_shares(value).map_err(|e| err("cpu shares", e))?;
                 }
                 if cpu.quota().is_some() || cpu.period().is_some() {
+                    self.require("cpu", "the CPU quota")?;
                     ctl.set_cfs_quota_and_period(cpu.quota(), cpu.period()).map_err(|e| err("cpu quota", e))?;
                 }
             }
             if let Some(ctl) = self.cgroup.controller_of::<CpuSetController>() {
                 if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
+                    self.require("cpuset", "the cpuset")?;
                     ctl.set_cpus(cpus).map_err(|e| err("cpuset cpus", e))?;
                 }
                 if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
+                    self.require("cpuset", "the cpuset")?;
                     ctl.set_mems(mems).map_err(|e| err("cpuset mems", e))?;
                 }
             }
@@ -217,6 +233,7 @@ impl ContainerCgroup {
             }
         }
         if let (Some(pids), Some(ctl)) = (res.pids(), self.cgroup.controller_of::<PidController>()) {
+            self.require("pids", "the pids limit")?;
             let max = if pids.limit() > 0 { MaxValue::Value(pids.limit()) } else { MaxValue::Max };
             ctl.set_pid_max(max).map_err(|e| err("pids limit", e))?;
         }
@@ -230,6 +247,9 @@ impl ContainerCgroup {
                 .collect::<Result<Vec<_>, String>>()?;
             crate::hugetlb::check(&limits, &crate::hugetlb::kernel_page_sizes(), self.hugetlb.is_some())?;
             if let Some(h) = &self.hugetlb {
+                if h.v2 && !h.separate {
+                    self.require("hugetlb", "the hugepage limits")?;
+                }
                 h.set_limits(&self.rel, &limits).map_err(|e| format!("cgroup {}: {e}", self.path.display()))?;
             }
         }
@@ -239,6 +259,36 @@ impl ContainerCgroup {
     /// The container's directory in the cgroup2 tree (pure v2 only).
     fn v2_dir(&self) -> PathBuf {
         PathBuf::from(cgroups_rs::hierarchies::UNIFIED_MOUNTPOINT).join(&self.rel)
+    }
+
+    /// On cgroup2, fails naming `controller` when it is not enabled for the
+    /// container's cgroup (not in its parent's `cgroup.subtree_control`):
+    /// `what` would otherwise be silently missing.
+    fn require(&self, controller: &str, what: &str) -> Result<(), String> {
+        if !self.cgroup.v2() {
+            return Ok(());
+        }
+        let dir = self.v2_dir();
+        let have = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        if have.split_whitespace().any(|c| c == controller) {
+            return Ok(());
+        }
+        let parent = dir.parent().unwrap_or(&dir);
+        let why = if !read_list(&parent.join("cgroup.controllers")).iter().any(|c| c == controller) {
+            "its parent does not have the controller either".to_string()
+        } else if has_processes(parent) {
+            format!(
+                "{} holds processes, and cgroup v2 lets no cgroup with processes enable controllers for its children",
+                parent.display()
+            )
+        } else {
+            "enabling it failed".to_string()
+        };
+        Err(format!(
+            "cgroup {}: cannot set {what}: the {controller} controller is not enabled for it ({} lacks {controller}: {why})",
+            self.path.display(),
+            parent.join("cgroup.subtree_control").display()
+        ))
     }
 
     /// memory.swap.max: the OCI (and cgroup v1) swap figure is memory plus
@@ -343,6 +393,43 @@ pub fn swap_v2(memsw: i64, limit: Option<i64>) -> Result<String, String> {
         }
         _ => Err(format!("a memory+swap limit ({memsw}) needs a memory limit")),
     }
+}
+
+fn read_list(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file).unwrap_or_default().split_whitespace().map(String::from).collect()
+}
+
+fn has_processes(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+}
+
+/// Makes the cgroup2 directories of `rel` below `root`, enabling in each
+/// ancestor (from the root down) the controllers it has. Never in an
+/// ancestor that holds processes (the root aside): cgroup v2's
+/// no-internal-process rule refuses the domain controllers there, and the
+/// threaded ones (cpu, cpuset, pids) would turn it into a thread root whose
+/// children no process can join. A controller left out is reported by
+/// the limit that needs it (`ContainerCgroup::require`).
+pub fn make_v2(root: &Path, rel: &Path) -> Result<(), String> {
+    let mut dir = root.to_path_buf();
+    for part in rel.components() {
+        if dir == root || !has_processes(&dir) {
+            let enabled = read_list(&dir.join("cgroup.subtree_control"));
+            for c in read_list(&dir.join("cgroup.controllers")) {
+                if !enabled.contains(&c) {
+                    // A failure shows as the controller missing below.
+                    let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+                }
+            }
+        }
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
