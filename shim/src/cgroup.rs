@@ -253,6 +253,9 @@ impl ContainerCgroup {
                 h.set_limits(&self.rel, &limits).map_err(|e| format!("cgroup {}: {e}", self.path.display()))?;
             }
         }
+        if let Some(unified) = res.unified().as_ref().filter(|u| !u.is_empty()) {
+            self.set_unified(unified)?;
+        }
         Ok(())
     }
 
@@ -308,6 +311,50 @@ impl ContainerCgroup {
         let value = swap_v2(memsw, limit).map_err(|e| format!("cgroup {}: {e}", self.path.display()))?;
         std::fs::write(&file, &value)
             .map_err(|e| format!("cgroup {}: writing {value} to {}: {e}", self.path.display(), file.display()))
+    }
+
+    /// The spec's `unified` map (CRI `unified`): cgroup2 files of the
+    /// container's own cgroup, by name, as runc writes them. Names are
+    /// plain file names (no `/`), so nothing outside the cgroup is touched.
+    fn set_unified(&self, unified: &std::collections::HashMap<String, String>) -> Result<(), String> {
+        if !self.cgroup.v2() {
+            return Err(format!(
+                "cgroup {}: unified resources ({}) need a cgroup v2 host",
+                self.path.display(),
+                unified.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let mut keys: Vec<&String> = unified.keys().collect();
+        keys.sort();
+        for key in keys {
+            let Some((controller, _)) = key.split_once('.') else {
+                return Err(format!(
+                    "cgroup {}: unified resource {key:?}: not a cgroup file name",
+                    self.path.display()
+                ));
+            };
+            if key.contains('/') || key.contains('\0') || controller.is_empty() || key.ends_with('.') {
+                return Err(format!(
+                    "cgroup {}: unified resource {key:?}: not a cgroup file name",
+                    self.path.display()
+                ));
+            }
+            if controller != "cgroup" {
+                self.require(controller, &format!("unified resource {key}"))?;
+            }
+            let file = self.v2_dir().join(key);
+            if !file.is_file() {
+                return Err(format!(
+                    "cgroup {}: unified resource {key}: no file {}",
+                    self.path.display(),
+                    file.display()
+                ));
+            }
+            std::fs::write(&file, &unified[key]).map_err(|e| {
+                format!("cgroup {}: unified resource {key}={:?}: {e}", self.path.display(), unified[key])
+            })?;
+        }
+        Ok(())
     }
 
     pub fn add(&self, pid: u32) -> Result<(), String> {
