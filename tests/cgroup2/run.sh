@@ -34,7 +34,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 apt_updated=
 apt_update() { [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }; }
 missing=()
-for p in busybox-static umoci skopeo jq protobuf-compiler binutils; do
+for p in busybox-static umoci skopeo jq binutils; do
     installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
