@@ -144,4 +144,6 @@ if [ "$leftover" -gt 0 ]; then
     echo "tests left $leftover mounts behind" >&2
     exit 1
 fi
+echo "== cgroup v2 pass"
+bash "$here/cgroup2/run.sh"
 echo "== all tests passed"

@@ -310,7 +310,13 @@ fn resources(config: &ContainerConfig) -> Value {
     }
     let hugepages: Vec<Value> =
         r.hugepage_limits.iter().map(|h| json!({"pageSize": h.page_size, "limit": h.limit})).collect();
-    json!({"memory": memory, "cpu": cpu, "hugepageLimits": hugepages})
+    let mut resources = json!({"memory": memory, "cpu": cpu, "hugepageLimits": hugepages});
+    if !r.unified.is_empty() {
+        // cgroup2 files set as they are (kubelet's memory QoS, pids.max…);
+        // the shim refuses them on a cgroup v1 host.
+        resources["unified"] = json!(r.unified);
+    }
+    resources
 }
 
 pub fn build(

@@ -112,7 +112,16 @@ impl ContainerCgroup {
         made_ancestors.sort_by_key(|a| (std::cmp::Reverse(a.components().count()), a.clone()));
         made_ancestors.dedup();
         let cg = ContainerCgroup { cgroup, path: path.to_path_buf(), rel: rel.to_path_buf(), hugetlb, made_ancestors };
-        let made = cg.cgroup.create().map_err(|e| format!("creating cgroup {}: {e}", path.display())).and_then(|()| {
+        let made = if cg.cgroup.v2() {
+            // Not cgroups-rs's create: it enables every controller in every
+            // ancestor, also in one holding processes, which makes that a
+            // thread root nothing else can then join (see `make_v2`).
+            make_v2(Path::new(cgroups_rs::hierarchies::UNIFIED_MOUNTPOINT), rel)
+                .map_err(|e| format!("creating cgroup {}: {e}", path.display()))
+        } else {
+            cg.cgroup.create().map_err(|e| format!("creating cgroup {}: {e}", path.display()))
+        };
+        let made = made.and_then(|()| {
             // cgroups-rs only logs a v1 directory it could not make.
             match leaves.iter().find(|l| !l.is_dir()) {
                 Some(l) => Err(format!("creating cgroup {}: {} was not made", path.display(), l.display())),
@@ -136,29 +145,42 @@ impl ContainerCgroup {
     pub fn apply(&self, res: &oci_spec::runtime::LinuxResources) -> Result<(), String> {
         let err = |what: &str, e: cgroups_rs::error::Error| format!("cgroup {}: {what}: {e}", self.path.display());
         if let (Some(mem), Some(ctl)) = (res.memory(), self.cgroup.controller_of::<MemController>()) {
+            if mem.limit().is_some() || mem.swap().is_some() {
+                self.require("memory", "the memory limit")?;
+            }
             if let Some(limit) = mem.limit() {
                 ctl.set_limit(limit).map_err(|e| err("memory limit", e))?;
             }
             if let Some(swap) = mem.swap() {
-                // memsw needs swap accounting in the kernel; without it there
-                // is no swap to limit.
-                let _ = ctl.set_memswap_limit(swap);
+                if self.cgroup.v2() {
+                    self.set_swap_v2(swap, mem.limit())?;
+                } else {
+                    // memsw needs swap accounting in the kernel; without it
+                    // there is no swap to limit.
+                    let _ = ctl.set_memswap_limit(swap);
+                }
             }
         }
         if let Some(cpu) = res.cpu() {
             if let Some(ctl) = self.cgroup.controller_of::<CpuController>() {
                 if let Some(shares) = cpu.shares() {
-                    ctl.set_shares(shares).map_err(|e| err("cpu shares", e))?;
+                    self.require("cpu", "the CPU shares")?;
+                    // cgroup2 has cpu.weight (1..10000) instead, converted as runc does.
+                    let value = if self.cgroup.v2() { cpu_weight(shares) } else { shares };
+                    ctl.set_shares(value).map_err(|e| err("cpu shares", e))?;
                 }
                 if cpu.quota().is_some() || cpu.period().is_some() {
+                    self.require("cpu", "the CPU quota")?;
                     ctl.set_cfs_quota_and_period(cpu.quota(), cpu.period()).map_err(|e| err("cpu quota", e))?;
                 }
             }
             if let Some(ctl) = self.cgroup.controller_of::<CpuSetController>() {
                 if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
+                    self.require("cpuset", "the cpuset")?;
                     ctl.set_cpus(cpus).map_err(|e| err("cpuset cpus", e))?;
                 }
                 if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
+                    self.require("cpuset", "the cpuset")?;
                     ctl.set_mems(mems).map_err(|e| err("cpuset mems", e))?;
                 }
             }
@@ -211,6 +233,7 @@ impl ContainerCgroup {
             }
         }
         if let (Some(pids), Some(ctl)) = (res.pids(), self.cgroup.controller_of::<PidController>()) {
+            self.require("pids", "the pids limit")?;
             let max = if pids.limit() > 0 { MaxValue::Value(pids.limit()) } else { MaxValue::Max };
             ctl.set_pid_max(max).map_err(|e| err("pids limit", e))?;
         }
@@ -224,8 +247,112 @@ impl ContainerCgroup {
                 .collect::<Result<Vec<_>, String>>()?;
             crate::hugetlb::check(&limits, &crate::hugetlb::kernel_page_sizes(), self.hugetlb.is_some())?;
             if let Some(h) = &self.hugetlb {
+                if h.v2 && !h.separate {
+                    self.require("hugetlb", "the hugepage limits")?;
+                }
                 h.set_limits(&self.rel, &limits).map_err(|e| format!("cgroup {}: {e}", self.path.display()))?;
             }
+        }
+        if let Some(unified) = res.unified().as_ref().filter(|u| !u.is_empty()) {
+            self.set_unified(unified)?;
+        }
+        Ok(())
+    }
+
+    /// The container's directory in the cgroup2 tree (pure v2 only).
+    fn v2_dir(&self) -> PathBuf {
+        PathBuf::from(cgroups_rs::hierarchies::UNIFIED_MOUNTPOINT).join(&self.rel)
+    }
+
+    /// On cgroup2, fails naming `controller` when it is not enabled for the
+    /// container's cgroup (not in its parent's `cgroup.subtree_control`):
+    /// `what` would otherwise be silently missing.
+    fn require(&self, controller: &str, what: &str) -> Result<(), String> {
+        if !self.cgroup.v2() {
+            return Ok(());
+        }
+        let dir = self.v2_dir();
+        let have = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        if have.split_whitespace().any(|c| c == controller) {
+            return Ok(());
+        }
+        let parent = dir.parent().unwrap_or(&dir);
+        let why = if !read_list(&parent.join("cgroup.controllers")).iter().any(|c| c == controller) {
+            "its parent does not have the controller either".to_string()
+        } else if has_processes(parent) {
+            format!(
+                "{} holds processes, and cgroup v2 lets no cgroup with processes enable controllers for its children",
+                parent.display()
+            )
+        } else {
+            "enabling it failed".to_string()
+        };
+        Err(format!(
+            "cgroup {}: cannot set {what}: the {controller} controller is not enabled for it ({} lacks {controller}: {why})",
+            self.path.display(),
+            parent.join("cgroup.subtree_control").display()
+        ))
+    }
+
+    /// memory.swap.max: the OCI (and cgroup v1) swap figure is memory plus
+    /// swap, cgroup2's is swap alone (runc's conversion). No file, no swap
+    /// accounting: nothing to limit, as on v1.
+    fn set_swap_v2(&self, memsw: i64, limit: Option<i64>) -> Result<(), String> {
+        let file = self.v2_dir().join("memory.swap.max");
+        if !file.exists() {
+            return Ok(());
+        }
+        let limit = match limit {
+            Some(l) => Some(l),
+            None => std::fs::read_to_string(self.v2_dir().join("memory.max"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok()),
+        };
+        let value = swap_v2(memsw, limit).map_err(|e| format!("cgroup {}: {e}", self.path.display()))?;
+        std::fs::write(&file, &value)
+            .map_err(|e| format!("cgroup {}: writing {value} to {}: {e}", self.path.display(), file.display()))
+    }
+
+    /// The spec's `unified` map (CRI `unified`): cgroup2 files of the
+    /// container's own cgroup, by name, as runc writes them. Names are
+    /// plain file names (no `/`), so nothing outside the cgroup is touched.
+    fn set_unified(&self, unified: &std::collections::HashMap<String, String>) -> Result<(), String> {
+        if !self.cgroup.v2() {
+            return Err(format!(
+                "cgroup {}: unified resources ({}) need a cgroup v2 host",
+                self.path.display(),
+                unified.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let mut keys: Vec<&String> = unified.keys().collect();
+        keys.sort();
+        for key in keys {
+            let Some((controller, _)) = key.split_once('.') else {
+                return Err(format!(
+                    "cgroup {}: unified resource {key:?}: not a cgroup file name",
+                    self.path.display()
+                ));
+            };
+            if key.contains('/') || key.contains('\0') || controller.is_empty() || key.ends_with('.') {
+                return Err(format!(
+                    "cgroup {}: unified resource {key:?}: not a cgroup file name",
+                    self.path.display()
+                ));
+            }
+            if controller != "cgroup" {
+                self.require(controller, &format!("unified resource {key}"))?;
+            }
+            let file = self.v2_dir().join(key);
+            if !file.is_file() {
+                return Err(format!(
+                    "cgroup {}: unified resource {key}: no file {}",
+                    self.path.display(),
+                    file.display()
+                ));
+            }
+            std::fs::write(&file, &unified[key]).map_err(|e| {
+                format!("cgroup {}: unified resource {key}={:?}: {e}", self.path.display(), unified[key])
+            })?;
         }
         Ok(())
     }
@@ -288,9 +415,92 @@ impl ContainerCgroup {
     }
 }
 
+/// runc's conversion of CPU shares (2..262144) to cgroup2's cpu.weight
+/// (1..10000): `1 + ((shares - 2) * 9999) / 262142`.
+pub fn cpu_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+}
+
+/// memory.swap.max from the OCI memory+swap figure and the memory limit
+/// (runc's ConvertMemorySwapToCgroupV2Value): -1 is "max"; without a known
+/// memory limit the figure cannot be split.
+pub fn swap_v2(memsw: i64, limit: Option<i64>) -> Result<String, String> {
+    if memsw == -1 {
+        return Ok("max".into());
+    }
+    match limit {
+        Some(l) if l > 0 => {
+            if memsw < l {
+                return Err(format!("memory+swap limit ({memsw}) is below the memory limit ({l})"));
+            }
+            Ok((memsw - l).to_string())
+        }
+        _ => Err(format!("a memory+swap limit ({memsw}) needs a memory limit")),
+    }
+}
+
+fn read_list(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file).unwrap_or_default().split_whitespace().map(String::from).collect()
+}
+
+fn has_processes(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+}
+
+/// Makes the cgroup2 directories of `rel` below `root`, enabling in each
+/// ancestor (from the root down) the controllers it has. Never in an
+/// ancestor that holds processes (the root aside): cgroup v2's
+/// no-internal-process rule refuses the domain controllers there, and the
+/// threaded ones (cpu, cpuset, pids) would turn it into a thread root whose
+/// children no process can join. A controller left out is reported by
+/// the limit that needs it (`ContainerCgroup::require`).
+pub fn make_v2(root: &Path, rel: &Path) -> Result<(), String> {
+    let mut dir = root.to_path_buf();
+    for part in rel.components() {
+        if dir == root || !has_processes(&dir) {
+            let enabled = read_list(&dir.join("cgroup.subtree_control"));
+            for c in read_list(&dir.join("cgroup.controllers")) {
+                if !enabled.contains(&c) {
+                    // A failure shows as the controller missing below.
+                    let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+                }
+            }
+        }
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_shares_become_a_cgroup2_weight_as_runc_converts_them() {
+        assert_eq!(cpu_weight(2), 1);
+        assert_eq!(cpu_weight(512), 20);
+        assert_eq!(cpu_weight(1024), 39);
+        assert_eq!(cpu_weight(2048), 79);
+        assert_eq!(cpu_weight(262_144), 10_000);
+        assert_eq!(cpu_weight(1_000_000), 10_000, "clamped");
+    }
+
+    #[test]
+    fn memory_plus_swap_becomes_swap_alone() {
+        assert_eq!(swap_v2(96 << 20, Some(64 << 20)).as_deref(), Ok("33554432"));
+        assert_eq!(swap_v2(64 << 20, Some(64 << 20)).as_deref(), Ok("0"));
+        assert_eq!(swap_v2(-1, None).as_deref(), Ok("max"));
+        assert!(swap_v2(32 << 20, Some(64 << 20)).is_err());
+        assert!(swap_v2(32 << 20, None).is_err());
+    }
 
     #[test]
     fn cgroups_path_is_confined_below_the_root() {

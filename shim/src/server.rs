@@ -135,7 +135,10 @@ fn update_resources(u: &gantry_proto::shim::UpdateRequest) -> Result<oci_spec::r
     }
     let hugepages: Vec<serde_json::Value> =
         u.hugepage_limits.iter().map(|h| serde_json::json!({"pageSize": h.page_size, "limit": h.limit})).collect();
-    let value = serde_json::json!({"memory": memory, "cpu": cpu, "hugepageLimits": hugepages});
+    let mut value = serde_json::json!({"memory": memory, "cpu": cpu, "hugepageLimits": hugepages});
+    if !u.unified.is_empty() {
+        value["unified"] = serde_json::json!(u.unified);
+    }
     serde_json::from_value(value).map_err(|e| format!("resources: {e}"))
 }
 

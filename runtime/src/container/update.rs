@@ -42,6 +42,7 @@ impl Runtime {
                 .iter()
                 .map(|h| gantry_proto::shim::HugepageLimit { page_size: h.page_size.clone(), limit: h.limit })
                 .collect(),
+            unified: resources.unified.clone(),
         };
         let mut shim = self.shim(id).await.map_err(|e| internal("connecting to shim")(&e))?;
         shim.update(update).await.map_err(|e| match e {

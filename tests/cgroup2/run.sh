@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The cgroup v2 pass: boots Debian's kernel (linux-image-amd64) under QEMU
+# (TCG, 2 CPUs, 2 GiB) on a busybox initramfs that mounts a pure cgroup v2
+# hierarchy with every controller, and runs Gantry there: gantryd on a tmpfs,
+# driven through CRI by tests/src/bin/cgroup2_pass.rs, which checks what
+# lands in the cgroupfs. Results come back over the serial console.
+#
+#   sudo bash tests/cgroup2/run.sh
+#
+# Ends with "N passed, M failed"; exits non-zero if a check failed or the node
+# did not finish within GANTRY_CGROUP2_TIMEOUT seconds (default 420).
+# GANTRY_CGROUP2_PROFILE=release uses release binaries (default: debug, the
+# ones tests/run.sh builds). Everything comes from Debian packages; the
+# kernel package is unpacked (not installed) into a cache in /var/tmp.
+# Cleans up (QEMU by its pid, the temp dir) also on failure.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/cgroup2/run.sh must run as root (apt, the kernel cache)" >&2
+    exit 1
+fi
+
+profile=${GANTRY_CGROUP2_PROFILE:-debug}
+timeout_s=${GANTRY_CGROUP2_TIMEOUT:-420}
+started_at=$(date +%s)
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+# --- what the host needs ----------------------------------------------------
+apt_updated=
+apt_update() { [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }; }
+missing=()
+for p in busybox-static umoci skopeo jq binutils; do
+    installed "$p" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    apt_update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v qemu-system-x86_64 >/dev/null; then
+    # QEMU from bookworm-backports (as qemu-utils here), on the mirror the
+    # machine's Debian sources already use.
+    if ! apt-cache policy qemu-system-x86 | grep -q bookworm-backports; then
+        mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1)
+        mirror=${mirror:-http://deb.debian.org/debian}
+        echo "deb ${mirror%/} bookworm-backports main" >/etc/apt/sources.list.d/gantry-bookworm-backports.list
+        apt_updated=
+    fi
+    apt_update
+    want=qemu-system-x86
+    utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    if [ -n "$utils" ] && apt-cache madison qemu-system-x86 | grep -qF " $utils "; then
+        want="qemu-system-x86=$utils"
+    fi
+    echo "== installing $want (bookworm-backports)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports "$want" >/dev/null
+fi
+
+# --- the kernel: Debian's linux-image-amd64, unpacked into a cache ---------
+kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+if [ -z "$kpkg" ]; then
+    apt_update
+    kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+fi
+kcache=/var/tmp/gantry-cgroup2-kernel/$kpkg
+kver=${kpkg#linux-image-}
+if [ ! -e "$kcache/boot/vmlinuz-$kver" ]; then
+    echo "== fetching $kpkg"
+    rm -rf "$kcache" "$kcache.tmp"
+    mkdir -p "$kcache.tmp"
+    (cd "$kcache.tmp" && apt-get download -q "$kpkg" 2>&1 | grep -v unsandboxed || true)
+    dpkg-deb -x "$kcache.tmp"/"$kpkg"_*.deb "$kcache.tmp/root"
+    mv "$kcache.tmp/root" "$kcache"
+    rm -rf "$kcache.tmp"
+fi
+kmods=$kcache/lib/modules/$kver/kernel
+
+# --- Gantry ------------------------------------------------------------------
+target=${CARGO_TARGET_DIR:-$repo/target}
+flags=(--quiet)
+[ "$profile" = release ] && flags+=(--release)
+echo "== cargo build ($profile)"
+cargo build "${flags[@]}" -p gantryd -p gantry-shim -p gantry-cli -p gantry-tests --bins
+bins=$target/$profile
+
+work="$(mktemp -d /tmp/gantry-cgroup2.XXXXXX)"
+qemu_pid=
+cleanup() {
+    if [ -n "$qemu_pid" ]; then
+        kill "$qemu_pid" 2>/dev/null || true
+        wait "$qemu_pid" 2>/dev/null || true
+    fi
+    rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+
+# --- the busybox image, as a docker-archive for `gantry load` ---------------
+echo "== building the busybox image"
+layout=$work/oci
+umoci --log error init --layout "$layout"
+umoci --log error new --image "$layout:busybox"
+umoci --log error unpack --image "$layout:busybox" "$work/bundle" >/dev/null
+rootfs=$work/bundle/rootfs
+mkdir -p "$rootfs"/{bin,etc,root,proc,sys,dev,tmp}
+chmod 1777 "$rootfs/tmp"
+cp -L /bin/busybox "$rootfs/bin/busybox"
+for applet in $("$rootfs/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+umoci --log error repack --image "$layout:busybox" "$work/bundle"
+umoci --log error config --image "$layout:busybox" --architecture amd64 --os linux --config.cmd sh \
+    --config.env PATH=/usr/sbin:/usr/bin:/sbin:/bin
+skopeo copy -q "oci:$layout:busybox" "docker-archive:$work/busybox.tar:gantry/busybox:latest"
+
+# --- the initramfs -----------------------------------------------------------
+echo "== packing the initramfs"
+ir=$work/initramfs
+mkdir -p "$ir"/{bin,opt/gantry,lib/modules,etc}
+cp -L /bin/busybox "$ir/bin/busybox"
+ln -s busybox "$ir/bin/sh"
+cp "$here/init.sh" "$ir/init"
+chmod 0755 "$ir/init"
+cp "$kmods/fs/overlayfs/overlay.ko" "$ir/lib/modules/"
+for b in gantryd gantry-shim gantry cgroup2_pass; do
+    strip -o "$ir/opt/gantry/$b" "$bins/$b"
+done
+cp "$work/busybox.tar" "$ir/opt/gantry/"
+# The binaries' shared libraries, at the paths the loader looks for them.
+for lib in $(ldd "$ir"/opt/gantry/{gantryd,gantry-shim,gantry,cgroup2_pass} | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+    mkdir -p "$ir$(dirname "$lib")"
+    cp -L "$lib" "$ir$lib"
+done
+(cd "$ir" && find . | busybox cpio -o -H newc 2>/dev/null) >"$work/initrd"
+
+# --- boot the node -----------------------------------------------------------
+echo "== booting $kpkg under QEMU (TCG), timeout ${timeout_s}s"
+console=$work/console.log
+qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -nographic -monitor none -serial stdio -nic none \
+    -no-reboot -kernel "$kcache/boot/vmlinuz-$kver" -initrd "$work/initrd" \
+    -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init" </dev/null >"$console" 2>&1 &
+qemu_pid=$!
+boot_at=$(date +%s)
+deadline=$((boot_at + timeout_s))
+finished=
+while kill -0 "$qemu_pid" 2>/dev/null; do
+    if grep -qa '^@@end' "$console"; then
+        finished=1
+        break
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+        break
+    fi
+    sleep 1
+done
+grep -qa '^@@end' "$console" && finished=1
+end_at=$(date +%s)
+# The whole console, for a look afterwards.
+mkdir -p "$target" && tr -d '\r' <"$console" >"$target/cgroup2-console.log"
+
+tr -d '\r' <"$console" | sed -n 's/.*\(@@node \)/\1/p; /^@@begin/,/^@@end/p' | grep -v '^@@begin' || true
+passed=$(tr -d '\r' <"$console" | grep -c '^PASS ' || true)
+failed=$(tr -d '\r' <"$console" | grep -c '^FAIL ' || true)
+if [ -z "$finished" ]; then
+    echo "FAIL node: the cgroup v2 node did not finish within ${timeout_s}s; its console ends with:"
+    tr -d '\r' <"$console" | tail -40 | sed 's/^/    /'
+    failed=$((failed + 1))
+elif [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
+    echo "FAIL node: the pass reported nothing"
+    failed=$((failed + 1))
+fi
+echo "== node: console in $target/cgroup2-console.log; $((end_at - boot_at))s from boot to power-off; whole pass $((end_at - started_at))s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
