@@ -170,11 +170,12 @@ failed=$(tr -d '\r' <"$console" | grep -c '^FAIL ' || true)
 if [ -z "$finished" ]; then
     echo "FAIL node: the cgroup v2 node did not finish within ${timeout_s}s; its console ends with:"
     tr -d '\r' <"$console" | tail -40 | sed 's/^/    /'
+    echo
     failed=$((failed + 1))
 elif [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
     echo "FAIL node: the pass reported nothing"
     failed=$((failed + 1))
 fi
-echo "== node: console in $target/cgroup2-console.log; $((end_at - boot_at))s from boot to power-off; whole pass $((end_at - started_at))s"
+echo "== node: console in $target/cgroup2-console.log; $((end_at - boot_at))s in the node (boot to power-off or timeout); whole pass $((end_at - started_at))s"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -448,11 +448,11 @@ impl Pass {
         let after_cpu = keyed(&dir.join("cpu.stat"))?.get("usage_usec").copied().unwrap_or(0) * 1000;
         let after_mem: u64 = read(&dir.join("memory.current"))?.parse().unwrap_or(0);
         let memory_stat = keyed(&dir.join("memory.stat"))?;
+        // Memory may go down as well as up between the two readings.
+        let (mem_lo, mem_hi) = (before_mem.min(after_mem), before_mem.max(after_mem));
         let pids: u64 = read(&dir.join("pids.current"))?.parse().unwrap_or(0);
         let v = |x: &Option<gantry_proto::cri::v1::UInt64Value>| x.as_ref().map(|v| v.value);
-        let in_range = |what: &str, got: Option<u64>, a: u64, b: u64, slack: u64| {
-            // Memory can shrink as well as grow between the two readings.
-            let (lo, hi) = (a.min(b), a.max(b));
+        let in_range = |what: &str, got: Option<u64>, lo: u64, hi: u64, slack: u64| {
             let g = got.ok_or_else(|| format!("{what}: missing"))?;
             ensure(g + slack >= lo && g <= hi + slack, || format!("{what} {g}, cgroupfs says {lo}..{hi}"))
         };
@@ -461,12 +461,11 @@ impl Pass {
             let mem = s.memory.as_ref().ok_or("no memory")?;
             ensure(before_cpu > 0, || "cpu.stat usage_usec is 0".into())?;
             in_range("cpu usage", v(&cpu.usage_core_nano_seconds), before_cpu, after_cpu, 0)?;
-            in_range("memory usage", v(&mem.usage_bytes), before_mem, after_mem, 64 << 10)?;
-            let working =
-                before_mem.min(after_mem).saturating_sub(memory_stat.get("inactive_file").copied().unwrap_or(0));
-            in_range("working set", v(&mem.working_set_bytes), working, after_mem, 64 << 10)?;
+            in_range("memory usage", v(&mem.usage_bytes), mem_lo, mem_hi, 256 << 10)?;
+            let working = mem_lo.saturating_sub(memory_stat.get("inactive_file").copied().unwrap_or(0));
+            in_range("working set", v(&mem.working_set_bytes), working, mem_hi, 256 << 10)?;
             let anon = memory_stat.get("anon").copied().unwrap_or(0);
-            in_range("rss (anon)", v(&mem.rss_bytes), anon, anon, 64 << 10)?;
+            in_range("rss (anon)", v(&mem.rss_bytes), anon, anon, 256 << 10)?;
             let faults = memory_stat.get("pgfault").copied().unwrap_or(0);
             in_range("page faults", v(&mem.page_faults), faults / 2, faults, 0)
         };
@@ -476,7 +475,7 @@ impl Pass {
             let mem = linux.memory.as_ref().ok_or("no memory")?;
             let cpu = linux.cpu.as_ref().ok_or("no cpu")?;
             in_range("pod cpu", v(&cpu.usage_core_nano_seconds), before_cpu, after_cpu, 0)?;
-            in_range("pod memory", v(&mem.usage_bytes), before_mem, after_mem, 64 << 10)?;
+            in_range("pod memory", v(&mem.usage_bytes), mem_lo, mem_hi, 256 << 10)?;
             let procs = linux.process.as_ref().and_then(|p| v(&p.process_count));
             in_range("pod processes (pids.current)", procs, pids, pids, 0)?;
             ensure(linux.containers.len() == 1, || format!("{} containers listed", linux.containers.len()))?;
