@@ -102,26 +102,8 @@ impl Daemon {
         }
     }
 
-    /// Runs this daemon's gantryd in the foreground, to its exit: for tests
-    /// of what stops it at start-up. Its stderr is in the output.
-    pub fn run_to_exit(&self) -> std::process::Output {
-        assert!(self.child.is_none(), "daemon already running");
-        Command::new(self.bin.join("gantryd"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--state")
-            .arg(&self.state)
-            .arg("--listen")
-            .arg(&self.socket)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running gantryd")
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+    /// gantryd with this daemon's config, root, state dir and socket.
+    fn gantryd(&self) -> Command {
         let mut cmd = Command::new(self.bin.join("gantryd"));
         cmd.arg("--config")
             .arg(&self.config)
@@ -131,9 +113,22 @@ impl Daemon {
             .arg(&self.state)
             .arg("--listen")
             .arg(&self.socket)
-            .arg("--log-level")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs this daemon's gantryd in the foreground, to its exit: for tests
+    /// of what stops it at start-up. Its stderr is in the output.
+    pub fn run_to_exit(&self) -> std::process::Output {
+        assert!(self.child.is_none(), "daemon already running");
+        self.gantryd().output().expect("running gantryd")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let mut cmd = self.gantryd();
+        cmd.arg("--log-level")
             .arg("info,gantry_imageservice=debug,gantryd=debug,gantry_runtime=debug")
-            .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
         // Its own process group, so that a test harness's signals do not reach it.
