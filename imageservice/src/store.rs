@@ -67,7 +67,9 @@ pub struct ImageStore {
     /// Layers held by something other than an image (containers' rootfs).
     held_layers: std::sync::Mutex<HashMap<String, Vec<Digest>>>,
     /// Last disk usage walk: when, and (bytes, inodes).
-    usage_cache: std::sync::Mutex<Option<(std::time::Instant, (u64, u64))>>,
+    usage_cache: UsageCache,
+    /// The same for the containers' writable layers (ImageFsInfo).
+    rw_usage_cache: UsageCache,
     /// The images the node must keep (`pinned_images`).
     pinned: std::sync::RwLock<crate::pinning::PinnedImages>,
     pub counters: StoreCounters,
@@ -107,7 +109,8 @@ impl ImageStore {
             inflight: KeyedLocks::default(),
             downloads: Arc::new(Semaphore::new(MAX_CONCURRENT_DOWNLOADS)),
             held_layers: std::sync::Mutex::new(HashMap::new()),
-            usage_cache: std::sync::Mutex::new(None),
+            usage_cache: UsageCache::default(),
+            rw_usage_cache: UsageCache::default(),
             pinned: Default::default(),
             counters: StoreCounters::default(),
         });
@@ -220,15 +223,7 @@ impl ImageStore {
     /// every file each time is wasteful, so a result is reused for
     /// `USAGE_TTL` unless a pull or a removal changed the store since.
     pub async fn disk_usage(&self) -> (u64, u64) {
-        if let Some((at, usage)) = *self.usage_cache.lock().unwrap_or_else(|e| e.into_inner()) {
-            if at.elapsed() < USAGE_TTL {
-                return usage;
-            }
-        }
-        let root = self.root.clone();
-        let usage = tokio::task::spawn_blocking(move || crate::fsutil::disk_usage(&root)).await.unwrap_or((0, 0));
-        *self.usage_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), usage));
-        usage
+        self.usage_cache.get_or_walk(&self.root).await
     }
 
     /// The images the node must keep, from gantryd's `pinned_images`.
@@ -242,10 +237,9 @@ impl ImageStore {
     }
 
     /// Bytes and inodes of the containers' writable layers (ImageFsInfo's
-    /// container filesystem), walked at each call.
+    /// container filesystem), reused for `USAGE_TTL` as the store's.
     pub async fn writable_layers_usage(&self) -> (u64, u64) {
-        let active = self.snapshots.root().join("active");
-        tokio::task::spawn_blocking(move || crate::fsutil::disk_usage(&active)).await.unwrap_or((0, 0))
+        self.rw_usage_cache.get_or_walk(&self.snapshots.root().join("active")).await
     }
 
     /// How many unpacked layers the store holds.
@@ -255,7 +249,29 @@ impl ImageStore {
 
     /// The store changed: the next `disk_usage` walks it again.
     pub(crate) fn usage_changed(&self) {
-        *self.usage_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.usage_cache.clear();
+    }
+}
+
+/// A directory walk's (bytes, inodes), reused for `USAGE_TTL`.
+#[derive(Default)]
+struct UsageCache(std::sync::Mutex<Option<(std::time::Instant, (u64, u64))>>);
+
+impl UsageCache {
+    async fn get_or_walk(&self, dir: &Path) -> (u64, u64) {
+        if let Some((at, usage)) = *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            if at.elapsed() < USAGE_TTL {
+                return usage;
+            }
+        }
+        let dir = dir.to_path_buf();
+        let usage = tokio::task::spawn_blocking(move || crate::fsutil::disk_usage(&dir)).await.unwrap_or((0, 0));
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), usage));
+        usage
+    }
+
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
