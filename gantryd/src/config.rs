@@ -50,6 +50,43 @@ pub struct Config {
     pub pinned_images: Vec<String>,
     /// Pod networking.
     pub cni: CniConfig,
+    /// RuntimeClass handlers besides the built-in shim: external OCI
+    /// runtimes with a runc-compatible command line, by handler name.
+    pub runtimes: BTreeMap<String, RuntimeHandlerConfig>,
+}
+
+/// One external OCI runtime (`[runtimes.NAME]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeHandlerConfig {
+    /// The runtime's executable (runc, crun, runsc…), an absolute path.
+    pub binary: PathBuf,
+    /// Its state directory (`--root`) [default: STATE/runtimes/NAME].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// Global options given before each subcommand (`--systemd-cgroup`…).
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+impl Config {
+    /// The runtime's handlers as gantryd's runtime takes them; names and
+    /// paths checked.
+    pub fn handlers(&self) -> anyhow::Result<gantry_runtime::handlers::Handlers> {
+        let external = self
+            .runtimes
+            .iter()
+            .map(|(name, h)| {
+                let handler = gantry_runtime::handlers::OciHandler {
+                    binary: h.binary.clone(),
+                    root: h.root.clone().unwrap_or_else(|| self.state.join("runtimes").join(name)),
+                    options: h.options.clone(),
+                };
+                (name.clone(), handler)
+            })
+            .collect();
+        gantry_runtime::handlers::Handlers::new(external).map_err(|e| anyhow::anyhow!("configuration: {e}"))
+    }
 }
 
 /// Where the CNI network configs and plugin binaries are.
@@ -85,6 +122,7 @@ impl Default for Config {
             metrics_address: String::new(),
             pinned_images: vec![],
             cni: CniConfig::default(),
+            runtimes: BTreeMap::new(),
         }
     }
 }
@@ -223,6 +261,10 @@ mod tests {
                 ca_file: Some("/ca".into()),
                 skip_upstream: true,
             },
+        );
+        c.runtimes.insert(
+            "NAME".into(),
+            RuntimeHandlerConfig { binary: "/b".into(), root: Some("/r".into()), options: vec!["--o".into()] },
         );
         fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
             for (k, v) in t {

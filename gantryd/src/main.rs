@@ -152,7 +152,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         conf_dir: config.cni.conf_dir.clone(),
         bin_dirs: config.cni.bin_dirs.clone(),
     });
-    let runtime = gantry_runtime::Runtime::open(images.clone(), &config.state, shim, network)
+    let handlers = config.handlers()?;
+    let runtime = gantry_runtime::Runtime::open(images.clone(), &config.state, shim, network, handlers)
         .await
         .map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
     // Only now that the containers hold their layers: collect what an earlier

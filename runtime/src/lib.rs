@@ -14,6 +14,7 @@ pub mod devices;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod handlers;
 pub mod listing;
 pub mod network;
 pub mod records;

@@ -42,6 +42,9 @@ pub struct SandboxRecord {
     pub overhead: Option<gantry_proto::cri::v1::LinuxContainerResources>,
     #[serde(default)]
     pub resources: Option<gantry_proto::cri::v1::LinuxContainerResources>,
+    /// The RuntimeClass handler that runs the pod's containers ("": built-in).
+    #[serde(default)]
+    pub runtime_handler: String,
 }
 
 /// Cgroup `gantry-ID` below the pod's cgroup parent (kubelet's pod cgroup),

@@ -24,6 +24,7 @@ use crate::cgroupfs::CgroupLayout;
 use crate::cpu_readings::CpuReadings;
 use crate::error::{internal, RuntimeError};
 use crate::events::EventBus;
+use crate::handlers::Handlers;
 use crate::listing::Listing;
 use crate::network::NetworkManager;
 use crate::records::{ContainerRecord, SandboxRecord};
@@ -48,6 +49,8 @@ pub struct Runtime {
     /// The previous CPU reading per container or pod, for CPU rates.
     pub(crate) cpu_readings: CpuReadings,
     pub counters: RuntimeCounters,
+    /// The RuntimeClass handlers: the built-in shim and external OCI runtimes.
+    pub handlers: Handlers,
 }
 
 /// Running totals for gantryd's metrics.
@@ -68,6 +71,7 @@ impl Runtime {
         state_dir: &Path,
         shim_binary: PathBuf,
         network: NetworkManager,
+        handlers: Handlers,
     ) -> Result<Self, RuntimeError> {
         for d in ["sandboxes", "containers", "s"] {
             tokio::fs::create_dir_all(state_dir.join(d)).await.map_err(|e| internal("creating state dirs")(&e))?;
@@ -84,6 +88,7 @@ impl Runtime {
             cgroups: CgroupLayout::detect(),
             cpu_readings: Default::default(),
             counters: RuntimeCounters::default(),
+            handlers,
         };
         rt.load().await?;
         Ok(rt)

@@ -4,6 +4,8 @@
 //! resident once per container on every node, so it must stay tiny.
 //!
 //! Usage: gantry-shim --id ID --bundle DIR --socket PATH --log FILE
+//!          [--runtime BINARY --runtime-root DIR [--runtime-option OPT]…]
+//!          (an external OCI runtime makes the container, see `oci_runtime`)
 //!        gantry-shim pause   (a pod sandbox's process, see `pause`)
 //!        gantry-shim exec …  (one more process in a container, see `exec`)
 //!        gantry-shim port-forward …  (a connection into a pod, see `portforward`)
@@ -22,6 +24,7 @@ mod exec;
 mod hugetlb;
 mod log;
 mod mount_api;
+mod oci_runtime;
 mod pause;
 mod portforward;
 mod privileges;
@@ -49,6 +52,9 @@ fn parse_args() -> Result<Args, String> {
     let mut bundle = None;
     let mut socket = None;
     let mut log = None;
+    let mut runtime = None;
+    let mut runtime_root = None;
+    let mut runtime_options = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let slot = match flag.as_str() {
@@ -56,6 +62,12 @@ fn parse_args() -> Result<Args, String> {
             "--bundle" => &mut bundle,
             "--socket" => &mut socket,
             "--log" => &mut log,
+            "--runtime" => &mut runtime,
+            "--runtime-root" => &mut runtime_root,
+            "--runtime-option" => {
+                runtime_options.push(it.next().ok_or_else(|| format!("{flag} needs a value"))?);
+                continue;
+            }
             "--version" => {
                 println!("gantry-shim {}", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
@@ -65,7 +77,15 @@ fn parse_args() -> Result<Args, String> {
         *slot = Some(it.next().ok_or_else(|| format!("{flag} needs a value"))?);
     }
     let need = |v: Option<String>, name: &str| v.ok_or_else(|| format!("missing {name}"));
+    let runtime = match (runtime, runtime_root) {
+        (Some(binary), Some(root)) => {
+            Some(oci_runtime::OciRuntime { binary: binary.into(), root: root.into(), options: runtime_options })
+        }
+        (None, None) if runtime_options.is_empty() => None,
+        _ => return Err("--runtime and --runtime-root go together".into()),
+    };
     Ok(Args {
+        runtime,
         id: need(id, "--id")?,
         bundle: need(bundle, "--bundle")?.into(),
         socket: need(socket, "--socket")?.into(),

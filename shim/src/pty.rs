@@ -95,16 +95,21 @@ pub fn send_fd(socket: BorrowedFd, fd: BorrowedFd) -> Result<(), String> {
 /// Receives the descriptor `send_fd` sent, without waiting: the sender
 /// sends it before it reports ready, so it is there or it never comes.
 pub fn receive_fd(socket: BorrowedFd) -> Result<OwnedFd, String> {
+    receive(socket, MsgFlags::MSG_DONTWAIT)
+}
+
+/// Waits for the descriptor: from an external runtime's console socket,
+/// whose message (the master and the slave's name) may still be on its way.
+pub fn receive_fd_blocking(socket: BorrowedFd) -> Result<OwnedFd, String> {
+    receive(socket, MsgFlags::empty())
+}
+
+fn receive(socket: BorrowedFd, flags: MsgFlags) -> Result<OwnedFd, String> {
     let mut byte = [0u8; 1];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| format!("receiving the pty master: {e}"))?;
+    let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), flags | MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| format!("receiving the pty master: {e}"))?;
     for c in msg.cmsgs().map_err(|e| format!("receiving the pty master: {e}"))? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {

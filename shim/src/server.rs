@@ -46,6 +46,8 @@ pub struct Args {
     pub bundle: PathBuf,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// The external OCI runtime that makes the container; none: the shim does.
+    pub runtime: Option<crate::oci_runtime::OciRuntime>,
 }
 
 pub struct Shim {
@@ -73,6 +75,8 @@ pub struct Shim {
     terminal: Option<OwnedFd>,
     /// The container joins a PID namespace (or the host's) rather than owning one.
     shares_pid_ns: bool,
+    /// The external OCI runtime that made the container, if one did.
+    runtime: Option<crate::oci_runtime::OciRuntime>,
 }
 
 fn now_nanos() -> i64 {
@@ -195,7 +199,7 @@ impl Shim {
             }
             return Err(format!("writing {}: {e}", state_file.display()));
         }
-        Ok(Shim {
+        let mut shim = Shim {
             state,
             state_file,
             socket_path: args.socket.clone(),
@@ -216,7 +220,62 @@ impl Shim {
             stdin_once,
             terminal: None,
             shares_pid_ns,
-        })
+            runtime: args.runtime.clone(),
+        };
+        if let Err(e) = shim.create_with_runtime(&args.socket.with_extension("console")) {
+            if let Some(cg) = shim.cgroup.take() {
+                cg.delete();
+            }
+            let _ = fs::remove_file(&shim.attach_path);
+            let _ = fs::remove_file(&shim.socket_path);
+            return Err(e);
+        }
+        Ok(shim)
+    }
+
+    /// With an external runtime, the container (its namespaces, rootfs and
+    /// waiting init) is made now, as containerd's runc shim does at create:
+    /// a runtime that fails fails CreateContainer.
+    fn create_with_runtime(&mut self, console_socket: &Path) -> Result<(), String> {
+        let Some(runtime) = self.runtime.clone() else { return Ok(()) };
+        let Some(spec) = self.spec.take() else { return Ok(()) };
+        let created = runtime.create(&self.state.id, &self.bundle, &spec, console_socket);
+        let _ = fs::remove_file(console_socket);
+        let created = created?;
+        let pid = Pid::from_raw(created.pid as i32);
+        // The init is the runtime's child until the runtime exits; ours as
+        // a subreaper after. It joins the cgroup the shim made, before it
+        // runs anything: the runtime may have been told to leave cgroups
+        // alone (crun's `--cgroup-manager=disabled` on a hybrid host).
+        let placed = match &self.cgroup {
+            Some(cg) => cg.add(created.pid),
+            None => Ok(()),
+        };
+        if let Err(e) = placed.and_then(|()| self.take_io(created.io)) {
+            runtime.delete(&self.state.id);
+            let _ = kill(pid, Signal::SIGKILL);
+            return Err(e);
+        }
+        self.state.pid = created.pid;
+        self.save();
+        Ok(())
+    }
+
+    /// The container's stdio, read from the poll loop (into the log and to
+    /// attached clients).
+    fn take_io(&mut self, io: container::ShimIo) -> Result<(), String> {
+        for fd in std::iter::once(&io.stdout).chain(io.stderr.as_ref()) {
+            set_nonblocking(fd).map_err(|e| format!("O_NONBLOCK: {e}"))?;
+        }
+        if io.terminal {
+            self.terminal = Some(io.stdout.try_clone().map_err(|e| format!("dup pty: {e}"))?);
+        }
+        self.pipes.push(Pipe { fd: io.stdout, name: "stdout", pending: LineBuffer::default() });
+        if let Some(fd) = io.stderr {
+            self.pipes.push(Pipe { fd, name: "stderr", pending: LineBuffer::default() });
+        }
+        self.stdin = io.stdin;
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -519,6 +578,9 @@ impl Shim {
                     return Self::error_reply(format!("container {} is still running", self.state.id));
                 }
                 self.shutdown = true;
+                if let Some(runtime) = &self.runtime {
+                    runtime.delete(&self.state.id);
+                }
                 // Before the reply: once Remove returns, the cgroup is gone
                 // (kubelet then removes the pod's parent cgroup).
                 if let Some(cg) = self.cgroup.take() {
@@ -587,6 +649,21 @@ impl Shim {
         Self::error_reply(msg)
     }
 
+    /// `start` through the external runtime: its init execs the process.
+    fn start_with_runtime(&mut self, runtime: &crate::oci_runtime::OciRuntime) -> Option<Response> {
+        if let Err(e) = runtime.start(&self.state.id, &self.bundle) {
+            // It will not run: its waiting init goes, the exit is the start error's.
+            let _ = kill(Pid::from_raw(self.state.pid as i32), Signal::SIGKILL);
+            return self.failed_to_start(e);
+        }
+        self.state.started_at = now_nanos();
+        if self.state.status == Status::Created as i32 {
+            self.state.status = Status::Running as i32;
+        }
+        self.save();
+        self.state_reply()
+    }
+
     /// Makes the container's process (namespaces, rootfs; see
     /// `container::create`), in its cgroup, and takes its stdio.
     fn spawn(&mut self, spec: &Spec) -> Result<File, String> {
@@ -599,29 +676,11 @@ impl Shim {
                 return Err(e);
             }
         }
-        let io = spawned.io;
-        for fd in std::iter::once(&io.stdout).chain(io.stderr.as_ref()) {
-            if let Err(e) = set_nonblocking(fd) {
-                let _ = kill(spawned.pid, Signal::SIGKILL);
-                let _ = waitpid(spawned.pid, None);
-                return Err(format!("O_NONBLOCK: {e}"));
-            }
+        if let Err(e) = self.take_io(spawned.io) {
+            let _ = kill(spawned.pid, Signal::SIGKILL);
+            let _ = waitpid(spawned.pid, None);
+            return Err(e);
         }
-        if io.terminal {
-            match io.stdout.try_clone() {
-                Ok(fd) => self.terminal = Some(fd),
-                Err(e) => {
-                    let _ = kill(spawned.pid, Signal::SIGKILL);
-                    let _ = waitpid(spawned.pid, None);
-                    return Err(format!("dup pty: {e}"));
-                }
-            }
-        }
-        self.pipes.push(Pipe { fd: io.stdout, name: "stdout", pending: LineBuffer::default() });
-        if let Some(fd) = io.stderr {
-            self.pipes.push(Pipe { fd, name: "stderr", pending: LineBuffer::default() });
-        }
-        self.stdin = io.stdin;
         // From here on SIGCHLD for this pid is the container's exit.
         self.state.pid = spawned.pid.as_raw() as u32;
         if let Err(e) = File::from(spawned.start).write_all(b"s") {
@@ -635,6 +694,9 @@ impl Shim {
         if self.state.status != Status::Created as i32 {
             let status = Status::try_from(self.state.status).unwrap_or(Status::Unknown);
             return Self::error_reply(format!("container {} is {}, not created", self.state.id, status.as_str_name()));
+        }
+        if let Some(runtime) = self.runtime.clone() {
+            return self.start_with_runtime(&runtime);
         }
         let Some(spec) = self.spec.take() else {
             return Self::error_reply("container already started".into());

@@ -132,8 +132,12 @@ for b in gantryd gantry-shim gantry cgroup2_pass; do
     strip -o "$ir/opt/gantry/$b" "$bins/$b"
 done
 cp "$work/busybox.tar" "$ir/opt/gantry/"
+# Debian's runc and crun, RuntimeClass handlers of the pass, at their paths.
+mkdir -p "$ir/usr/sbin" "$ir/usr/bin"
+cp -L /usr/sbin/runc "$ir/usr/sbin/runc"
+cp -L /usr/bin/crun "$ir/usr/bin/crun"
 # The binaries' shared libraries, at the paths the loader looks for them.
-for lib in $(ldd "$ir"/opt/gantry/{gantryd,gantry-shim,gantry,cgroup2_pass} | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+for lib in $(ldd "$ir"/opt/gantry/{gantryd,gantry-shim,gantry,cgroup2_pass} "$ir"/usr/sbin/runc "$ir"/usr/bin/crun | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
     mkdir -p "$ir$(dirname "$lib")"
     cp -L "$lib" "$ir$lib"
 done

@@ -19,6 +19,7 @@ pub fn busybox() -> String {
     format!("{}/gantry/busybox:latest", test_registry())
 }
 
+#[derive(Debug)]
 pub struct Pod {
     pub id: String,
     pub logs: PathBuf,

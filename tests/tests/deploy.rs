@@ -83,8 +83,9 @@ fn validate(files: &[&Path], version: &str) -> std::process::Output {
 fn the_manifests_match_the_kubernetes_schema_of_every_supported_release() {
     let install = repo().join("deploy/daemonset.yaml");
     let uninstall = repo().join("deploy/uninstall-daemonset.yaml");
+    let classes = repo().join("deploy/runtimeclasses.yaml");
     for version in KUBERNETES {
-        let out = validate(&[&install, &uninstall], version);
+        let out = validate(&[&install, &uninstall, &classes], version);
         assert!(out.status.success(), "Kubernetes {version}: {}", String::from_utf8_lossy(&out.stdout));
     }
     // The validator does refuse a wrong manifest.

@@ -331,7 +331,7 @@ async fn a_failed_run_pod_sandbox_or_create_container_leaves_no_cgroup() {
     let parent = format!("{}/{}", gantry_tests::cgroup_parent(&d), unique("failed"));
     let mut config = pod_config(&d, "failed", NamespaceMode::Container);
     config.linux.get_or_insert_with(Default::default).cgroup_parent = parent.clone();
-    let err = run_pod_config(&mut cri, config).await.err().expect("the failing CNI plugin fails the pod");
+    let err = run_pod_config(&mut cri, config).await.expect_err("the failing CNI plugin fails the pod");
     assert!(err.message().contains("fails on purpose"), "{err}");
     assert_eq!(cgroups_below(&parent), Vec::<String>::new(), "a failed RunPodSandbox left cgroups");
     assert_eq!(count(&d.state.join("sandboxes")), 0);

@@ -231,7 +231,7 @@ async fn node_mode_is_the_hosts_and_bad_user_namespaces_are_refused() {
     let ns = namespace_options(&mut config);
     ns.userns_options = Some(pod_mapping());
     ns.network = NamespaceMode::Node as i32;
-    let err = run_pod_config(&mut cri, config).await.err().expect("user namespace with host network accepted");
+    let err = run_pod_config(&mut cri, config).await.expect_err("user namespace with host network accepted");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 
     let pods = cri.runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await.expect("list").into_inner();

@@ -178,7 +178,13 @@ impl Runtime {
         } else {
             dir.join("container.log")
         };
-        shim_process::launch(self.shim_command(), id, dir, &self.socket_path(id), &log_path).await?;
+        let mut shim = self.shim_command();
+        // The pod's RuntimeClass handler makes the container (the pause
+        // process only holds namespaces: it stays the built-in one's).
+        if let Some(handler) = self.handlers.resolve(&sandbox.runtime_handler)? {
+            shim.args(crate::handlers::Handlers::shim_args(handler));
+        }
+        shim_process::launch(shim, id, dir, &self.socket_path(id), &log_path).await?;
         // The CRI's stop signal over the image's; recorded as a number.
         let stop_signal =
             match crate::stop_signal::from_cri(config.stop_signal).map_err(RuntimeError::InvalidArgument)? {

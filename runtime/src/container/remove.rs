@@ -31,6 +31,9 @@ impl Runtime {
             let _ = shim.kill(9).await;
             let _ = tokio::time::timeout(Duration::from_secs(10), shim.wait()).await;
             let _ = shim.shutdown().await;
+        } else {
+            // Its shim died: an external runtime's state for it is left.
+            self.handlers.forget(id).await;
         }
         let _ = gantry_imageservice::snapshot::unmount(&dir.join("rootfs"));
         let _ = self.images.snapshotter().remove_rw(id);

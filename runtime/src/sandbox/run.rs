@@ -15,13 +15,21 @@ use crate::shim_process;
 use crate::userns::PodIdMaps;
 
 impl Runtime {
-    pub async fn run_sandbox(&self, config: PodSandboxConfig) -> Result<String, RuntimeError> {
+    pub async fn run_sandbox(&self, config: PodSandboxConfig, handler: &str) -> Result<String, RuntimeError> {
         let meta = config.metadata.clone().unwrap_or_default();
         if meta.name.is_empty() || meta.namespace.is_empty() {
             return Err(RuntimeError::InvalidArgument("pod sandbox metadata needs a name and a namespace".into()));
         }
         crate::sysctl::check_pod(&config).map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+        let external = self.handlers.check_usable(handler)?.is_some();
         let id_maps = crate::userns::for_pod(&config)?;
+        if external && id_maps.is_some() {
+            // Its Status features say so: the rootfs would need ID-mapped
+            // mounts the external runtime is not asked to make.
+            return Err(RuntimeError::InvalidArgument(format!(
+                "runtime handler {handler:?} does not support pods with a user namespace"
+            )));
+        }
         {
             let sandboxes = self.sandboxes.lock().await;
             if let Some(other) = sandboxes.values().find(|s| s.config.metadata.as_ref() == Some(&meta)) {
@@ -34,7 +42,7 @@ impl Runtime {
         let id = new_id();
         let dir = self.sandbox_dir(&id);
         let t = std::time::Instant::now();
-        let result = self.create_sandbox(&id, &dir, config, id_maps).await;
+        let result = self.create_sandbox(&id, &dir, config, id_maps, handler).await;
         tracing::debug!(pod = %id, elapsed_us = t.elapsed().as_micros() as u64, "sandbox created");
         if result.is_err() {
             let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -53,6 +61,7 @@ impl Runtime {
         dir: &Path,
         config: PodSandboxConfig,
         id_maps: Option<PodIdMaps>,
+        handler: &str,
     ) -> Result<SandboxRecord, RuntimeError> {
         tokio::fs::create_dir_all(dir).await.map_err(|e| internal("creating sandbox dir")(&e))?;
         let opts = config
@@ -107,7 +116,7 @@ impl Runtime {
         shim_process::launch(self.shim_command(), id, dir, &self.socket_path(id), &dir.join("pause.log")).await?;
         tracing::debug!(pod = %id, elapsed_us = t.elapsed().as_micros() as u64, "sandbox shim launched");
         let with_network = opts.network != node;
-        match self.start_sandbox(id, dir, config, with_network).await {
+        match self.start_sandbox(id, dir, config, with_network, handler).await {
             Ok(record) => Ok(record),
             Err(e) => {
                 // Nothing of a failed pod may stay: its pause process and shim go too.
@@ -124,6 +133,7 @@ impl Runtime {
         dir: &Path,
         config: PodSandboxConfig,
         with_network: bool,
+        handler: &str,
     ) -> Result<SandboxRecord, RuntimeError> {
         let mut shim = self.shim(id).await.map_err(|e| internal("connecting to sandbox shim")(&e))?;
         // The pause process exists from Start on: its pid names the pod's namespaces.
@@ -143,6 +153,7 @@ impl Runtime {
             network_attached: false,
             overhead: None,
             resources: None,
+            runtime_handler: handler.to_string(),
         };
         let network = if with_network {
             self.network.prepare(id, pid, &record.config).map_err(|e| internal("loading the CNI config")(&e))?

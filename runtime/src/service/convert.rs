@@ -32,7 +32,7 @@ pub(super) fn pod_status(sandbox: &SandboxRecord) -> PodSandboxStatus {
         linux: Some(LinuxPodSandboxStatus { namespaces: Some(Namespace { options }) }),
         labels: sandbox.config.labels.clone(),
         annotations: sandbox.config.annotations.clone(),
-        runtime_handler: String::new(),
+        runtime_handler: sandbox.runtime_handler.clone(),
     }
 }
 

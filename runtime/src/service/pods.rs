@@ -21,8 +21,9 @@ pub(super) async fn run_pod_sandbox(
     runtime: &Runtime,
     request: Request<RunPodSandboxRequest>,
 ) -> Result<Response<RunPodSandboxResponse>, Status> {
-    let config = request.into_inner().config.ok_or_else(|| Status::invalid_argument("missing pod sandbox config"))?;
-    let pod_sandbox_id = runtime.run_sandbox(config).await?;
+    let request = request.into_inner();
+    let config = request.config.ok_or_else(|| Status::invalid_argument("missing pod sandbox config"))?;
+    let pod_sandbox_id = runtime.run_sandbox(config, &request.runtime_handler).await?;
     Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id }))
 }
 
@@ -86,7 +87,7 @@ async fn select_pods(runtime: &Runtime, filter: &PodSandboxFilter) -> Vec<PodSan
             created_at: s.created_at,
             labels: s.config.labels.clone(),
             annotations: s.config.annotations.clone(),
-            runtime_handler: String::new(),
+            runtime_handler: s.runtime_handler.clone(),
         })
         .collect()
 }

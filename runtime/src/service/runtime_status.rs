@@ -59,11 +59,23 @@ pub(super) async fn status(
     Ok(Response::new(StatusResponse {
         status: Some(RuntimeStatus { conditions }),
         info,
-        // The default (unnamed) handler; user namespaces are not done yet.
-        runtime_handlers: vec![RuntimeHandler {
-            name: String::new(),
-            features: Some(RuntimeHandlerFeatures { recursive_read_only_mounts: true, user_namespaces: true }),
-        }],
+        // The built-in shim (unnamed, the default) does both; external
+        // runtimes are not asked for ID-mapped rootfs nor `rro` mounts.
+        runtime_handlers: runtime
+            .handlers
+            .names()
+            .into_iter()
+            .map(|name| {
+                let built_in = name.is_empty();
+                RuntimeHandler {
+                    name,
+                    features: Some(RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: built_in,
+                        user_namespaces: built_in,
+                    }),
+                }
+            })
+            .collect(),
         features: Some(RuntimeFeatures {
             supplemental_groups_policy: true,
             // userns::for_pod refuses a user namespace with the node's network.

@@ -23,6 +23,8 @@ use gantry_tests::{Cri, Daemon};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const MIB: i64 = 1 << 20;
+/// The external OCI runtimes the pass runs as RuntimeClass handlers.
+const HANDLERS: [(&str, &str); 2] = [("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")];
 
 type Check = Result<(), String>;
 
@@ -157,11 +159,21 @@ impl Pass {
     }
 
     async fn run_pod(&mut self, name: &str, parent: &str) -> Result<(String, PodSandboxConfig), String> {
+        self.run_pod_with(name, parent, "").await
+    }
+
+    /// A pod whose containers the RuntimeClass handler `handler` makes.
+    async fn run_pod_with(
+        &mut self,
+        name: &str,
+        parent: &str,
+        handler: &str,
+    ) -> Result<(String, PodSandboxConfig), String> {
         let config = self.pod_config(name, parent);
         let id = self
             .cri
             .runtime
-            .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), ..Default::default() })
+            .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() })
             .await
             .map_err(|e| format!("RunPodSandbox: {}", e.message()))?
             .into_inner()
@@ -578,6 +590,53 @@ impl Pass {
         Ok(())
     }
 
+    /// An external OCI runtime as a RuntimeClass handler on a pure cgroup
+    /// v2 node: the limits in the container's cgroup, exec, an OOM kill
+    /// reported, and nothing left (cgroups, the runtime's state) after.
+    async fn handler(&mut self, handler: &str) -> Check {
+        let parent = format!("/kubepods/burstable/pod-{handler}");
+        let pod = self.run_pod_with(&format!("with-{handler}"), &parent, handler).await?;
+        let resources = LinuxContainerResources {
+            memory_limit_in_bytes: 48 * MIB,
+            cpu_quota: 20_000,
+            cpu_period: 100_000,
+            ..Default::default()
+        };
+        let id = self.run(&pod, "app", &["sleep", "3600"], resources.clone()).await?;
+        let dir = cg(&format!("{parent}/gantry-{id}"));
+        self.report(&format!("{handler}: memory.max"), expect_file(&dir, "memory.max", &(48 * MIB).to_string()));
+        self.report(&format!("{handler}: cpu.max"), expect_file(&dir, "cpu.max", "20000 100000"));
+        let info = self.verbose_info(&id).await?;
+        let pid = info["pid"].as_u64().unwrap_or(0);
+        let want = format!("0::{parent}/gantry-{id}");
+        let own = read(Path::new(&format!("/proc/{pid}/cgroup")));
+        self.report(
+            &format!("{handler}: the container is in its cgroup"),
+            own.and_then(|own| ensure(own == want, || format!("/proc/{pid}/cgroup is {own:?}, want {want:?}"))),
+        );
+        let r = self.exec(&id, &["echo", "hello"]).await;
+        self.report(
+            &format!("{handler}: exec"),
+            r.and_then(|(code, out, err)| {
+                ensure(code == 0 && out == "hello", || format!("exit {code} {out:?} {err:?}"))
+            }),
+        );
+        let hog = self.run(&pod, "hog", &["tail", "/dev/zero"], resources).await?;
+        let r = self.wait_exited(&hog, Duration::from_secs(60)).await;
+        self.report(
+            &format!("{handler}: OOM kill reported"),
+            r.and_then(|s| ensure(s.reason == "OOMKilled", || format!("reason {:?}, exit {}", s.reason, s.exit_code))),
+        );
+        self.remove_pod(&pod.0).await?;
+        let root = self.d.dir.path().join("runtime-roots").join(handler);
+        let left: Vec<PathBuf> = std::fs::read_dir(&root)
+            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default();
+        ensure(left.is_empty(), || format!("{handler} state left: {left:?}"))?;
+        let cgroups = gantry_cgroups();
+        ensure(cgroups.is_empty(), || format!("cgroups left: {cgroups:?}"))
+    }
+
     async fn lifecycle(&mut self) -> Check {
         let parent = "/kubepods/besteffort/pod-cycle";
         let pod = self.run_pod("cycle", parent).await?;
@@ -630,7 +689,17 @@ async fn load_image(d: &Daemon, archive: &str, cri: &mut Cri) -> Result<String, 
 async fn main() {
     let archive = std::env::args().nth(1).expect("usage: cgroup2_pass IMAGE.tar");
     let started = Instant::now();
-    let d = Daemon::start("");
+    let d = Daemon::prepare("");
+    // Debian's runc and crun, copied into the node at the host's paths.
+    let mut handlers = String::new();
+    for (name, binary) in HANDLERS {
+        let root = d.dir.path().join("runtime-roots").join(name);
+        handlers
+            .push_str(&format!("[runtimes.{name}]\nbinary = {binary:?}\nroot = {:?}\n", root.display().to_string()));
+    }
+    d.append_config(&handlers);
+    let mut d = d;
+    d.start_again();
     let mut cri = d.connect().await;
     let image = match load_image(&d, &archive, &mut cri).await {
         Ok(i) => i,
@@ -649,6 +718,10 @@ async fn main() {
     p.report("stats pod", r);
     let r = p.controller_not_enabled().await;
     p.report("busy-parent pod", r);
+    for (name, _) in HANDLERS {
+        let r = p.handler(name).await;
+        p.report(&format!("{name} handler pod"), r);
+    }
     let r = p.lifecycle().await;
     p.report("pod lifecycle leaves no cgroup", r);
     let internal = internal_processes();
