@@ -49,6 +49,59 @@ impl CgroupUsage {
     }
 }
 
+/// One line of a cgroup v2 `*.pressure` file: stall time and its averages.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PressureLine {
+    /// Microseconds stalled in all, as the kernel counts.
+    pub total_micros: u64,
+    /// Percent of the last 10 s, 60 s and 300 s.
+    pub avg10: f64,
+    pub avg60: f64,
+    pub avg300: f64,
+}
+
+/// A `*.pressure` file: some task stalled, or all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pressure {
+    pub some: Option<PressureLine>,
+    pub full: Option<PressureLine>,
+}
+
+/// Pressure stall information of one cgroup (cgroup v2 only); `None` where
+/// the kernel gives none (no PSI, no v2 directory for the cgroup).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CgroupPressure {
+    pub cpu: Option<Pressure>,
+    pub memory: Option<Pressure>,
+    pub io: Option<Pressure>,
+}
+
+/// `some avg10=0.00 avg60=0.00 avg300=0.00 total=0` lines.
+fn parse_pressure(text: &str) -> Option<Pressure> {
+    let mut p = Pressure::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let kind = words.next()?;
+        let mut l = PressureLine::default();
+        for kv in words {
+            let (k, v) = kv.split_once('=')?;
+            match k {
+                "avg10" => l.avg10 = v.parse().ok()?,
+                "avg60" => l.avg60 = v.parse().ok()?,
+                "avg300" => l.avg300 = v.parse().ok()?,
+                "total" => l.total_micros = v.parse().ok()?,
+                _ => {}
+            }
+        }
+        match kind {
+            "some" => p.some = Some(l),
+            "full" => p.full = Some(l),
+            _ => {}
+        }
+    }
+    (p.some.is_some() || p.full.is_some()).then_some(p)
+}
+
 fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -171,6 +224,16 @@ impl CgroupLayout {
         }
     }
 
+    /// PSI of cgroup `path` from its cgroup2 directory: on a v2 host, and
+    /// on a hybrid one where the shim made the container's cgroup in the
+    /// cgroup2 tree too (for hugetlb).
+    pub fn pressure(&self, path: &str) -> CgroupPressure {
+        let Some((mount, _)) = &self.unified else { return CgroupPressure::default() };
+        let dir = mount.join(path.trim_start_matches('/'));
+        let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok().and_then(|t| parse_pressure(&t));
+        CgroupPressure { cpu: read("cpu.pressure"), memory: read("memory.pressure"), io: read("io.pressure") }
+    }
+
     pub fn usage(&self, path: &str) -> CgroupUsage {
         let mut u = CgroupUsage::default();
         match self.dir("cpuacct", path) {
@@ -210,6 +273,18 @@ impl CgroupLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pressure_files_parse_and_garbage_does_not() {
+        let text =
+            "some avg10=1.50 avg60=0.25 avg300=0.00 total=123456\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n";
+        let p = parse_pressure(text).expect("parses");
+        let some = p.some.expect("some");
+        assert_eq!((some.total_micros, some.avg10, some.avg60), (123456, 1.5, 0.25));
+        assert_eq!(p.full.expect("full").total_micros, 7);
+        assert_eq!(parse_pressure("some avg10=x total=1\n"), None);
+        assert_eq!(parse_pressure(""), None);
+    }
 
     #[test]
     fn mountinfo_of_a_hybrid_host() {

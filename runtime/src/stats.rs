@@ -3,11 +3,12 @@
 //! plus the network counters of its network namespace.
 
 use gantry_proto::cri::v1::{
-    ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats,
-    MemoryUsage, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes, PodSandboxStats, ProcessUsage, UInt64Value,
+    ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage, IoUsage,
+    LinuxPodSandboxStats, MemoryUsage, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes, PodSandboxStats,
+    ProcessUsage, PsiData, PsiStats, UInt64Value,
 };
 
-use crate::cgroupfs::CgroupUsage;
+use crate::cgroupfs::{CgroupPressure, CgroupUsage, Pressure, PressureLine};
 use crate::cpu_readings::CpuReadings;
 use crate::error::RuntimeError;
 use crate::records::{now_nanos, ContainerRecord, SandboxRecord};
@@ -17,17 +18,38 @@ fn val(v: Option<u64>) -> Option<UInt64Value> {
     v.map(|value| UInt64Value { value })
 }
 
-fn cpu_usage(readings: &CpuReadings, key: &str, at: i64, u: &CgroupUsage) -> Option<CpuUsage> {
+/// CRI's PSI: totals in nanoseconds (the kernel counts microseconds).
+fn psi(p: Option<Pressure>) -> Option<PsiStats> {
+    let data = |l: PressureLine| PsiData {
+        total: l.total_micros.saturating_mul(1000),
+        avg10: l.avg10,
+        avg60: l.avg60,
+        avg300: l.avg300,
+    };
+    p.map(|p| PsiStats { full: p.full.map(data), some: p.some.map(data) })
+}
+
+fn cpu_usage(
+    readings: &CpuReadings,
+    key: &str,
+    at: i64,
+    u: &CgroupUsage,
+    pressure: &CgroupPressure,
+) -> Option<CpuUsage> {
     let cpu = u.cpu_nanos?;
     Some(CpuUsage {
         timestamp: at,
         usage_core_nano_seconds: val(Some(cpu)),
         usage_nano_cores: val(Some(readings.rate(key, at, cpu))),
-        psi: None,
+        psi: psi(pressure.cpu),
     })
 }
 
-fn memory_usage(at: i64, u: &CgroupUsage) -> Option<MemoryUsage> {
+fn io_usage(at: i64, pressure: &CgroupPressure) -> Option<IoUsage> {
+    pressure.io.map(|p| IoUsage { timestamp: at, psi: psi(Some(p)) })
+}
+
+fn memory_usage(at: i64, u: &CgroupUsage, pressure: &CgroupPressure) -> Option<MemoryUsage> {
     let usage = u.memory_usage?;
     let working_set = u.memory_working_set.unwrap_or(usage);
     Some(MemoryUsage {
@@ -38,7 +60,7 @@ fn memory_usage(at: i64, u: &CgroupUsage) -> Option<MemoryUsage> {
         rss_bytes: val(u.memory_rss),
         page_faults: val(u.page_faults),
         major_page_faults: val(u.major_page_faults),
-        psi: None,
+        psi: psi(pressure.memory),
     })
 }
 
@@ -80,6 +102,10 @@ impl Runtime {
 
     fn container_stats_of(&self, c: &ContainerRecord, sandbox: Option<&SandboxRecord>, at: i64) -> ContainerStats {
         let usage = self.container_usage(sandbox, &c.id);
+        let pressure = match sandbox {
+            Some(s) => self.cgroups.pressure(&s.container_cgroup(&c.id)),
+            None => CgroupPressure::default(),
+        };
         let upper = self.images.snapshotter().rw_layout(&c.id, &[]).upperdir;
         let (bytes, inodes) = gantry_imageservice::fsutil::disk_usage(&upper);
         ContainerStats {
@@ -89,8 +115,8 @@ impl Runtime {
                 labels: c.config.labels.clone(),
                 annotations: c.config.annotations.clone(),
             }),
-            cpu: cpu_usage(&self.cpu_readings, &c.id, at, &usage),
-            memory: memory_usage(at, &usage),
+            cpu: cpu_usage(&self.cpu_readings, &c.id, at, &usage, &pressure),
+            memory: memory_usage(at, &usage, &pressure),
             writable_layer: Some(FilesystemUsage {
                 timestamp: at,
                 fs_id: Some(FilesystemIdentifier {
@@ -100,7 +126,7 @@ impl Runtime {
                 inodes_used: val(Some(inodes)),
             }),
             swap: None,
-            io: None,
+            io: io_usage(at, &pressure),
         }
     }
 
@@ -127,6 +153,14 @@ impl Runtime {
         for c in members {
             total.add(&self.container_usage(Some(s), &c.id));
         }
+        // The pod's pressure is its cgroup's, kubelet's pod cgroup; with
+        // none given, its containers share `/gantry` with other pods.
+        let parent = s.config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
+        let pressure = if parent.is_empty() {
+            CgroupPressure::default()
+        } else {
+            self.cgroups.pressure(&crate::cgroup_path::clean(parent))
+        };
         let host_network = s.namespace_mode(|n| n.network) == gantry_proto::cri::v1::NamespaceMode::Node as i32;
         let network = if s.ready && !host_network { network_usage(s.pause_pid, at) } else { None };
         PodSandboxStats {
@@ -137,12 +171,12 @@ impl Runtime {
                 annotations: s.config.annotations.clone(),
             }),
             linux: Some(LinuxPodSandboxStats {
-                cpu: cpu_usage(&self.cpu_readings, &s.id, at, &total),
-                memory: memory_usage(at, &total),
+                cpu: cpu_usage(&self.cpu_readings, &s.id, at, &total, &pressure),
+                memory: memory_usage(at, &total, &pressure),
                 network,
                 process: total.processes.map(|n| ProcessUsage { timestamp: at, process_count: val(Some(n)) }),
                 containers,
-                io: None,
+                io: io_usage(at, &pressure),
             }),
             windows: None,
         }

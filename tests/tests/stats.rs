@@ -55,6 +55,17 @@ async fn stats_of_a_busy_container_rise() {
     assert!(layer.used_bytes.as_ref().unwrap().value >= 2_000_000, "{layer:?}");
     assert!(layer.inodes_used.as_ref().unwrap().value >= 1, "{layer:?}");
     assert_eq!(second.attributes.as_ref().unwrap().id, busy);
+    // PSI from the container's cgroup2 directory, where the host has PSI
+    // (v2, or this hybrid layout's cgroup2 tree, where the shim makes it).
+    let psi_here = ["/sys/fs/cgroup/cpu.pressure", "/sys/fs/cgroup/unified/cpu.pressure"]
+        .iter()
+        .any(|f| std::path::Path::new(f).exists());
+    if psi_here {
+        let cpu_psi = second.cpu.as_ref().and_then(|c| c.psi).expect("cpu PSI");
+        assert!(cpu_psi.some.is_some(), "{cpu_psi:?}");
+        assert!(second.memory.as_ref().and_then(|m| m.psi).and_then(|p| p.full).is_some(), "memory PSI");
+        assert!(second.io.as_ref().and_then(|io| io.psi).is_some(), "io PSI: {:?}", second.io);
+    }
 
     // The idle container, beside it, uses next to nothing.
     stats(&mut cri, idle.clone()).await;
@@ -98,6 +109,10 @@ async fn stats_of_a_busy_container_rise() {
     assert!(linux.cpu.as_ref().unwrap().usage_core_nano_seconds.as_ref().unwrap().value >= cpu(&second));
     assert!(linux.process.as_ref().unwrap().process_count.as_ref().unwrap().value >= 2);
     assert!(linux.network.is_some(), "the pod's network namespace is read");
+    if psi_here {
+        assert!(linux.cpu.as_ref().and_then(|c| c.psi).is_some(), "the pod cgroup's PSI");
+        assert!(linux.io.as_ref().and_then(|io| io.psi).is_some(), "the pod cgroup's io PSI");
+    }
     let by_label = cri
         .runtime
         .list_pod_sandbox_stats(ListPodSandboxStatsRequest {

@@ -482,6 +482,22 @@ impl Pass {
             in_range("page faults", v(&mem.page_faults), faults / 2, faults, 0)
         };
         self.report("ContainerStats from cpu.stat/memory.stat", container(&stats));
+        // PSI: each total at most the cgroup's own (read after), in nanoseconds.
+        let psi_total = |file: &str| -> Result<u64, String> {
+            let text = read(&dir.join(file))?;
+            let some = text.lines().find(|l| l.starts_with("some ")).ok_or(format!("{file}: no some line"))?;
+            let total = some.rsplit("total=").next().and_then(|t| t.trim().parse::<u64>().ok());
+            total.map(|t| t * 1000).ok_or(format!("{file}: {some:?}"))
+        };
+        let psi = |what: &str, got: Option<&gantry_proto::cri::v1::PsiStats>, file: &str| -> Check {
+            let some = got.and_then(|p| p.some.as_ref()).ok_or(format!("{what}: no PSI"))?;
+            let max = psi_total(file)?;
+            ensure(some.total <= max, || format!("{what}: PSI total {} ns, {file} says {max} ns", some.total))
+        };
+        let r = psi("cpu", stats.cpu.as_ref().and_then(|c| c.psi.as_ref()), "cpu.pressure")
+            .and_then(|()| psi("memory", stats.memory.as_ref().and_then(|m| m.psi.as_ref()), "memory.pressure"))
+            .and_then(|()| psi("io", stats.io.as_ref().and_then(|i| i.psi.as_ref()), "io.pressure"));
+        self.report("ContainerStats PSI from *.pressure", r);
         let pod_check = |s: &gantry_proto::cri::v1::PodSandboxStats| -> Check {
             let linux = s.linux.as_ref().ok_or("no linux stats")?;
             let mem = linux.memory.as_ref().ok_or("no memory")?;
