@@ -48,6 +48,9 @@ pub struct Config {
     /// Images the node keeps: reported pinned to kubelet, refused by
     /// RemoveImage (references, or prefixes ending in `*`).
     pub pinned_images: Vec<String>,
+    /// kubelet's cgroup driver: `cgroupfs` (cgroup paths) or `systemd`
+    /// (slices and transient scope units); reported by RuntimeConfig.
+    pub cgroup_driver: gantry_runtime::cgroup_driver::CgroupDriver,
     /// Pod networking.
     pub cni: CniConfig,
     /// RuntimeClass handlers besides the built-in shim: external OCI
@@ -121,6 +124,7 @@ impl Default for Config {
             shim_binary: None,
             metrics_address: String::new(),
             pinned_images: vec![],
+            cgroup_driver: Default::default(),
             cni: CniConfig::default(),
             runtimes: BTreeMap::new(),
         }

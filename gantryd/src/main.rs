@@ -153,9 +153,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         bin_dirs: config.cni.bin_dirs.clone(),
     });
     let handlers = config.handlers()?;
-    let runtime = gantry_runtime::Runtime::open(images.clone(), &config.state, shim, network, handlers)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
+    let runtime =
+        gantry_runtime::Runtime::open(images.clone(), &config.state, shim, network, handlers, config.cgroup_driver)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
     // Only now that the containers hold their layers: collect what an earlier
     // run (or a crash) left unreferenced.
     let stats = images.collect_garbage().await.context("collecting garbage")?;

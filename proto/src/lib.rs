@@ -16,6 +16,8 @@ pub mod cri {
     }
 }
 
+pub mod systemd_cgroup;
+
 /// The environment variable in which gantryd hands the cgroup mounts (the
 /// `cgroup`/`cgroup2` lines of its mountinfo, read once) to gantry-shim.
 pub const CGROUP_MOUNTINFO_ENV: &str = "GANTRY_CGROUP_MOUNTINFO";

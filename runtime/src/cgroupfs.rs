@@ -224,6 +224,16 @@ impl CgroupLayout {
         }
     }
 
+    /// Whether the host is pure cgroup v2: cgroup2 at /sys/fs/cgroup, no v1 controllers.
+    pub fn is_unified(&self) -> bool {
+        self.v1.is_empty() && self.unified.as_ref().is_some_and(|(m, _)| m == Path::new("/sys/fs/cgroup"))
+    }
+
+    /// The cgroup2 directory of cgroup `path`, if the host has a cgroup2 tree.
+    pub fn v2_dir(&self, path: &str) -> Option<PathBuf> {
+        self.unified.as_ref().map(|(mount, _)| mount.join(path.trim_start_matches('/')))
+    }
+
     /// PSI of cgroup `path` from its cgroup2 directory: on a v2 host, and
     /// on a hybrid one where the shim made the container's cgroup in the
     /// cgroup2 tree too (for hugetlb).

@@ -16,6 +16,10 @@ pub enum RuntimeError {
     DeadlineExceeded(String),
     #[error("{0}")]
     Internal(String),
+    /// A service gantryd needs (systemd's D-Bus API) cannot be reached now;
+    /// the next call tries again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// `map_err(internal("doing X"))`: an Internal error that says what failed.
@@ -32,6 +36,7 @@ impl From<RuntimeError> for tonic::Status {
             RuntimeError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
             RuntimeError::DeadlineExceeded(m) => tonic::Status::deadline_exceeded(m),
             RuntimeError::Internal(m) => tonic::Status::internal(m),
+            RuntimeError::Unavailable(m) => tonic::Status::unavailable(m),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! each CRI RPC onto them. `error.rs` and `records.rs` are at the bottom:
 //! no module they import imports them back.
 
+pub mod cgroup_driver;
 pub mod cgroup_path;
 pub mod cgroupfs;
 mod container;
@@ -30,6 +31,7 @@ pub mod stats;
 pub mod stop_signal;
 pub mod streaming;
 pub mod sysctl;
+pub mod systemd;
 pub mod userns;
 
 pub use error::RuntimeError;

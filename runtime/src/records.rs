@@ -9,6 +9,7 @@ use gantry_imageservice::{fsutil, Digest};
 use gantry_proto::cri::v1::{ContainerConfig, NamespaceMode, PodSandboxConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup_driver::CgroupDriver;
 use crate::error::{internal, RuntimeError};
 use crate::spec::ProcessIdentity;
 use crate::userns::PodIdMaps;
@@ -45,22 +46,26 @@ pub struct SandboxRecord {
     /// The RuntimeClass handler that runs the pod's containers ("": built-in).
     #[serde(default)]
     pub runtime_handler: String,
-}
-
-/// Cgroup `gantry-ID` below the pod's cgroup parent (kubelet's pod cgroup),
-/// `/gantry` when kubelet gives none: for its containers and its pause process.
-pub(crate) fn pod_cgroup(config: &PodSandboxConfig, id: &str) -> String {
-    let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
-    let parent = if parent.is_empty() { "/gantry" } else { parent };
-    // Cleaned as an absolute path: `..` cannot leave the cgroup hierarchy.
-    crate::cgroup_path::child(parent, &format!("gantry-{id}"))
+    /// The cgroup driver the pod's cgroups were made with (kept, so a
+    /// changed configuration never misreads an existing pod).
+    #[serde(default)]
+    pub cgroup_driver: CgroupDriver,
 }
 
 impl SandboxRecord {
-    /// The cgroup (an OCI `cgroupsPath`) of this pod's container `id`:
-    /// below the pod's cgroup parent, `/gantry` when kubelet gives none.
+    /// kubelet's pod cgroup: a path (cgroupfs) or a slice (systemd); "" if none.
+    pub fn cgroup_parent(&self) -> &str {
+        self.config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default()
+    }
+
+    /// The OCI `cgroupsPath` of this pod's container (or pause process) `id`.
+    pub fn container_cgroups_path(&self, id: &str) -> String {
+        self.cgroup_driver.spec_path(self.cgroup_parent(), id)
+    }
+
+    /// The cgroup of container `id` as a path from each hierarchy's root.
     pub fn container_cgroup(&self, id: &str) -> String {
-        pod_cgroup(&self.config, id)
+        self.cgroup_driver.fs_path(self.cgroup_parent(), id)
     }
 
     /// The pod's own user namespace, if it has one (checked at RunPodSandbox).

@@ -20,6 +20,7 @@ use std::time::Duration;
 use gantry_imageservice::ImageStore;
 use tokio::sync::Mutex;
 
+use crate::cgroup_driver::CgroupDriver;
 use crate::cgroupfs::CgroupLayout;
 use crate::cpu_readings::CpuReadings;
 use crate::error::{internal, RuntimeError};
@@ -30,6 +31,7 @@ use crate::network::NetworkManager;
 use crate::records::{ContainerRecord, SandboxRecord};
 use crate::shim_client::{ShimClient, ShimError, State};
 use crate::shim_process;
+use crate::systemd::Systemd;
 
 pub struct Runtime {
     pub images: Arc<ImageStore>,
@@ -51,6 +53,10 @@ pub struct Runtime {
     pub counters: RuntimeCounters,
     /// The RuntimeClass handlers: the built-in shim and external OCI runtimes.
     pub handlers: Handlers,
+    /// How pods' and containers' cgroups are made (kubelet's driver).
+    pub cgroup_driver: CgroupDriver,
+    /// systemd's D-Bus API, for the systemd cgroup driver's scope units.
+    pub(crate) systemd: Systemd,
 }
 
 /// Running totals for gantryd's metrics.
@@ -72,6 +78,7 @@ impl Runtime {
         shim_binary: PathBuf,
         network: NetworkManager,
         handlers: Handlers,
+        cgroup_driver: CgroupDriver,
     ) -> Result<Self, RuntimeError> {
         for d in ["sandboxes", "containers", "s"] {
             tokio::fs::create_dir_all(state_dir.join(d)).await.map_err(|e| internal("creating state dirs")(&e))?;
@@ -89,7 +96,14 @@ impl Runtime {
             cpu_readings: Default::default(),
             counters: RuntimeCounters::default(),
             handlers,
+            cgroup_driver,
+            systemd: Systemd::default(),
         };
+        if cgroup_driver == CgroupDriver::Systemd && !rt.cgroups.is_unified() {
+            return Err(RuntimeError::FailedPrecondition(
+                "cgroup_driver = \"systemd\" needs a pure cgroup v2 host (cgroup2 mounted at /sys/fs/cgroup)".into(),
+            ));
+        }
         rt.load().await?;
         Ok(rt)
     }

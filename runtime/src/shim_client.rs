@@ -56,7 +56,13 @@ impl ShimClient {
     }
 
     pub async fn start(&mut self) -> Result<State, ShimError> {
-        self.call(request::Kind::Start(StartRequest {})).await
+        self.call(request::Kind::Start(StartRequest { prepare: false })).await
+    }
+
+    /// Makes the process without letting it run (its pid in the reply); a
+    /// later `start` lets it run.
+    pub async fn prepare(&mut self) -> Result<State, ShimError> {
+        self.call(request::Kind::Start(StartRequest { prepare: true })).await
     }
 
     pub async fn kill(&mut self, signal: i32) -> Result<State, ShimError> {

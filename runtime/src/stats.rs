@@ -155,11 +155,9 @@ impl Runtime {
         }
         // The pod's pressure is its cgroup's, kubelet's pod cgroup; with
         // none given, its containers share `/gantry` with other pods.
-        let parent = s.config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
-        let pressure = if parent.is_empty() {
-            CgroupPressure::default()
-        } else {
-            self.cgroups.pressure(&crate::cgroup_path::clean(parent))
+        let pressure = match s.cgroup_driver.parent_fs_path(s.cgroup_parent()) {
+            Some(parent) => self.cgroups.pressure(&parent),
+            None => CgroupPressure::default(),
         };
         let host_network = s.namespace_mode(|n| n.network) == gantry_proto::cri::v1::NamespaceMode::Node as i32;
         let network = if s.ready && !host_network { network_usage(s.pause_pid, at) } else { None };

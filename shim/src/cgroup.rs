@@ -27,6 +27,11 @@ pub struct ContainerCgroup {
     /// Ancestors that did not exist before create, deepest first: removed
     /// with the cgroup when empty, so a failed call leaves none behind.
     made_ancestors: Vec<PathBuf>,
+    /// A systemd scope unit's cgroup (`SLICE:PREFIX:NAME`): systemd makes
+    /// and removes it; the shim only writes its limits, once it exists.
+    systemd: bool,
+    /// The spec's limits, until `activate` writes them (systemd scopes).
+    pending: Option<oci_spec::runtime::LinuxResources>,
 }
 
 /// `cgroupsPath` relative to a hierarchy's root, cleaned lexically as an
@@ -70,6 +75,21 @@ impl ContainerCgroup {
     pub fn create(spec: &Spec) -> Result<Option<Self>, String> {
         let Some(linux) = spec.linux() else { return Ok(None) };
         let Some(path) = linux.cgroups_path().clone() else { return Ok(None) };
+        if let Some(scope) = gantry_proto::systemd_cgroup::parse(&path.to_string_lossy()) {
+            // The scope exists only once systemd has a process for it.
+            let fs_path = scope.cgroup_path().map_err(|e| format!("cgroupsPath {}: {e}", path.display()))?;
+            let rel = confine(Path::new(&fs_path));
+            let cgroup = Cgroup::load(crate::cgroup_mounts::hierarchy(), rel.to_string_lossy().as_ref());
+            return Ok(Some(ContainerCgroup {
+                cgroup,
+                path: fs_path.into(),
+                rel,
+                hugetlb: None,
+                made_ancestors: vec![],
+                systemd: true,
+                pending: linux.resources().clone(),
+            }));
+        }
         let rel = confine(&path);
         if rel.as_os_str().is_empty() {
             return Err(format!("cgroupsPath {} names a hierarchy's root", path.display()));
@@ -111,7 +131,15 @@ impl ContainerCgroup {
             .collect();
         made_ancestors.sort_by_key(|a| (std::cmp::Reverse(a.components().count()), a.clone()));
         made_ancestors.dedup();
-        let cg = ContainerCgroup { cgroup, path: path.to_path_buf(), rel: rel.to_path_buf(), hugetlb, made_ancestors };
+        let cg = ContainerCgroup {
+            cgroup,
+            path: path.to_path_buf(),
+            rel: rel.to_path_buf(),
+            hugetlb,
+            made_ancestors,
+            systemd: false,
+            pending: None,
+        };
         let made = if cg.cgroup.v2() {
             // Not cgroups-rs's create: it enables every controller in every
             // ancestor, also in one holding processes, which makes that a
@@ -357,7 +385,25 @@ impl ContainerCgroup {
         Ok(())
     }
 
+    pub fn is_systemd(&self) -> bool {
+        self.systemd
+    }
+
+    /// Writes the limits kept for a cgroup that did not exist at create (a
+    /// systemd scope, made since); nothing to do otherwise.
+    pub fn activate(&mut self) -> Result<(), String> {
+        let Some(res) = self.pending.take() else { return Ok(()) };
+        if !self.cgroup.exists() {
+            return Err(format!("the scope's cgroup {} does not exist", self.path.display()));
+        }
+        self.apply(&res)
+    }
+
     pub fn add(&self, pid: u32) -> Result<(), String> {
+        // A scope's processes are put there by systemd (PIDs=).
+        if self.systemd {
+            return Ok(());
+        }
         self.cgroup
             .add_task_by_tgid(CgroupPid::from(pid as u64))
             .map_err(|e| format!("moving {pid} into cgroup {}: {e}", self.path.display()))?;
@@ -365,6 +411,13 @@ impl ContainerCgroup {
             Some(h) => h.add(&self.rel, pid),
             None => Ok(()),
         }
+    }
+
+    /// The cgroup2 `memory.events` file, watched for OOM kills while the
+    /// container runs (a systemd scope's cgroup is gone soon after its last
+    /// process, possibly before the shim reads it at the exit).
+    pub fn memory_events(&self) -> Option<PathBuf> {
+        self.cgroup.v2().then(|| PathBuf::from("/sys/fs/cgroup").join(&self.rel).join("memory.events"))
     }
 
     /// Whether the kernel's OOM killer killed something in this cgroup.
@@ -399,6 +452,10 @@ impl ContainerCgroup {
             }
             self.kill_all();
             std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // systemd removes an emptied scope's cgroup itself.
+        if self.systemd {
+            return;
         }
         if let Err(e) = self.cgroup.delete() {
             eprintln!("gantry-shim: removing cgroup {}: {e}", self.path.display());

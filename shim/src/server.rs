@@ -12,6 +12,7 @@ use gantry_proto::attach;
 use gantry_proto::shim::{frame, request, response, Request, Response, State, Status, MAX_FRAME};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -77,6 +78,13 @@ pub struct Shim {
     shares_pid_ns: bool,
     /// The external OCI runtime that made the container, if one did.
     runtime: Option<crate::oci_runtime::OciRuntime>,
+    /// A process made by a `prepare` Start and not let run yet: its start
+    /// pipe and exec status pipe.
+    held: Option<(OwnedFd, File)>,
+    /// inotify on the cgroup2 `memory.events`, from Start on: an OOM kill
+    /// is seen when it happens.
+    oom_watch: Option<Inotify>,
+    oom_seen: bool,
 }
 
 fn now_nanos() -> i64 {
@@ -221,6 +229,9 @@ impl Shim {
             terminal: None,
             shares_pid_ns,
             runtime: args.runtime.clone(),
+            held: None,
+            oom_watch: None,
+            oom_seen: false,
         };
         if let Err(e) = shim.create_with_runtime(&args.socket.with_extension("console")) {
             if let Some(cg) = shim.cgroup.take() {
@@ -247,7 +258,9 @@ impl Shim {
         // a subreaper after. It joins the cgroup the shim made, before it
         // runs anything: the runtime may have been told to leave cgroups
         // alone (crun's `--cgroup-manager=disabled` on a hybrid host).
-        let placed = match &self.cgroup {
+        let placed = match self.cgroup.as_mut() {
+            // A systemd scope the runtime made itself: its limits are ours to write too.
+            Some(cg) if cg.is_systemd() => cg.activate(),
             Some(cg) => cg.add(created.pid),
             None => Ok(()),
         };
@@ -257,6 +270,7 @@ impl Shim {
             return Err(e);
         }
         self.state.pid = created.pid;
+        self.watch_oom();
         self.save();
         Ok(())
     }
@@ -291,12 +305,18 @@ impl Shim {
     pub fn serve(&mut self) {
         while !self.shutdown {
             // Readiness is collected first (the PollFds borrow our fds), handled after.
-            let (sig_ready, accept_ready, attach_ready, pipes_ready, conns_ready, attached_ready) = {
+            let (sig_ready, accept_ready, attach_ready, oom_ready, pipes_ready, conns_ready, attached_ready) = {
                 let mut fds = vec![
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.attach_listener.as_fd(), PollFlags::POLLIN),
                 ];
+                // Always a fourth entry (an idle one without a watch), so the
+                // indices below stay fixed.
+                match &self.oom_watch {
+                    Some(w) => fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN)),
+                    None => fds.push(PollFd::new(self.signals.as_fd(), PollFlags::empty())),
+                }
                 fds.extend(self.pipes.iter().map(|p| PollFd::new(p.fd.as_fd(), PollFlags::POLLIN)));
                 fds.extend(self.conns.iter().map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)));
                 fds.extend(self.attached.iter().map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)));
@@ -310,12 +330,13 @@ impl Shim {
                 }
                 let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
                 let (n_pipes, n_conns) = (self.pipes.len(), self.conns.len());
-                let conns_at = 3 + n_pipes;
+                let conns_at = 4 + n_pipes;
                 (
                     ready(&fds[0]),
                     ready(&fds[1]),
                     ready(&fds[2]),
-                    fds[3..conns_at].iter().map(ready).collect::<Vec<_>>(),
+                    self.oom_watch.is_some() && ready(&fds[3]),
+                    fds[4..conns_at].iter().map(ready).collect::<Vec<_>>(),
                     fds[conns_at..conns_at + n_conns].iter().map(ready).collect::<Vec<_>>(),
                     fds[conns_at + n_conns..].iter().map(ready).collect::<Vec<_>>(),
                 )
@@ -324,6 +345,9 @@ impl Shim {
                 if *r {
                     self.drain_pipe(i);
                 }
+            }
+            if oom_ready {
+                self.read_oom_watch();
             }
             if sig_ready {
                 self.reap();
@@ -482,7 +506,9 @@ impl Shim {
         self.state.exit_code = code;
         self.state.exit_signal = signal;
         self.state.finished_at = now_nanos();
-        self.state.oom_killed = self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        self.read_oom_watch();
+        self.state.oom_killed = self.oom_seen || self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        self.oom_watch = None;
         // Without a PID namespace of its own (the pod's or the host's), the
         // container's other processes outlive its init: end them with it,
         // as runc does for such containers.
@@ -492,6 +518,25 @@ impl Shim {
             }
         }
         self.announce_stop();
+    }
+
+    /// Watches the cgroup's `memory.events` (cgroup v2) from now on.
+    fn watch_oom(&mut self) {
+        let Some(file) = self.cgroup.as_ref().and_then(|c| c.memory_events()) else { return };
+        let Ok(inotify) = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) else { return };
+        if inotify.add_watch(&file, AddWatchFlags::IN_MODIFY).is_ok() {
+            self.oom_watch = Some(inotify);
+            self.read_oom_watch();
+        }
+    }
+
+    /// Drains the watch's events and records an OOM kill the file shows.
+    fn read_oom_watch(&mut self) {
+        let Some(w) = &self.oom_watch else { return };
+        while matches!(w.read_events(), Ok(events) if !events.is_empty()) {}
+        if !self.oom_seen && self.cgroup.as_ref().is_some_and(|c| c.oom_killed()) {
+            self.oom_seen = true;
+        }
     }
 
     fn read_conn(&mut self, i: usize) {
@@ -543,7 +588,7 @@ impl Shim {
     fn handle(&mut self, conn: usize, req: Request) -> Option<Response> {
         match req.kind {
             Some(request::Kind::State(_)) => self.state_reply(),
-            Some(request::Kind::Start(_)) => self.start(),
+            Some(request::Kind::Start(r)) => self.start(r.prepare),
             Some(request::Kind::Kill(k)) => {
                 if self.state.status != Status::Stopped as i32 {
                     let sig = match Signal::try_from(k.signal) {
@@ -666,9 +711,11 @@ impl Shim {
 
     /// Makes the container's process (namespaces, rootfs; see
     /// `container::create`), in its cgroup, and takes its stdio.
-    fn spawn(&mut self, spec: &Spec) -> Result<File, String> {
+    /// Makes the process, held before exec: its start pipe and status pipe.
+    fn spawn(&mut self, spec: &Spec) -> Result<(OwnedFd, File), String> {
         let spawned = container::create(&self.bundle, spec)?;
-        // The process waits for the start byte: in its cgroup before it runs anything.
+        // The process waits for the start byte: in its cgroup before it runs
+        // anything (under systemd, gantryd has systemd put it in its scope).
         if let Some(cg) = &self.cgroup {
             if let Err(e) = cg.add(spawned.pid.as_raw() as u32) {
                 let _ = kill(spawned.pid, Signal::SIGKILL);
@@ -683,36 +730,58 @@ impl Shim {
         }
         // From here on SIGCHLD for this pid is the container's exit.
         self.state.pid = spawned.pid.as_raw() as u32;
-        if let Err(e) = File::from(spawned.start).write_all(b"s") {
-            // Its end of the start pipe is gone: it died; the reaper records how.
-            return Err(format!("starting container: {e}"));
-        }
-        Ok(spawned.status)
+        Ok((spawned.start, spawned.status))
     }
 
-    fn start(&mut self) -> Option<Response> {
+    /// Start: makes the process (unless `prepare` did), then lets it run.
+    /// With `prepare`, stops after making it and answers its pid.
+    fn start(&mut self, prepare: bool) -> Option<Response> {
         if self.state.status != Status::Created as i32 {
             let status = Status::try_from(self.state.status).unwrap_or(Status::Unknown);
             return Self::error_reply(format!("container {} is {}, not created", self.state.id, status.as_str_name()));
         }
         if let Some(runtime) = self.runtime.clone() {
-            return self.start_with_runtime(&runtime);
+            // The runtime's init has existed since create.
+            return if prepare { self.state_reply() } else { self.start_with_runtime(&runtime) };
         }
-        let Some(spec) = self.spec.take() else {
+        if self.held.is_none() {
+            let Some(spec) = self.spec.take() else {
+                return Self::error_reply("container already started".into());
+            };
+            let result = self.spawn(&spec);
+            drop(spec);
+            match result {
+                Ok(held) => self.held = Some(held),
+                Err(e) if self.state.pid == 0 => return self.failed_to_start(e),
+                Err(e) => {
+                    self.state.started_at = now_nanos();
+                    self.state.error = e.clone();
+                    self.save();
+                    return Self::error_reply(e);
+                }
+            }
+        }
+        if prepare {
+            return self.state_reply();
+        }
+        let Some((start, mut exec_status)) = self.held.take() else {
             return Self::error_reply("container already started".into());
         };
-        let result = self.spawn(&spec);
-        drop(spec);
-        let mut exec_status = match result {
-            Ok(f) => f,
-            Err(e) if self.state.pid == 0 => return self.failed_to_start(e),
-            Err(e) => {
-                self.state.started_at = now_nanos();
-                self.state.error = e.clone();
-                self.save();
-                return Self::error_reply(e);
-            }
-        };
+        // Its cgroup exists now in any case (a systemd scope is made between
+        // prepare and start): the spec's limits go in before it runs.
+        if let Some(Err(e)) = self.cgroup.as_mut().map(|cg| cg.activate()) {
+            let _ = kill(Pid::from_raw(self.state.pid as i32), Signal::SIGKILL);
+            return self.failed_to_start(e);
+        }
+        self.watch_oom();
+        if let Err(e) = File::from(start).write_all(b"s") {
+            // Its end of the start pipe is gone: it died; the reaper records how.
+            let e = format!("starting container: {e}");
+            self.state.started_at = now_nanos();
+            self.state.error = e.clone();
+            self.save();
+            return Self::error_reply(e);
+        }
         // EOF: the pipe was closed by a successful exec. Data: why it failed.
         let mut msg = String::new();
         let _ = exec_status.read_to_string(&mut msg);

@@ -168,7 +168,7 @@ impl Runtime {
             sysctls: &sysctls,
             id_maps,
         };
-        let cgroups_path = sandbox.container_cgroup(id);
+        let cgroups_path = sandbox.container_cgroups_path(id);
         let oci = spec::build(config, image_ref, image_config, &pod, &who, &cgroups_path)?;
         oci.save(dir.join("config.json")).map_err(|e| internal("writing config.json")(&e))?;
 
@@ -183,6 +183,11 @@ impl Runtime {
         // process only holds namespaces: it stays the built-in one's).
         if let Some(handler) = self.handlers.resolve(&sandbox.runtime_handler)? {
             shim.args(crate::handlers::Handlers::shim_args(handler));
+            // It makes the container's scope unit itself, as runc's and
+            // crun's systemd drivers do from a `SLICE:PREFIX:NAME` path.
+            if sandbox.cgroup_driver == crate::cgroup_driver::CgroupDriver::Systemd {
+                shim.args(["--runtime-option", "--systemd-cgroup"]);
+            }
         }
         shim_process::launch(shim, id, dir, &self.socket_path(id), &log_path).await?;
         // The CRI's stop signal over the image's; recorded as a number.

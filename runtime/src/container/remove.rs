@@ -11,18 +11,30 @@ use crate::runtime::Runtime;
 
 impl Runtime {
     pub async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
-        if self.container(id).await.is_err() {
+        let Ok(record) = self.container(id).await else {
             return Ok(());
-        }
+        };
         self.stop_container(id, 0).await?;
         let dir = self.container_dir(id);
         self.discard_container_files(id, &dir).await;
+        self.stop_scope(&record.sandbox_id, id).await;
         // Unlisted first, for the same reason.
         self.listing.remove(id);
         self.containers.lock().await.remove(id);
         self.events.emit(id, ContainerEventType::ContainerDeletedEvent);
         tracing::info!(container = %id, "container removed");
         Ok(())
+    }
+
+    /// Under the systemd driver, stops the scope unit of `id` (pod
+    /// `sandbox_id`'s pause process or container) if systemd still has it:
+    /// it normally went away with its last process.
+    pub(crate) async fn stop_scope(&self, sandbox_id: &str, id: &str) {
+        let Some(sandbox) = self.sandboxes.lock().await.get(sandbox_id).cloned() else { return };
+        let Some(scope) = sandbox.cgroup_driver.scope(sandbox.cgroup_parent(), id) else { return };
+        if let Err(e) = self.systemd.stop_unit(&scope.unit).await {
+            tracing::warn!(id, unit = %scope.unit, error = %e, "could not stop the scope unit");
+        }
     }
 
     /// Undoes a container's files: shim, mount, writable layer, bundle.

@@ -49,6 +49,12 @@ impl Runtime {
             ShimError::Shim(m) => RuntimeError::InvalidArgument(format!("updating container {id}: {m}")),
             other => internal("updating container")(&other),
         })?;
+        // Under the systemd driver the scope's unit properties follow, so
+        // that systemd (at a daemon-reload) keeps the new limits.
+        let sandbox = self.sandbox(&record.sandbox_id).await?;
+        if let Some(scope) = sandbox.cgroup_driver.scope(sandbox.cgroup_parent(), id) {
+            self.systemd.set_limits(&scope.unit, &crate::systemd::ScopeLimits::from_cri(&resources)).await?;
+        }
         let linux = record.config.linux.get_or_insert_with(Default::default);
         linux.resources = Some(resources);
         persist(&self.container_dir(id), &record)?;

@@ -20,6 +20,7 @@ impl Runtime {
         if let Ok(mut shim) = self.shim(id).await {
             let _ = shim.shutdown().await;
         }
+        self.stop_scope(id, id).await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         self.sandboxes.lock().await.remove(id);
         self.events.emit(id, ContainerEventType::ContainerDeletedEvent);

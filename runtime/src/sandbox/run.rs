@@ -8,7 +8,7 @@ use gantry_imageservice::fsutil;
 use gantry_proto::cri::v1::{ContainerEventType, NamespaceMode, PodSandboxConfig};
 
 use crate::error::{internal, RuntimeError};
-use crate::records::{new_id, now_nanos, persist, pod_cgroup, SandboxRecord};
+use crate::records::{new_id, now_nanos, persist, SandboxRecord};
 use crate::runtime::Runtime;
 use crate::sandbox::network::persist_network;
 use crate::shim_process;
@@ -22,6 +22,8 @@ impl Runtime {
         }
         crate::sysctl::check_pod(&config).map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
         let external = self.handlers.check_usable(handler)?.is_some();
+        let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
+        self.cgroup_driver.check_parent(parent)?;
         let id_maps = crate::userns::for_pod(&config)?;
         if external && id_maps.is_some() {
             // Its Status features say so: the rootfs would need ID-mapped
@@ -71,6 +73,8 @@ impl Runtime {
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
         let node = NamespaceMode::Node as i32;
+        let parent = config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
+        let parent = parent.as_str();
         let mut namespaces = vec![];
         // First, so that the pod's other namespaces belong to it.
         if id_maps.is_some() {
@@ -102,7 +106,7 @@ impl Runtime {
             "hostname": hostname,
             // In the pod's cgroup, as containerd's pause container: the pod's
             // usage and limits include it.
-            "linux": {"namespaces": namespaces, "cgroupsPath": pod_cgroup(&config, id)},
+            "linux": {"namespaces": namespaces, "cgroupsPath": self.cgroup_driver.spec_path(parent, id)},
         });
         if let Some(maps) = id_maps {
             let (uids, gids) = maps.oci();
@@ -138,7 +142,10 @@ impl Runtime {
         let mut shim = self.shim(id).await.map_err(|e| internal("connecting to sandbox shim")(&e))?;
         // The pause process exists from Start on: its pid names the pod's namespaces.
         let t = std::time::Instant::now();
-        let pid = shim.start().await.map_err(|e| internal("starting pause process")(&e))?.pid;
+        let parent = config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
+        let scope = self.cgroup_driver.scope(&parent, id);
+        let pid =
+            self.start_shim_process(&mut shim, id, scope, &Default::default(), "starting pause process").await?.pid;
         tracing::debug!(pod = %id, elapsed_us = t.elapsed().as_micros() as u64, "pause process started");
         if pid == 0 {
             return Err(RuntimeError::Internal("the sandbox shim reported no pause process".into()));
@@ -154,6 +161,7 @@ impl Runtime {
             overhead: None,
             resources: None,
             runtime_handler: handler.to_string(),
+            cgroup_driver: self.cgroup_driver,
         };
         let network = if with_network {
             self.network.prepare(id, pid, &record.config).map_err(|e| internal("loading the CNI config")(&e))?

@@ -88,7 +88,7 @@ impl RuntimeService for CriRuntimeService {
     }
 
     async fn runtime_config(&self, request: Request<RuntimeConfigRequest>) -> Answer<RuntimeConfigResponse> {
-        runtime_status::runtime_config(request).await
+        runtime_status::runtime_config(&self.runtime, request).await
     }
 
     async fn update_runtime_config(

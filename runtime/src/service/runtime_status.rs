@@ -98,10 +98,13 @@ pub(super) async fn update_runtime_config(
 }
 
 pub(super) async fn runtime_config(
+    runtime: &Runtime,
     _: Request<RuntimeConfigRequest>,
 ) -> Result<Response<RuntimeConfigResponse>, Status> {
-    // The shim creates cgroups directly in the cgroupfs.
-    Ok(Response::new(RuntimeConfigResponse {
-        linux: Some(LinuxRuntimeConfiguration { cgroup_driver: CgroupDriver::Cgroupfs as i32 }),
-    }))
+    // kubelet (1.31+) takes its cgroup driver from this answer.
+    let driver = match runtime.cgroup_driver {
+        crate::cgroup_driver::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
+        crate::cgroup_driver::CgroupDriver::Systemd => CgroupDriver::Systemd,
+    };
+    Ok(Response::new(RuntimeConfigResponse { linux: Some(LinuxRuntimeConfiguration { cgroup_driver: driver as i32 }) }))
 }
