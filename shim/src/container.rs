@@ -322,6 +322,12 @@ fn init(
     let process = spec.process().as_ref().ok_or("the spec has no process")?;
     apply_seccomp_and_privileges(spec, process)?;
     chdir(process.cwd()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;
+    // As runc since CVE-2024-21626: a working directory reached through a
+    // descriptor of the host's (`/proc/self/fd/N`) is outside our root,
+    // which getcwd reports as unreachable (ENOENT): refused.
+    if nix::unistd::getcwd().is_err() {
+        return Err(format!("working directory {} is outside the container's root", process.cwd().display()));
+    }
 
     let args = process.args().clone().unwrap_or_default();
     let env = process.env().clone().unwrap_or_default();

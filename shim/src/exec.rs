@@ -203,6 +203,10 @@ fn child(
     crate::container::close_inherited_fds_on_exec();
     crate::container::apply_seccomp_and_privileges(spec, process).map_err(fail)?;
     chdir(process.cwd()).map_err(|e| fail(format!("chdir {}: {e}", process.cwd().display())))?;
+    // CVE-2024-21626: never a working directory outside the container's root.
+    if nix::unistd::getcwd().is_err() {
+        return Err(fail(format!("working directory {} is outside the container's root", process.cwd().display())));
+    }
     // Set after the user change, which clears it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| fail(format!("PR_SET_PDEATHSIG: {e}")))?;
     if getppid() != parent {
