@@ -126,11 +126,30 @@ fn normalize_cap(name: &str) -> Result<String, SpecError> {
     }
 }
 
-/// The container's capabilities: the default set (all when privileged),
-/// then CRI's drops and adds, `ALL` meaning every capability.
+/// Every capability this host lets gantryd hand on: `ALL_CAPABILITIES`
+/// (kernel order, index = capability number) within gantryd's own
+/// bounding set. As containerd's "all capabilities" for privileged
+/// containers: asking for one the host withholds (a VM's or sandbox's
+/// bounding set without CAP_SYS_RESOURCE, say) fails capset in runc.
+pub fn host_capabilities() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string())))
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, name)| name.to_string())
+        .collect()
+}
+
+/// The container's capabilities: the default set (all the host allows when
+/// privileged), then CRI's drops and adds, `ALL` meaning all the host allows.
 pub fn capabilities(security: &gantry_proto::cri::v1::LinuxContainerSecurityContext) -> Result<Vec<String>, SpecError> {
     let mut caps: Vec<String> = if security.privileged {
-        ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+        host_capabilities()
     } else {
         DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect()
     };
@@ -145,7 +164,7 @@ pub fn capabilities(security: &gantry_proto::cri::v1::LinuxContainerSecurityCont
         }
         for a in &c.add_capabilities {
             if a.eq_ignore_ascii_case("ALL") {
-                caps = ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+                caps = host_capabilities();
             } else {
                 let a = normalize_cap(a)?;
                 if !caps.contains(&a) {
@@ -581,7 +600,8 @@ mod tests {
         assert!(matches!(capabilities(&sc), Err(SpecError::UnknownCapability(_))));
         let privileged =
             gantry_proto::cri::v1::LinuxContainerSecurityContext { privileged: true, ..Default::default() };
-        assert_eq!(capabilities(&privileged).unwrap().len(), ALL_CAPABILITIES.len());
+        assert_eq!(capabilities(&privileged).unwrap(), host_capabilities());
+        assert!(host_capabilities().contains(&"CAP_SYS_ADMIN".to_string()));
     }
 
     #[test]
