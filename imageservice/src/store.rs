@@ -175,6 +175,30 @@ impl ImageStore {
         Ok(Some(image))
     }
 
+    /// Releases the layers `holders` held and, when one of them belongs to
+    /// no image any more (its image was removed while a container used it),
+    /// collects it now rather than at the next removal or restart.
+    pub async fn release_layers_and_collect(self: &Arc<Self>, holders: &[String]) -> Result<GcStats, StoreError> {
+        let released: Vec<Digest> = {
+            let mut held = self.held_layers.lock().unwrap_or_else(|e| e.into_inner());
+            holders.iter().filter_map(|h| held.remove(h)).flatten().collect()
+        };
+        if released.is_empty() {
+            return Ok(GcStats::default());
+        }
+        let this = Arc::clone(self);
+        let orphaned = tokio::task::spawn_blocking(move || {
+            let (_, live_layers) = this.meta.live_set()?;
+            Ok::<_, StoreError>(released.iter().any(|l| !live_layers.contains(l)))
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))??;
+        if !orphaned {
+            return Ok(GcStats::default());
+        }
+        self.collect_garbage().await
+    }
+
     pub async fn collect_garbage(self: &Arc<Self>) -> Result<GcStats, StoreError> {
         let _exclusive = self.gc_lock.write().await;
         self.sweep().await

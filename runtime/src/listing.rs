@@ -220,6 +220,7 @@ mod tests {
             created_at: 1_700_000_000_000_000_000,
             log_path: "x.log".into(),
             stop_signal: String::new(),
+            volume_chain_ids: vec![],
             chain_ids: vec![],
             identity: None,
         }

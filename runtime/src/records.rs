@@ -97,6 +97,9 @@ pub struct ContainerRecord {
     /// The image's layers, held while the container exists.
     #[serde(default)]
     pub chain_ids: Vec<Digest>,
+    /// The layers of the images it mounts as volumes (held as `ID/volumes`).
+    #[serde(default)]
+    pub volume_chain_ids: Vec<Digest>,
     /// The user and groups its process runs as (ContainerStatus.user).
     #[serde(default)]
     pub identity: Option<ProcessIdentity>,

@@ -41,6 +41,10 @@ impl Runtime {
                         Ok(r) => {
                             // The record's own copy: the image may be gone by now.
                             self.images.hold_layers(&r.id, r.chain_ids.clone());
+                            if !r.volume_chain_ids.is_empty() {
+                                let holder = crate::container::image_volumes::holder(&r.id);
+                                self.images.hold_layers(&holder, r.volume_chain_ids.clone());
+                            }
                             self.listing.insert(&r);
                             containers.insert(r.id.clone(), r);
                         }

@@ -232,6 +232,41 @@ impl Snapshotter {
         }
     }
 
+    /// Mounts unpacked layers `layers` (chain IDs, bottom layer first)
+    /// read-only at `target` (which must exist), for an image volume: a
+    /// read-only bind of a single layer, else an overlay of them with no
+    /// upper dir, which overlayfs makes read-only.
+    pub fn mount_read_only(&self, layers: &[Digest], target: &Path) -> Result<(), SnapshotError> {
+        for p in layers {
+            if !self.has_layer(p) {
+                return Err(SnapshotError::NotFound(p.to_string()));
+            }
+        }
+        let mount_err = |source| SnapshotError::Mount { target: target.to_path_buf(), source };
+        match layers {
+            [] => Err(SnapshotError::NotFound("an image with no layers".into())),
+            [one] => {
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+                mount(Some(&self.layer_dir(one)), target, None::<&str>, flags, None::<&str>).map_err(mount_err)?;
+                let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                if let Err(e) = mount(None::<&str>, target, None::<&str>, ro, None::<&str>) {
+                    let _ = umount2(target, MntFlags::MNT_DETACH);
+                    return Err(mount_err(e));
+                }
+                Ok(())
+            }
+            many => {
+                let lower: Vec<String> = many.iter().rev().map(|p| self.layer_dir(p).display().to_string()).collect();
+                let opts = format!("lowerdir={}", lower.join(":"));
+                if opts.len() >= 4096 {
+                    return Err(SnapshotError::TooManyLayers { layers: many.len(), len: opts.len() });
+                }
+                mount(Some("overlay"), target, Some("overlay"), MsFlags::MS_RDONLY, Some(opts.as_str()))
+                    .map_err(mount_err)
+            }
+        }
+    }
+
     pub fn remove_rw(&self, key: &str) -> Result<(), SnapshotError> {
         validate_key(key)?;
         let dir = self.active.join(key);

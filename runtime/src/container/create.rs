@@ -58,7 +58,7 @@ impl Runtime {
         let chains = image.chain_ids();
         self.images.hold_layers(&id, chains.clone());
         let result = self.prepare_container(&id, &dir, &sandbox, &config, &image_ref, &image_config, &chains).await;
-        let (log_path, stop_signal, identity) = match result {
+        let (log_path, stop_signal, identity, volume_chain_ids) = match result {
             Ok(v) => v,
             Err(e) => {
                 self.discard_container_files(&id, &dir).await;
@@ -76,6 +76,7 @@ impl Runtime {
             stop_signal,
             chain_ids: chains,
             identity: Some(identity),
+            volume_chain_ids,
         };
         if let Err(e) = persist(&dir, &record) {
             self.discard_container_files(&id, &dir).await;
@@ -101,7 +102,7 @@ impl Runtime {
         image_ref: &str,
         image_config: &ImageConfig,
         chains: &[Digest],
-    ) -> Result<(String, String, ProcessIdentity), RuntimeError> {
+    ) -> Result<(String, String, ProcessIdentity, Vec<Digest>), RuntimeError> {
         let rootfs = dir.join("rootfs");
         tokio::fs::create_dir_all(&rootfs).await.map_err(|e| internal("creating bundle")(&e))?;
         let layout = self
@@ -169,6 +170,9 @@ impl Runtime {
             id_maps,
         };
         let cgroups_path = sandbox.container_cgroups_path(id);
+        // Image volumes become read-only binds of their own mounts.
+        let (config, volume_chain_ids) = self.mount_image_volumes(id, dir, config).await?;
+        let config = &config;
         let oci = spec::build(config, image_ref, image_config, &pod, &who, &cgroups_path)?;
         oci.save(dir.join("config.json")).map_err(|e| internal("writing config.json")(&e))?;
 
@@ -196,7 +200,7 @@ impl Runtime {
                 Some(n) => n.to_string(),
                 None => image_config.stop_signal.clone().unwrap_or_default(),
             };
-        Ok((log_path.display().to_string(), stop_signal, who))
+        Ok((log_path.display().to_string(), stop_signal, who, volume_chain_ids))
     }
 
     /// `gantry-shim mount-rootfs`: the overlay with every layer ID-mapped

@@ -48,8 +48,13 @@ impl Runtime {
             self.handlers.forget(id).await;
         }
         let _ = gantry_imageservice::snapshot::unmount(&dir.join("rootfs"));
+        super::image_volumes::unmount_image_volumes(dir);
         let _ = self.images.snapshotter().remove_rw(id);
         let _ = tokio::fs::remove_dir_all(dir).await;
-        self.images.release_layers(id);
+        // Layers whose image was removed while this container used them go now.
+        let holders = [id.to_string(), super::image_volumes::holder(id)];
+        if let Err(e) = self.images.release_layers_and_collect(&holders).await {
+            tracing::warn!(container = %id, error = %e, "collecting released layers");
+        }
     }
 }
