@@ -51,6 +51,9 @@ pub struct Config {
     /// kubelet's cgroup driver: `cgroupfs` (cgroup paths) or `systemd`
     /// (slices and transient scope units); reported by RuntimeConfig.
     pub cgroup_driver: gantry_runtime::cgroup_driver::CgroupDriver,
+    /// Directories of CDI spec files (devices for `CDI_devices` and the
+    /// `cdi.k8s.io/` annotations), later ones taking precedence.
+    pub cdi_spec_dirs: Vec<PathBuf>,
     /// Pod networking.
     pub cni: CniConfig,
     /// RuntimeClass handlers besides the built-in shim: external OCI
@@ -125,6 +128,7 @@ impl Default for Config {
             metrics_address: String::new(),
             pinned_images: vec![],
             cgroup_driver: Default::default(),
+            cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
             cni: CniConfig::default(),
             runtimes: BTreeMap::new(),
         }

@@ -163,6 +163,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if stats != gantry_imageservice::store::GcStats::default() {
         tracing::info!(?stats, "removed leftovers of an earlier run");
     }
+    let mut runtime = runtime;
+    runtime.cdi_spec_dirs = config.cdi_spec_dirs.clone();
     let runtime = std::sync::Arc::new(runtime);
     runtime.watch_all().await;
     let tls = match (&config.stream_tls_cert, &config.stream_tls_key) {

@@ -5,6 +5,7 @@
 //! each CRI RPC onto them. `error.rs` and `records.rs` are at the bottom:
 //! no module they import imports them back.
 
+pub mod cdi;
 pub mod cgroup_driver;
 pub mod cgroup_path;
 pub mod cgroupfs;

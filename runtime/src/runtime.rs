@@ -57,6 +57,9 @@ pub struct Runtime {
     pub cgroup_driver: CgroupDriver,
     /// systemd's D-Bus API, for the systemd cgroup driver's scope units.
     pub(crate) systemd: Systemd,
+    /// Where CDI spec files are (`cdi.rs`), read at each CreateContainer
+    /// that asks for a CDI device.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// Running totals for gantryd's metrics.
@@ -98,6 +101,7 @@ impl Runtime {
             handlers,
             cgroup_driver,
             systemd: Systemd::default(),
+            cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
         };
         if cgroup_driver == CgroupDriver::Systemd && !rt.cgroups.is_unified() {
             return Err(RuntimeError::FailedPrecondition(

@@ -29,6 +29,8 @@ use nix::unistd::Pid;
 use nix::unistd::{chdir, dup2, fork, pipe2, sethostname, setsid, ForkResult};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use crate::hooks::Point;
+
 pub struct Spawned {
     /// The container's init process, as the host sees it.
     pub pid: Pid,
@@ -119,7 +121,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 
 /// Creates the container process, stopped before exec (the shim calls it
 /// at Start and releases it at once).
-pub fn create(bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
+pub fn create(id: &str, bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
     let (shim_io, child_io) = make_stdio(spec)?;
     let (start_r, start_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
@@ -131,7 +133,7 @@ pub fn create(bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
         ForkResult::Child => {
             drop((shim_io, start_w, status_r, pid_r));
             let mut status = File::from(status_w);
-            let result = intermediate(bundle, spec, &mut status, pid_w, start_r, child_io);
+            let result = intermediate(id, bundle, spec, &mut status, pid_w, start_r, child_io);
             if let Err(msg) = result {
                 let _ = status.write_all(format!("E{msg}").as_bytes());
             }
@@ -179,6 +181,7 @@ pub fn create(bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
 
 /// In the intermediate child: namespaces, then fork the container's init.
 fn intermediate(
+    id: &str,
     bundle: &Path,
     spec: &Spec,
     status: &mut File,
@@ -191,7 +194,7 @@ fn intermediate(
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(pid_w);
-            if let Err(msg) = init(bundle, spec, status, start_r, io, userns) {
+            if let Err(msg) = init(id, bundle, spec, status, start_r, io, userns) {
                 let _ = status.write_all(format!("E{msg}").as_bytes());
             }
             std::process::exit(127);
@@ -250,6 +253,7 @@ fn enter_namespaces(spec: &Spec) -> Result<Option<File>, String> {
 /// In the container's init: stdio, rootfs, hostname, the pod's user
 /// namespace; wait for start; exec.
 fn init(
+    id: &str,
     bundle: &Path,
     spec: &Spec,
     status: &mut File,
@@ -276,8 +280,22 @@ fn init(
         .is_some_and(|n| n.iter().any(|ns| ns.typ() == LinuxNamespaceType::Mount));
     // Without a mount namespace (a pod sandbox's pause process) the process
     // runs in the host's filesystem view and nothing is mounted.
+    // Hooks see our pid as the host does: the host's /proc, read before
+    // pivot_root, names it.
+    let host_pid =
+        || fs::read_link("/proc/self").ok().and_then(|p| p.to_str().and_then(|s| s.parse::<u32>().ok())).unwrap_or(0);
+    let hook_state = |status: &str, pid: u32| crate::hooks::state_json(id, status, pid, bundle, spec);
+    let pid_for_hooks =
+        if crate::hooks::any(spec, Point::CreateContainer) || crate::hooks::any(spec, Point::StartContainer) {
+            host_pid()
+        } else {
+            0
+        };
+    let create_hooks = || crate::hooks::run(spec, Point::CreateContainer, &hook_state("created", pid_for_hooks));
     if new_mount_ns {
-        crate::rootfs::setup_rootfs(bundle, spec, userns.as_ref())?;
+        crate::rootfs::setup_rootfs(bundle, spec, userns.as_ref(), &create_hooks)?;
+    } else {
+        create_hooks()?;
     }
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         // As runc: without a UTS namespace of its own this would be the host's name.
@@ -317,6 +335,7 @@ fn init(
         // The shim went away or deleted the container before starting it.
         std::process::exit(1);
     }
+    crate::hooks::run(spec, Point::StartContainer, &hook_state("running", pid_for_hooks))?;
 
     close_inherited_fds_on_exec();
     let process = spec.process().as_ref().ok_or("the spec has no process")?;

@@ -21,6 +21,7 @@ mod cgroup_mounts;
 mod container;
 mod device_filter;
 mod exec;
+mod hooks;
 mod hugetlb;
 mod log;
 mod mount_api;

@@ -190,7 +190,12 @@ fn populate_dev(root: &Path, spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn setup_rootfs(bundle: &Path, spec: &Spec, userns: Option<&File>) -> Result<(), String> {
+pub(crate) fn setup_rootfs(
+    bundle: &Path,
+    spec: &Spec,
+    userns: Option<&File>,
+    before_pivot: &dyn Fn() -> Result<(), String>,
+) -> Result<(), String> {
     // By default nothing the container mounts propagates back to the host;
     // `rshared` (a bidirectional CRI mount) lets it, as runc does.
     let propagation = match spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()).as_deref() {
@@ -222,6 +227,8 @@ pub(crate) fn setup_rootfs(bundle: &Path, spec: &Spec, userns: Option<&File>) ->
         populate_dev(&root, spec)?;
     }
     give_dev_to_mapped_root(&root, spec)?;
+    // OCI createContainer hooks: mounts done, host paths still visible.
+    before_pivot()?;
     chdir(&root).map_err(|e| format!("chdir rootfs: {e}"))?;
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     // The old root is stacked on the new one; detach it.

@@ -64,6 +64,9 @@ pub struct Shim {
     bundle: PathBuf,
     /// The container's spec until Start makes its process from it.
     spec: Option<Spec>,
+    /// The spec again when it has OCI hooks (the built-in handler runs
+    /// the post-start and post-stop ones after `spec` is consumed).
+    hook_spec: Option<Box<Spec>>,
     shutdown: bool,
     cgroup: Option<crate::cgroup::ContainerCgroup>,
     attach_listener: UnixListener,
@@ -218,6 +221,11 @@ impl Shim {
             pipes: Vec::new(),
             log: CriLog::new(log_file),
             bundle: args.bundle.clone(),
+            hook_spec: if args.runtime.is_none() && spec.hooks().is_some() {
+                Some(Box::new(spec.clone()))
+            } else {
+                None
+            },
             spec: Some(spec),
             shutdown: false,
             cgroup,
@@ -626,6 +634,10 @@ impl Shim {
                 if let Some(runtime) = &self.runtime {
                     runtime.delete(&self.state.id);
                 }
+                if let Some(spec) = &self.hook_spec {
+                    let state = crate::hooks::state_json(&self.state.id, "stopped", 0, &self.bundle, spec);
+                    crate::hooks::run_logged(spec, crate::hooks::Point::Poststop, &state);
+                }
                 // Before the reply: once Remove returns, the cgroup is gone
                 // (kubelet then removes the pod's parent cgroup).
                 if let Some(cg) = self.cgroup.take() {
@@ -713,7 +725,7 @@ impl Shim {
     /// `container::create`), in its cgroup, and takes its stdio.
     /// Makes the process, held before exec: its start pipe and status pipe.
     fn spawn(&mut self, spec: &Spec) -> Result<(OwnedFd, File), String> {
-        let spawned = container::create(&self.bundle, spec)?;
+        let spawned = container::create(&self.state.id, &self.bundle, spec)?;
         // The process waits for the start byte: in its cgroup before it runs
         // anything (under systemd, gantryd has systemd put it in its scope).
         if let Some(cg) = &self.cgroup {
@@ -728,8 +740,17 @@ impl Shim {
             let _ = waitpid(spawned.pid, None);
             return Err(e);
         }
+        let pid = spawned.pid.as_raw() as u32;
+        let state = crate::hooks::state_json(&self.state.id, "created", pid, &self.bundle, spec);
+        let runtime_hooks = crate::hooks::run(spec, crate::hooks::Point::Prestart, &state)
+            .and_then(|()| crate::hooks::run(spec, crate::hooks::Point::CreateRuntime, &state));
+        if let Err(e) = runtime_hooks {
+            let _ = kill(spawned.pid, Signal::SIGKILL);
+            let _ = waitpid(spawned.pid, None);
+            return Err(e);
+        }
         // From here on SIGCHLD for this pid is the container's exit.
-        self.state.pid = spawned.pid.as_raw() as u32;
+        self.state.pid = pid;
         Ok((spawned.start, spawned.status))
     }
 
@@ -796,6 +817,10 @@ impl Shim {
             self.state.status = Status::Running as i32;
         }
         self.save();
+        if let Some(spec) = &self.hook_spec {
+            let state = crate::hooks::state_json(&self.state.id, "running", self.state.pid, &self.bundle, spec);
+            crate::hooks::run_logged(spec, crate::hooks::Point::Poststart, &state);
+        }
         self.state_reply()
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gantry_imageservice::{Digest, ImageSelector};
+use gantry_imageservice::{fsutil, Digest, ImageSelector};
 use gantry_proto::cri::v1::{ContainerConfig, ContainerEventType, NamespaceMode};
 
 use crate::error::{internal, RuntimeError};
@@ -170,11 +170,20 @@ impl Runtime {
             id_maps,
         };
         let cgroups_path = sandbox.container_cgroups_path(id);
-        // Image volumes become read-only binds of their own mounts.
-        let (config, volume_chain_ids) = self.mount_image_volumes(id, dir, config).await?;
+        // CDI devices become CRI devices, mounts and environment; image
+        // volumes read-only binds of their own mounts.
+        let (config, cdi_hooks) = crate::cdi::apply(&self.cdi_spec_dirs, config)?;
+        let (config, volume_chain_ids) = self.mount_image_volumes(id, dir, &config).await?;
         let config = &config;
         let oci = spec::build(config, image_ref, image_config, &pod, &who, &cgroups_path)?;
-        oci.save(dir.join("config.json")).map_err(|e| internal("writing config.json")(&e))?;
+        if cdi_hooks.is_empty() {
+            oci.save(dir.join("config.json")).map_err(|e| internal("writing config.json")(&e))?;
+        } else {
+            let mut json = serde_json::to_value(&oci).map_err(|e| internal("encoding the spec")(&e))?;
+            crate::cdi::add_hooks(&mut json, &cdi_hooks)?;
+            fsutil::write_atomic(&dir.join("config.json"), json.to_string().as_bytes())
+                .map_err(|e| internal("writing config.json")(&e))?;
+        }
 
         let log_dir = sandbox.config.log_directory.clone();
         let log_path = if !log_dir.is_empty() && !config.log_path.is_empty() {
