@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use gantry_proto::cri::v1::ContainerEventType;
+
 use crate::error::RuntimeError;
 use crate::records::{decode, ContainerRecord, SandboxRecord, Unreadable, RECORD_FORMAT};
 use crate::runtime::Runtime;
@@ -88,9 +90,30 @@ impl Runtime {
     pub async fn watch_all(self: &Arc<Self>) {
         let ids: Vec<String> = self.containers.lock().await.keys().cloned().collect();
         for id in ids {
-            if self.container_state(&id).await.status == Status::Running as i32 {
+            let state = self.container_state(&id).await;
+            if state.status == Status::Running as i32 {
                 self.watch(id);
+            } else if state.status == Status::Stopped as i32 && state.started_at != 0 && !self.exit_reported(&id) {
+                // It exited while gantryd was down: kubelet hears it now.
+                self.events.emit_recovered(&id, ContainerEventType::ContainerStoppedEvent, state.finished_at);
+                self.mark_exit_reported(&id);
             }
+        }
+    }
+
+    fn exit_reported_path(&self, id: &str) -> std::path::PathBuf {
+        self.container_dir(id).join("exit-reported")
+    }
+
+    fn exit_reported(&self, id: &str) -> bool {
+        self.exit_reported_path(id).exists()
+    }
+
+    /// Its stop was emitted: a restart will not report it again (a crash
+    /// before this line reports it twice, never not at all).
+    pub(crate) fn mark_exit_reported(&self, id: &str) {
+        if let Err(e) = std::fs::File::create(self.exit_reported_path(id)) {
+            tracing::warn!(container = %id, error = %e, "marking the exit as reported");
         }
     }
 }

@@ -1080,3 +1080,48 @@ async fn the_cri_stop_signal_overrides_the_images_and_is_reported() {
     assert!(err.message().contains("99"), "{err}");
     remove_pod(&mut cri, &pod).await;
 }
+
+/// Evented PLEG: a container that exits while gantryd is down is reported
+/// after the restart, with its status, to every subscriber, and only once
+/// across later restarts.
+#[tokio::test]
+async fn exits_while_gantryd_is_down_are_reported_after_the_restart() {
+    use gantry_proto::cri::v1::{ContainerEventType, GetEventsRequest};
+    let mut d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let pod = run_pod(&mut cri, &d, "downtime", NamespaceMode::Container).await;
+    let short = create(&mut cri, &pod, container("short", &["sh", "-c", "sleep 1; exit 5"])).await.expect("create");
+    start(&mut cri, &short).await;
+    d.kill9();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    d.start_again();
+    let mut cri = d.connect().await;
+
+    let stopped_events = |cri: &mut gantry_tests::Cri| {
+        let mut runtime = cri.runtime.clone();
+        let short = short.clone();
+        async move {
+            let mut events = runtime.get_container_events(GetEventsRequest {}).await.expect("events").into_inner();
+            let mut found = vec![];
+            while let Ok(Ok(Some(e))) = tokio::time::timeout(Duration::from_millis(1500), events.message()).await {
+                if e.container_id == short && e.container_event_type == ContainerEventType::ContainerStoppedEvent as i32
+                {
+                    found.push(e);
+                }
+            }
+            found
+        }
+    };
+    for subscriber in ["first", "second"] {
+        let found = stopped_events(&mut cri).await;
+        assert_eq!(found.len(), 1, "{subscriber} subscriber: {found:?}");
+        let status = found[0].containers_statuses.iter().find(|s| s.id == short).expect("its status in the event");
+        assert_eq!((status.state, status.exit_code), (ContainerState::ContainerExited as i32, 5));
+        assert_eq!(found[0].pod_sandbox_status.as_ref().map(|p| p.id.as_str()), Some(pod.id.as_str()));
+    }
+    // Reported once: a further restart does not report it again.
+    d.restart();
+    let mut cri = d.connect().await;
+    assert!(stopped_events(&mut cri).await.is_empty());
+    remove_pod(&mut cri, &pod).await;
+}

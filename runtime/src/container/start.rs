@@ -28,6 +28,7 @@ impl Runtime {
                 }
                 this.cache_state(&id, state);
                 this.events.emit(&id, ContainerEventType::ContainerStoppedEvent);
+                this.mark_exit_reported(&id);
             }
         });
     }

@@ -18,9 +18,12 @@ pub(super) async fn get_container_events(
     runtime: &Arc<Runtime>,
     _: Request<GetEventsRequest>,
 ) -> Result<Response<EventStream>, Status> {
-    let mut events = runtime.events.subscribe();
+    let (backlog, mut events) = runtime.events.subscribe();
     let runtime = runtime.clone();
     let stream = async_stream::stream! {
+        for e in backlog {
+            yield Ok(event_response(&runtime, e).await);
+        }
         loop {
             match events.recv().await {
                 Ok(e) => yield Ok(event_response(&runtime, e).await),
