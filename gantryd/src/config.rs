@@ -54,6 +54,8 @@ pub struct Config {
     /// Directories of CDI spec files (devices for `CDI_devices` and the
     /// `cdi.k8s.io/` annotations), later ones taking precedence.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// criu for CheckpointContainer: a path, or a name searched in PATH.
+    pub criu_path: PathBuf,
     /// Pod networking.
     pub cni: CniConfig,
     /// RuntimeClass handlers besides the built-in shim: external OCI
@@ -129,6 +131,7 @@ impl Default for Config {
             pinned_images: vec![],
             cgroup_driver: Default::default(),
             cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
+            criu_path: "criu".into(),
             cni: CniConfig::default(),
             runtimes: BTreeMap::new(),
         }

@@ -165,6 +165,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let mut runtime = runtime;
     runtime.cdi_spec_dirs = config.cdi_spec_dirs.clone();
+    runtime.criu_path = config.criu_path.clone();
     let runtime = std::sync::Arc::new(runtime);
     runtime.watch_all().await;
     let tls = match (&config.stream_tls_cert, &config.stream_tls_key) {

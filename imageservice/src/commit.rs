@@ -136,7 +136,11 @@ pub fn apply_changes(config: &mut Value, changes: &[String]) -> Result<(), Commi
 }
 
 fn now_rfc3339() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    rfc3339(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC time, as image configs write it.
+pub fn rfc3339(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Civil date from days (Howard Hinnant's algorithm).
     let z = days + 719468;

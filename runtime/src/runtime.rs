@@ -60,6 +60,8 @@ pub struct Runtime {
     /// Where CDI spec files are (`cdi.rs`), read at each CreateContainer
     /// that asks for a CDI device.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// criu, for CheckpointContainer: a path, or a name searched in PATH.
+    pub criu_path: PathBuf,
 }
 
 /// Running totals for gantryd's metrics.
@@ -102,6 +104,7 @@ impl Runtime {
             cgroup_driver,
             systemd: Systemd::default(),
             cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
+            criu_path: "criu".into(),
         };
         if cgroup_driver == CgroupDriver::Systemd && !rt.cgroups.is_unified() {
             return Err(RuntimeError::FailedPrecondition(

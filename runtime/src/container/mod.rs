@@ -3,6 +3,7 @@
 //! `image_volumes.rs` (images mounted as volumes), and for
 //! the `gantry` tool `pause.rs` and `commit.rs`.
 
+mod checkpoint;
 mod commit;
 mod create;
 pub(crate) mod image_volumes;

@@ -120,7 +120,10 @@ pub(super) async fn reopen_container_log(
 }
 
 pub(super) async fn checkpoint_container(
-    _: Request<CheckpointContainerRequest>,
+    runtime: &Runtime,
+    request: Request<CheckpointContainerRequest>,
 ) -> Result<Response<CheckpointContainerResponse>, Status> {
-    Err(Status::unimplemented("CheckpointContainer is not implemented by gantry yet"))
+    let req = request.into_inner();
+    runtime.checkpoint(&req.container_id, &req.location, req.timeout).await?;
+    Ok(Response::new(CheckpointContainerResponse {}))
 }

@@ -185,7 +185,7 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<CheckpointContainerRequest>,
     ) -> Answer<CheckpointContainerResponse> {
-        containers::checkpoint_container(request).await
+        containers::checkpoint_container(&self.runtime, request).await
     }
 
     async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> Answer<ExecSyncResponse> {
