@@ -245,7 +245,15 @@ impl CgroupLayout {
     }
 
     pub fn usage(&self, path: &str) -> CgroupUsage {
+        self.usage_and_stat(path).0
+    }
+
+    /// The usage and the `memory.stat` it was read from (empty without a
+    /// memory controller), and whether that is a v2 directory.
+    fn usage_and_stat(&self, path: &str) -> (CgroupUsage, HashMap<String, u64>, bool) {
         let mut u = CgroupUsage::default();
+        let mut stat = HashMap::new();
+        let mut memory_v2 = false;
         match self.dir("cpuacct", path) {
             Some((d, _)) => u.cpu_nanos = read_u64(&d.join("cpuacct.usage")),
             None => {
@@ -255,7 +263,8 @@ impl CgroupLayout {
             }
         }
         if let Some((d, v2)) = self.dir("memory", path) {
-            let stat = read_keyed(&d.join("memory.stat"));
+            memory_v2 = v2;
+            stat = read_keyed(&d.join("memory.stat"));
             let (usage, limit, inactive, rss, faults, major) = if v2 {
                 let limit = std::fs::read_to_string(d.join("memory.max")).ok().and_then(|s| s.trim().parse().ok());
                 (read_u64(&d.join("memory.current")), limit, "inactive_file", "anon", "pgfault", "pgmajfault")
@@ -276,8 +285,126 @@ impl CgroupLayout {
         if let Some((d, _)) = procs {
             u.processes = std::fs::read_to_string(d.join("cgroup.procs")).ok().map(|s| s.lines().count() as u64);
         }
-        u
+        (u, stat, memory_v2)
     }
+
+    /// Whether memory figures come from a v1 hierarchy (which has
+    /// `memory.failcnt`; v2 has none).
+    pub fn memory_is_v1(&self) -> bool {
+        self.v1.contains_key("memory")
+    }
+
+    /// Whether the kernel accounts swap per cgroup here (v1 `memsw`, v2
+    /// `memory.swap.current`), read at the root of the memory hierarchy.
+    pub fn swap_accounted(&self) -> bool {
+        match self.dir("memory", "/") {
+            Some((d, false)) => d.join("memory.memsw.usage_in_bytes").exists(),
+            Some((_, true)) => self.memory_child_has("memory.swap.current"),
+            None => false,
+        }
+    }
+
+    /// Whether the kernel gives cgroup v2 memory file `file` (the root of a
+    /// v2 tree has few memory files: its children have them all).
+    pub fn memory_child_has(&self, file: &str) -> bool {
+        let Some((d, true)) = self.dir("memory", "/") else { return false };
+        std::fs::read_dir(&d).into_iter().flatten().flatten().any(|e| e.path().join(file).exists())
+    }
+
+    /// A fuller reading of cgroup `path` for the Prometheus-style pod
+    /// metrics: the `usage` of the stats calls and the rest cAdvisor reports.
+    pub fn detail(&self, path: &str) -> CgroupDetail {
+        let (usage, stat, memory_v2) = self.usage_and_stat(path);
+        let mut m = CgroupDetail { usage, ..Default::default() };
+        let key = |k: &str| stat.get(k).copied();
+        if let Some((d, _)) = self.dir("cpuacct", path) {
+            m.cpu_user_nanos = read_u64(&d.join("cpuacct.usage_user"));
+            m.cpu_system_nanos = read_u64(&d.join("cpuacct.usage_sys"));
+        }
+        if let Some((d, v2)) = self.dir("cpu", path) {
+            let cpu_stat = read_keyed(&d.join("cpu.stat"));
+            m.cfs_periods = cpu_stat.get("nr_periods").copied();
+            m.cfs_throttled_periods = cpu_stat.get("nr_throttled").copied();
+            if v2 {
+                let us = |k: &str| cpu_stat.get(k).map(|v| v.saturating_mul(1000));
+                m.cpu_user_nanos = us("user_usec");
+                m.cpu_system_nanos = us("system_usec");
+                m.cfs_throttled_nanos = us("throttled_usec");
+                // cpu.weight as cAdvisor turns it back into shares.
+                m.cpu_shares = read_u64(&d.join("cpu.weight")).map(|w| 2 + (w.saturating_sub(1) * 262142) / 9999);
+                let max = std::fs::read_to_string(d.join("cpu.max")).unwrap_or_default();
+                let mut f = max.split_whitespace();
+                let (quota, period) = (f.next(), f.next());
+                m.cpu_quota = quota.and_then(|q| q.parse().ok());
+                m.cpu_period = period.and_then(|p| p.parse().ok());
+            } else {
+                m.cfs_throttled_nanos = cpu_stat.get("throttled_time").copied();
+                m.cpu_shares = read_u64(&d.join("cpu.shares"));
+                // -1: no quota.
+                m.cpu_quota = read_u64(&d.join("cpu.cfs_quota_us"));
+                m.cpu_period = read_u64(&d.join("cpu.cfs_period_us"));
+            }
+        }
+        if let Some((d, _)) = self.dir("memory", path) {
+            if memory_v2 {
+                m.memory_cache = key("file");
+                m.memory_mapped_file = key("file_mapped");
+                m.memory_active_file = key("active_file");
+                m.memory_inactive_file = key("inactive_file");
+                m.memory_max_usage = read_u64(&d.join("memory.peak"));
+                m.memory_swap = read_u64(&d.join("memory.swap.current"));
+                m.oom_kills = read_keyed(&d.join("memory.events")).get("oom_kill").copied();
+            } else {
+                m.memory_cache = key("total_cache");
+                m.memory_mapped_file = key("total_mapped_file");
+                m.memory_active_file = key("total_active_file");
+                m.memory_inactive_file = key("total_inactive_file");
+                m.memory_max_usage = read_u64(&d.join("memory.max_usage_in_bytes"));
+                // memsw counts memory and swap together.
+                m.memory_swap = read_u64(&d.join("memory.memsw.usage_in_bytes"))
+                    .map(|both| both.saturating_sub(m.usage.memory_usage.unwrap_or(0)));
+                m.memory_failcnt = read_u64(&d.join("memory.failcnt"));
+                m.oom_kills = read_keyed(&d.join("memory.oom_control")).get("oom_kill").copied();
+            }
+        }
+        if let Some((d, v2)) = self.dir("pids", path).or_else(|| self.dir("memory", path)) {
+            let threads = if v2 { "cgroup.threads" } else { "tasks" };
+            m.threads = std::fs::read_to_string(d.join(threads)).ok().map(|s| s.lines().count() as u64);
+        }
+        if let Some((d, _)) = self.dir("pids", path) {
+            // "max": no limit, 0 as cAdvisor reports it.
+            m.threads_max = std::fs::read_to_string(d.join("pids.max")).ok().map(|s| s.trim().parse().unwrap_or(0));
+        }
+        m
+    }
+}
+
+/// What `CgroupLayout::detail` reads beyond `CgroupUsage`; `None` where the
+/// host has no such file (no controller, an older kernel).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupDetail {
+    pub usage: CgroupUsage,
+    pub cpu_user_nanos: Option<u64>,
+    pub cpu_system_nanos: Option<u64>,
+    pub cfs_periods: Option<u64>,
+    pub cfs_throttled_periods: Option<u64>,
+    pub cfs_throttled_nanos: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    /// Microseconds per period; `None` for no quota.
+    pub cpu_quota: Option<u64>,
+    pub cpu_period: Option<u64>,
+    pub memory_cache: Option<u64>,
+    pub memory_mapped_file: Option<u64>,
+    pub memory_active_file: Option<u64>,
+    pub memory_inactive_file: Option<u64>,
+    pub memory_max_usage: Option<u64>,
+    pub memory_swap: Option<u64>,
+    /// v1 only.
+    pub memory_failcnt: Option<u64>,
+    /// Processes the kernel's OOM killer killed in the cgroup.
+    pub oom_kills: Option<u64>,
+    pub threads: Option<u64>,
+    pub threads_max: Option<u64>,
 }
 
 #[cfg(test)]

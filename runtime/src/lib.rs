@@ -19,6 +19,7 @@ pub mod exec;
 pub mod handlers;
 pub mod listing;
 pub mod network;
+pub mod pod_metrics;
 pub mod records;
 mod recovery;
 pub mod runtime;

@@ -64,10 +64,22 @@ fn memory_usage(at: i64, u: &CgroupUsage, pressure: &CgroupPressure) -> Option<M
     })
 }
 
-/// Counters of every interface but loopback in the network namespace of
-/// `pid`, from its `/proc/PID/net/dev`.
-fn network_usage(pid: u32, at: i64) -> Option<NetworkUsage> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
+/// The counters of one interface, from `/proc/PID/net/dev`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct InterfaceCounters {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+/// Every interface but loopback in a `/proc/PID/net/dev` text.
+fn parse_net_dev(text: &str) -> Vec<InterfaceCounters> {
     let mut interfaces = vec![];
     for line in text.lines().skip(2) {
         let Some((name, counters)) = line.split_once(':') else { continue };
@@ -75,21 +87,52 @@ fn network_usage(pid: u32, at: i64) -> Option<NetworkUsage> {
         if name == "lo" {
             continue;
         }
-        // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs …
+        // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop …
         let n: Vec<u64> = counters.split_whitespace().filter_map(|c| c.parse().ok()).collect();
-        if n.len() < 11 {
+        if n.len() < 12 {
             continue;
         }
-        interfaces.push(NetworkInterfaceUsage {
+        interfaces.push(InterfaceCounters {
             name: name.to_string(),
-            rx_bytes: val(Some(n[0])),
-            rx_errors: val(Some(n[2])),
-            tx_bytes: val(Some(n[8])),
-            tx_errors: val(Some(n[10])),
+            rx_bytes: n[0],
+            rx_packets: n[1],
+            rx_errors: n[2],
+            rx_dropped: n[3],
+            tx_bytes: n[8],
+            tx_packets: n[9],
+            tx_errors: n[10],
+            tx_dropped: n[11],
         });
     }
+    interfaces
+}
+
+/// The interfaces of the network namespace of `pid` (loopback left out);
+/// `None` if the process is gone.
+pub(crate) fn net_dev(pid: u32) -> Option<Vec<InterfaceCounters>> {
+    std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok().map(|t| parse_net_dev(&t))
+}
+
+/// The pod's network counters (loopback left out) as the stats calls give them.
+fn network_usage(pid: u32, at: i64) -> Option<NetworkUsage> {
+    let interfaces: Vec<NetworkInterfaceUsage> = net_dev(pid)?
+        .into_iter()
+        .map(|i| NetworkInterfaceUsage {
+            name: i.name,
+            rx_bytes: val(Some(i.rx_bytes)),
+            rx_errors: val(Some(i.rx_errors)),
+            tx_bytes: val(Some(i.tx_bytes)),
+            tx_errors: val(Some(i.tx_errors)),
+        })
+        .collect();
     let default_interface = interfaces.iter().find(|i| i.name == "eth0").or_else(|| interfaces.first()).cloned();
     Some(NetworkUsage { timestamp: at, default_interface, interfaces })
+}
+
+/// Whether the stats and metrics read the pod's network: a ready pod with
+/// a network namespace of its own.
+pub(crate) fn reads_network(s: &SandboxRecord) -> bool {
+    s.ready && s.namespace_mode(|n| n.network) != gantry_proto::cri::v1::NamespaceMode::Node as i32
 }
 
 impl Runtime {
@@ -159,8 +202,7 @@ impl Runtime {
             Some(parent) => self.cgroups.pressure(&parent),
             None => CgroupPressure::default(),
         };
-        let host_network = s.namespace_mode(|n| n.network) == gantry_proto::cri::v1::NamespaceMode::Node as i32;
-        let network = if s.ready && !host_network { network_usage(s.pause_pid, at) } else { None };
+        let network = if reads_network(s) { network_usage(s.pause_pid, at) } else { None };
         PodSandboxStats {
             attributes: Some(PodSandboxAttributes {
                 id: s.id.clone(),
@@ -206,5 +248,36 @@ impl Runtime {
         let mut alive: std::collections::HashSet<String> = self.containers.lock().await.keys().cloned().collect();
         alive.extend(self.sandboxes.lock().await.keys().cloned());
         self.cpu_readings.retain(|k| alive.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_dev_counters_are_read_by_column_and_loopback_left_out() {
+        let text = "\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  eth0:    1500      10    1    2    0     0          0         0      900       7    3    4    0     0       0          0
+";
+        let got = parse_net_dev(text);
+        assert_eq!(
+            got,
+            [InterfaceCounters {
+                name: "eth0".into(),
+                rx_bytes: 1500,
+                rx_packets: 10,
+                rx_errors: 1,
+                rx_dropped: 2,
+                tx_bytes: 900,
+                tx_packets: 7,
+                tx_errors: 3,
+                tx_dropped: 4,
+            }]
+        );
+        assert!(parse_net_dev("garbage\nmore\n  eth0: 1 2 3\n").is_empty());
     }
 }

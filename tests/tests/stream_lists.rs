@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use futures::StreamExt;
 use gantry_proto::cri::v1::{
     ContainerFilter, ContainerStatsFilter, LinuxContainerResources, ListContainerStatsRequest, ListContainersRequest,
-    ListImagesRequest, ListPodSandboxRequest, NamespaceMode, PodSandboxFilter, StreamContainerStatsRequest,
-    StreamContainersRequest, StreamImagesRequest, StreamPodSandboxMetricsRequest, StreamPodSandboxesRequest,
-    UpdatePodSandboxResourcesRequest,
+    ListImagesRequest, ListPodSandboxMetricsRequest, ListPodSandboxRequest, NamespaceMode, PodSandboxFilter,
+    StreamContainerStatsRequest, StreamContainersRequest, StreamImagesRequest, StreamPodSandboxMetricsRequest,
+    StreamPodSandboxesRequest, UpdatePodSandboxResourcesRequest,
 };
 use gantry_tests::pods::*;
 use gantry_tests::Daemon;
@@ -105,7 +105,21 @@ async fn streamed_lists_match_the_unary_ones_in_chunks() {
         unary.iter().map(|s| s.attributes.clone()).collect::<Vec<_>>()
     );
     let stream = cri.runtime.stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest {}).await.expect("s");
-    assert!(collect(stream.into_inner(), |c| c.pod_sandbox_metrics).await.is_empty());
+    let streamed = collect(stream.into_inner(), |c| c.pod_sandbox_metrics).await;
+    let unary = cri
+        .runtime
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .expect("metrics")
+        .into_inner()
+        .pod_metrics;
+    let ids = |m: &[gantry_proto::cri::v1::PodSandboxMetrics]| {
+        m.iter()
+            .map(|p| (p.pod_sandbox_id.clone(), p.container_metrics.iter().map(|c| c.container_id.clone()).collect()))
+            .collect::<Vec<(String, Vec<String>)>>()
+    };
+    assert_eq!(ids(&streamed), ids(&unary));
+    assert!(!streamed.is_empty());
 
     remove_pod(&mut cri, &pod).await;
     remove_pod(&mut cri, &other).await;

@@ -244,20 +244,20 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<ListMetricDescriptorsRequest>,
     ) -> Answer<ListMetricDescriptorsResponse> {
-        stats::list_metric_descriptors(request).await
+        stats::list_metric_descriptors(&self.runtime, request).await
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         request: Request<ListPodSandboxMetricsRequest>,
     ) -> Answer<ListPodSandboxMetricsResponse> {
-        stats::list_pod_sandbox_metrics(request).await
+        stats::list_pod_sandbox_metrics(&self.runtime, request).await
     }
 
     async fn stream_pod_sandbox_metrics(
         &self,
         request: Request<StreamPodSandboxMetricsRequest>,
     ) -> Answer<Self::StreamPodSandboxMetricsStream> {
-        stats::stream_pod_sandbox_metrics(request).await
+        stats::stream_pod_sandbox_metrics(&self.runtime, request).await
     }
 }

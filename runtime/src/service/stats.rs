@@ -1,6 +1,7 @@
 //! The stats RPCs: ContainerStats, ListContainerStats, PodSandboxStats,
-//! ListPodSandboxStats, and the (empty) pod metrics (the readings
-//! themselves are `crate::stats`), and their Stream* forms in chunks.
+//! ListPodSandboxStats (the readings themselves are `crate::stats`), the
+//! Prometheus-style pod metrics (`crate::pod_metrics`), and their Stream*
+//! forms in chunks.
 
 use futures::stream::BoxStream;
 use gantry_proto::cri::v1::{
@@ -68,17 +69,17 @@ async fn select_pod_stats(runtime: &Runtime, f: &PodSandboxStatsFilter) -> Vec<P
 }
 
 pub(super) async fn list_metric_descriptors(
+    runtime: &Runtime,
     _: Request<ListMetricDescriptorsRequest>,
 ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-    // Gantry serves the CRI stats RPCs, not Prometheus-style pod metrics
-    // (kubelet's PodAndContainerStatsFromCRI mode): no descriptors.
-    Ok(Response::new(ListMetricDescriptorsResponse { descriptors: vec![] }))
+    Ok(Response::new(ListMetricDescriptorsResponse { descriptors: runtime.metric_descriptors() }))
 }
 
 pub(super) async fn list_pod_sandbox_metrics(
+    runtime: &Runtime,
     _: Request<ListPodSandboxMetricsRequest>,
 ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-    Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics: vec![] }))
+    Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics: runtime.list_pod_sandbox_metrics().await }))
 }
 
 pub(super) async fn stream_container_stats(
@@ -99,9 +100,11 @@ pub(super) async fn stream_pod_sandbox_stats(
     Ok(Response::new(chunked(stats, |pod_sandbox_stats| StreamPodSandboxStatsResponse { pod_sandbox_stats })))
 }
 
-/// No pod metrics (as ListPodSandboxMetrics): one empty answer.
+/// The pods of ListPodSandboxMetrics, in chunks.
 pub(super) async fn stream_pod_sandbox_metrics(
+    runtime: &Runtime,
     _: Request<StreamPodSandboxMetricsRequest>,
 ) -> Result<Response<BoxStream<'static, Result<StreamPodSandboxMetricsResponse, Status>>>, Status> {
-    Ok(Response::new(chunked(vec![], |pod_sandbox_metrics| StreamPodSandboxMetricsResponse { pod_sandbox_metrics })))
+    let metrics = runtime.list_pod_sandbox_metrics().await;
+    Ok(Response::new(chunked(metrics, |pod_sandbox_metrics| StreamPodSandboxMetricsResponse { pod_sandbox_metrics })))
 }

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use gantry_proto::cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest, CreateContainerRequest, ExecSyncRequest,
     HugepageLimit, ImageSpec, LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig, ListImagesRequest,
-    ListPodSandboxStatsRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
-    UpdateContainerResourcesRequest,
+    ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatsRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use gantry_tests::{Cri, Daemon};
 
@@ -417,6 +417,67 @@ impl Pass {
         self.remove_pod(&pod.0).await
     }
 
+    /// ListMetricDescriptors and ListPodSandboxMetrics on a v2 host: no
+    /// failcnt (v1's), each metric as many label values as its descriptor
+    /// has keys, the values those of the container's cgroup files.
+    async fn pod_metrics_check(
+        &mut self,
+        pod: &str,
+        id: &str,
+        dir: &std::path::Path,
+        before_cpu: u64,
+        after_cpu: u64,
+    ) -> Check {
+        let descriptors = self
+            .cri
+            .runtime
+            .list_metric_descriptors(ListMetricDescriptorsRequest {})
+            .await
+            .map_err(|e| format!("ListMetricDescriptors: {}", e.message()))?
+            .into_inner()
+            .descriptors;
+        let keys: HashMap<String, usize> = descriptors.iter().map(|d| (d.name.clone(), d.label_keys.len())).collect();
+        ensure(!keys.contains_key("container_memory_failcnt"), || "failcnt described on cgroup v2".into())?;
+        let pods = self
+            .cri
+            .runtime
+            .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+            .await
+            .map_err(|e| format!("ListPodSandboxMetrics: {}", e.message()))?
+            .into_inner()
+            .pod_metrics;
+        let p = pods.iter().find(|p| p.pod_sandbox_id == pod).ok_or(format!("pod {pod} not in {} pods", pods.len()))?;
+        let c = p.container_metrics.iter().find(|c| c.container_id == id).ok_or("container not in its pod")?;
+        for m in p.metrics.iter().chain(&c.metrics) {
+            ensure(keys.get(&m.name) == Some(&m.label_values.len()), || {
+                format!("{}: {} label values, descriptor {:?}", m.name, m.label_values.len(), keys.get(&m.name))
+            })?;
+        }
+        let value = |name: &str| -> Result<u64, String> {
+            c.metrics
+                .iter()
+                .find(|m| m.name == name)
+                .and_then(|m| m.value.as_ref())
+                .map(|v| v.value)
+                .ok_or(format!("{name} missing"))
+        };
+        let cpu = value("container_cpu_usage_seconds_total")?;
+        let (lo, hi) = (before_cpu / 1_000_000_000, after_cpu / 1_000_000_000);
+        ensure(cpu >= lo && cpu <= hi + 1, || format!("cpu {cpu} s, cpu.stat says {lo}..{hi} s"))?;
+        let stat = keyed(&dir.join("memory.stat"))?;
+        let anon = stat.get("anon").copied().unwrap_or(0);
+        let rss = value("container_memory_rss")?;
+        ensure(rss + (256 << 10) >= anon && rss <= anon + (256 << 10), || format!("rss {rss}, anon {anon}"))?;
+        let ooms = keyed(&dir.join("memory.events"))?.get("oom_kill").copied().unwrap_or(0);
+        ensure(value("container_oom_events_total")? == ooms, || format!("oom events vs memory.events {ooms}"))?;
+        let max = read(&dir.join("pids.max"))?;
+        let want = max.trim().parse().unwrap_or(0);
+        ensure(value("container_threads_max")? == want, || format!("threads_max vs pids.max {max:?}"))?;
+        value("container_memory_working_set_bytes")?;
+        value("container_cpu_user_seconds_total")?;
+        Ok(())
+    }
+
     async fn stats(&mut self) -> Check {
         let parent = "/kubepods/besteffort/pod-stats";
         let pod = self.run_pod("stats", parent).await?;
@@ -515,6 +576,10 @@ impl Pass {
             None => Err(format!("pod {} not in ListPodSandboxStats ({} pods)", pod.0, listed.len())),
         };
         self.report("ListPodSandboxStats", r);
+
+        // The Prometheus-style metrics from the same files (whole seconds).
+        let r = self.pod_metrics_check(&pod.0, &id, &dir, before_cpu, after_cpu).await;
+        self.report("ListPodSandboxMetrics from cpu.stat/memory.stat/memory.events/pids.max", r);
 
         // Pause and unpause through the freezer (cgroup.freeze).
         let gantry = |verb: &str, d: &Daemon| {
