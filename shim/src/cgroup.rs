@@ -52,10 +52,20 @@ pub fn confine(path: &Path) -> PathBuf {
 }
 
 /// Moves `pid` into the existing cgroup the spec names (an exec joining
-/// its container's); nothing to do when the spec names none.
-pub fn join(spec: &Spec, pid: u32) -> Result<(), String> {
+/// the cgroup of its container, whose init is `init_pid`); nothing to do
+/// when the spec names none.
+pub fn join(spec: &Spec, pid: u32, init_pid: i32) -> Result<(), String> {
     let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else { return Ok(()) };
-    let rel = confine(&path);
+    let rel = match gantry_proto::systemd_cgroup::parse(&path.to_string_lossy()) {
+        // A systemd `SLICE:PREFIX:NAME` names a scope unit, not a cgroup
+        // path: the scope's cgroup is the slice's path plus the unit.
+        Some(scope) => {
+            let scope_path = scope.cgroup_path().map_err(|e| format!("cgroupsPath {}: {e}", path.display()))?;
+            let init = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup")).unwrap_or_default();
+            confine(Path::new(&exec_cgroup_in_scope(&scope_path, &init)))
+        }
+        None => confine(&path),
+    };
     let cgroup = Cgroup::load(crate::cgroup_mounts::hierarchy(), rel.to_string_lossy().as_ref());
     if !cgroup.exists() {
         return Err(format!("the container's cgroup {} is gone", path.display()));
@@ -66,6 +76,22 @@ pub fn join(spec: &Spec, pid: u32) -> Result<(), String> {
     match Hugetlb::locate() {
         Some(h) if h.separate && h.dir(&rel).is_dir() => h.add(&rel, pid),
         _ => Ok(()),
+    }
+}
+
+/// The cgroup an exec joins in a systemd scope (`scope_path`): the one the
+/// container's init is in (`init_cgroup`, its `/proc/PID/cgroup`) when that
+/// is the scope or below it, the scope otherwise. runc keeps the container
+/// in the scope itself; crun (its `run.oci.systemd.subgroup`) in a
+/// `container` child, and a scope whose child has controllers enabled takes
+/// no process (cgroup v2's no-internal-process rule).
+fn exec_cgroup_in_scope(scope_path: &str, init_cgroup: &str) -> String {
+    let own = init_cgroup.lines().find_map(|l| l.strip_prefix("0::")).map(str::trim);
+    match own {
+        Some(own) if own == scope_path || own.strip_prefix(scope_path).is_some_and(|rest| rest.starts_with('/')) => {
+            own.to_string()
+        }
+        _ => scope_path.to_string(),
     }
 }
 
@@ -557,6 +583,17 @@ mod tests {
         assert_eq!(swap_v2(-1, None).as_deref(), Ok("max"));
         assert!(swap_v2(32 << 20, Some(64 << 20)).is_err());
         assert!(swap_v2(32 << 20, None).is_err());
+    }
+
+    #[test]
+    fn an_exec_joins_the_cgroup_of_its_container_inside_the_scope() {
+        let scope = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/gantry-c.scope";
+        assert_eq!(exec_cgroup_in_scope(scope, &format!("0::{scope}\n")), scope, "runc: the scope itself");
+        let crun = format!("{scope}/container");
+        assert_eq!(exec_cgroup_in_scope(scope, &format!("0::{crun}\n")), crun, "crun: its subgroup");
+        assert_eq!(exec_cgroup_in_scope(scope, "0::/system.slice/other.service\n"), scope, "never outside the scope");
+        assert_eq!(exec_cgroup_in_scope(scope, &format!("0::{scope}x/y\n")), scope, "a sibling is outside");
+        assert_eq!(exec_cgroup_in_scope(scope, ""), scope, "init gone");
     }
 
     #[test]
