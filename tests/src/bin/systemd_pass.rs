@@ -16,11 +16,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gantry_proto::cri::v1::{
-    CgroupDriver, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest,
-    ExecSyncRequest, ImageSpec, LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
-    ListImagesRequest, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, RuntimeConfigRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    CgroupDriver, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest, ContainerStatusRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig, LinuxContainerResources,
+    LinuxPodSandboxConfig, ListImagesRequest, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatsRequest, PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, RuntimeConfigRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest,
 };
 use gantry_tests::{Cri, Daemon};
 use tonic::Code;
@@ -480,6 +481,17 @@ impl Pass {
         let r = run("systemctl", &["daemon-reload"]).map(drop).and_then(|()| files(&dir));
         self.report("the updated limits survive a daemon-reload", r);
 
+        // Stats read the scope's cgroup (and the pod slice's, for PSI).
+        let r = self.stats(&pod.0, &id).await;
+        self.report("ContainerStats and PodSandboxStats from the scope's cgroup", r);
+        // A gantryd restart finds its scopes as it left them.
+        self.d.restart();
+        self.cri = self.d.connect().await;
+        let r = self.exec_hello(&id).await.and_then(|()| {
+            expect_props(&unit, &[("ActiveState", "active".into()), ("MemoryMax", (128 * MIB).to_string())])
+        });
+        self.report("after a gantryd restart: exec, the scope as it was", r);
+
         let r = self.remove_container(&id).await.and_then(|()| {
             let units = gantry_units()?;
             ensure(!units.iter().any(|u| u.contains(&unit)), || format!("{unit} still listed: {units:?}"))?;
@@ -490,6 +502,34 @@ impl Pass {
         let r = nothing_left().await;
         self.report("RemovePodSandbox: no gantry-* unit or cgroup left", r);
         Ok(())
+    }
+
+    async fn stats(&mut self, pod: &str, id: &str) -> Check {
+        let stats = self
+            .cri
+            .runtime
+            .container_stats(ContainerStatsRequest { container_id: id.into() })
+            .await
+            .map_err(|e| format!("ContainerStats: {}", e.message()))?
+            .into_inner()
+            .stats
+            .ok_or("ContainerStats: none")?;
+        let memory = stats.memory.as_ref().and_then(|m| m.usage_bytes.as_ref()).map_or(0, |v| v.value);
+        let cpu = stats.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds.as_ref()).map_or(0, |v| v.value);
+        ensure(memory > 0 && cpu > 0, || format!("container memory {memory} B, cpu {cpu} ns: {stats:?}"))?;
+        let pod_stats = self
+            .cri
+            .runtime
+            .pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: pod.into() })
+            .await
+            .map_err(|e| format!("PodSandboxStats: {}", e.message()))?
+            .into_inner()
+            .stats
+            .ok_or("PodSandboxStats: none")?;
+        let linux = pod_stats.linux.as_ref().ok_or("PodSandboxStats: no linux stats")?;
+        let memory = linux.memory.as_ref().and_then(|m| m.usage_bytes.as_ref()).map_or(0, |v| v.value);
+        let containers = linux.containers.len();
+        ensure(memory > 0 && containers == 1, || format!("pod memory {memory} B, {containers} containers"))
     }
 
     async fn oom(&mut self) -> Check {
@@ -713,6 +753,18 @@ async fn main() {
     p.report("dbus pods", r);
     let r = nothing_left().await;
     p.report("no gantry-* unit or cgroup at the end", r);
+    // A D-Bus call systemd refused (a property it does not take, a unit it
+    // could not stop or reset) is only a warning in gantryd's log.
+    let log = p.d.log_text();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            ["StartTransientUnit", "SetUnitProperties", "StopUnit", "ResetFailedUnit", "GetUnit"]
+                .iter()
+                .any(|m| l.contains(&format!("systemd {m}")))
+        })
+        .collect();
+    p.report("gantryd's log has no call systemd refused", ensure(refused.is_empty(), || refused.join(" | ")));
     if p.failed > 0 {
         eprintln!("gantryd log (tail):");
         let log = p.d.log_text();
