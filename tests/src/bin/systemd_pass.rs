@@ -601,6 +601,20 @@ impl Pass {
         Ok(())
     }
 
+    /// No `cgroup_parent`: the scope goes into system.slice.
+    async fn default_slice(&mut self) -> Check {
+        let pod = self.pod("unparented", "", "").await?;
+        let unit = format!("gantry-{}.scope", pod.0);
+        let r = async {
+            let pid = self.pause_pid(&pod.0).await?;
+            Self::in_cgroup(pid, &format!("/system.slice/{unit}"))?;
+            expect_props(&unit, &[("Slice", "system.slice".into()), ("Delegate", "yes".into())])
+        }
+        .await;
+        let removed = self.remove_pod(&pod.0).await;
+        r.and(removed)
+    }
+
     async fn cgroupfs_parent_refused(&mut self) -> Check {
         let r = self.run_pod("pathed", "/kubepods/burstable/pod1234", "").await;
         match r {
@@ -747,6 +761,8 @@ async fn main() {
         let r = p.handler(name).await;
         p.report(&format!("{name} handler pod"), r);
     }
+    let r = p.default_slice().await;
+    p.report("a pod without cgroup_parent is in system.slice", r);
     let r = p.cgroupfs_parent_refused().await;
     p.report("a cgroupfs cgroup_parent is InvalidArgument", r);
     let r = p.dbus_down().await;
