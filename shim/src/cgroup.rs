@@ -85,6 +85,11 @@ pub fn join(spec: &Spec, pid: u32, init_pid: i32) -> Result<(), String> {
 /// in the scope itself; crun (its `run.oci.systemd.subgroup`) in a
 /// `container` child, and a scope whose child has controllers enabled takes
 /// no process (cgroup v2's no-internal-process rule).
+/// The `oom_kill` count of a cgroup2 `memory.events`.
+pub fn oom_kills(memory_events: &str) -> u64 {
+    memory_events.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
 fn exec_cgroup_in_scope(scope_path: &str, init_cgroup: &str) -> String {
     let own = init_cgroup.lines().find_map(|l| l.strip_prefix("0::")).map(str::trim);
     match own {
@@ -446,6 +451,24 @@ impl ContainerCgroup {
         self.cgroup.v2().then(|| PathBuf::from("/sys/fs/cgroup").join(&self.rel).join("memory.events"))
     }
 
+    /// The OOM kills counted in the nearest ancestor that still has a
+    /// `memory.events` (cgroup v2 counts its descendants' events there too),
+    /// with its path. Under systemd the scope's own cgroup can be gone at
+    /// the exit (systemd removes an emptied scope at once, possibly before
+    /// the shim has read the kill, whose inotify notice the kernel delays
+    /// by up to 10 ms): what the pod slice counted is the evidence left.
+    pub fn ancestor_oom_kills(&self) -> Option<(PathBuf, u64)> {
+        if !self.systemd || !self.cgroup.v2() {
+            return None;
+        }
+        let root = Path::new("/sys/fs/cgroup");
+        self.rel.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()).find_map(|a| {
+            let file = root.join(a).join("memory.events");
+            let kills = oom_kills(&std::fs::read_to_string(&file).ok()?);
+            Some((file, kills))
+        })
+    }
+
     /// Whether the kernel's OOM killer killed something in this cgroup.
     pub fn oom_killed(&self) -> bool {
         if self.cgroup.v2() {
@@ -583,6 +606,13 @@ mod tests {
         assert_eq!(swap_v2(-1, None).as_deref(), Ok("max"));
         assert!(swap_v2(32 << 20, Some(64 << 20)).is_err());
         assert!(swap_v2(32 << 20, None).is_err());
+    }
+
+    #[test]
+    fn oom_kills_are_read_from_memory_events() {
+        assert_eq!(oom_kills("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n"), 1);
+        assert_eq!(oom_kills("low 0\nmax 0\noom 0\noom_kill 0\n"), 0);
+        assert_eq!(oom_kills(""), 0);
     }
 
     #[test]
