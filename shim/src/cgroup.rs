@@ -79,17 +79,17 @@ pub fn join(spec: &Spec, pid: u32, init_pid: i32) -> Result<(), String> {
     }
 }
 
+/// The `oom_kill` count of a cgroup2 `memory.events`.
+pub fn oom_kills(memory_events: &str) -> u64 {
+    memory_events.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
 /// The cgroup an exec joins in a systemd scope (`scope_path`): the one the
 /// container's init is in (`init_cgroup`, its `/proc/PID/cgroup`) when that
 /// is the scope or below it, the scope otherwise. runc keeps the container
 /// in the scope itself; crun (its `run.oci.systemd.subgroup`) in a
 /// `container` child, and a scope whose child has controllers enabled takes
 /// no process (cgroup v2's no-internal-process rule).
-/// The `oom_kill` count of a cgroup2 `memory.events`.
-pub fn oom_kills(memory_events: &str) -> u64 {
-    memory_events.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
-}
-
 fn exec_cgroup_in_scope(scope_path: &str, init_cgroup: &str) -> String {
     let own = init_cgroup.lines().find_map(|l| l.strip_prefix("0::")).map(str::trim);
     match own {
