@@ -15,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(gcc libc6-dev docker-registry skopeo umoci busybox-static containernetworking-plugins iptables iproute2 apache2-utils jq zstd python3 python3-venv curl openssl systemd runc crun criu)
+packages=(gcc libc6-dev docker-registry skopeo umoci busybox-static containernetworking-plugins iptables iproute2 apache2-utils jq zstd python3 python3-venv curl openssl systemd runc crun mmdebstrap e2fsprogs binutils criu)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -146,4 +146,6 @@ if [ "$leftover" -gt 0 ]; then
 fi
 echo "== cgroup v2 pass"
 bash "$here/cgroup2/run.sh"
+echo "== systemd pass"
+bash "$here/systemd/run.sh"
 echo "== all tests passed"

@@ -164,13 +164,17 @@ impl Systemd {
     }
 
     /// Stops the scope (its processes are killed, its cgroup removed); a
-    /// scope already gone is not an error.
+    /// scope already gone is not an error. A scope that ended `failed`
+    /// (systemd 253+ stops a scope with result `oom-kill` when the OOM
+    /// killer strikes in it) stays loaded, and listed, until its failed
+    /// state is reset: reset it too, as runc's systemd driver does.
     pub async fn stop_unit(&self, unit: &str) -> Result<(), RuntimeError> {
-        match self.call::<_, OwnedObjectPath>("StopUnit", &(unit, "replace")).await {
-            Ok(_) => Ok(()),
+        let gone = |r: Result<(), RuntimeError>| match r {
             Err(RuntimeError::Internal(m)) if m.contains("NoSuchUnit") => Ok(()),
-            Err(e) => Err(e),
-        }
+            other => other,
+        };
+        gone(self.call::<_, OwnedObjectPath>("StopUnit", &(unit, "replace")).await.map(drop))?;
+        gone(self.call::<_, ()>("ResetFailedUnit", &(unit,)).await)
     }
 
     /// Whether systemd has unit `unit` loaded.

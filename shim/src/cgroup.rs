@@ -52,10 +52,20 @@ pub fn confine(path: &Path) -> PathBuf {
 }
 
 /// Moves `pid` into the existing cgroup the spec names (an exec joining
-/// its container's); nothing to do when the spec names none.
-pub fn join(spec: &Spec, pid: u32) -> Result<(), String> {
+/// the cgroup of its container, whose init is `init_pid`); nothing to do
+/// when the spec names none.
+pub fn join(spec: &Spec, pid: u32, init_pid: i32) -> Result<(), String> {
     let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else { return Ok(()) };
-    let rel = confine(&path);
+    let rel = match gantry_proto::systemd_cgroup::parse(&path.to_string_lossy()) {
+        // A systemd `SLICE:PREFIX:NAME` names a scope unit, not a cgroup
+        // path: the scope's cgroup is the slice's path plus the unit.
+        Some(scope) => {
+            let scope_path = scope.cgroup_path().map_err(|e| format!("cgroupsPath {}: {e}", path.display()))?;
+            let init = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup")).unwrap_or_default();
+            confine(Path::new(&exec_cgroup_in_scope(&scope_path, &init)))
+        }
+        None => confine(&path),
+    };
     let cgroup = Cgroup::load(crate::cgroup_mounts::hierarchy(), rel.to_string_lossy().as_ref());
     if !cgroup.exists() {
         return Err(format!("the container's cgroup {} is gone", path.display()));
@@ -66,6 +76,27 @@ pub fn join(spec: &Spec, pid: u32) -> Result<(), String> {
     match Hugetlb::locate() {
         Some(h) if h.separate && h.dir(&rel).is_dir() => h.add(&rel, pid),
         _ => Ok(()),
+    }
+}
+
+/// The `oom_kill` count of a cgroup2 `memory.events`.
+pub fn oom_kills(memory_events: &str) -> u64 {
+    memory_events.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The cgroup an exec joins in a systemd scope (`scope_path`): the one the
+/// container's init is in (`init_cgroup`, its `/proc/PID/cgroup`) when that
+/// is the scope or below it, the scope otherwise. runc keeps the container
+/// in the scope itself; crun (its `run.oci.systemd.subgroup`) in a
+/// `container` child, and a scope whose child has controllers enabled takes
+/// no process (cgroup v2's no-internal-process rule).
+fn exec_cgroup_in_scope(scope_path: &str, init_cgroup: &str) -> String {
+    let own = init_cgroup.lines().find_map(|l| l.strip_prefix("0::")).map(str::trim);
+    match own {
+        Some(own) if own == scope_path || own.strip_prefix(scope_path).is_some_and(|rest| rest.starts_with('/')) => {
+            own.to_string()
+        }
+        _ => scope_path.to_string(),
     }
 }
 
@@ -420,6 +451,24 @@ impl ContainerCgroup {
         self.cgroup.v2().then(|| PathBuf::from("/sys/fs/cgroup").join(&self.rel).join("memory.events"))
     }
 
+    /// The OOM kills counted in the nearest ancestor that still has a
+    /// `memory.events` (cgroup v2 counts its descendants' events there too),
+    /// with its path. Under systemd the scope's own cgroup can be gone at
+    /// the exit (systemd removes an emptied scope at once, possibly before
+    /// the shim has read the kill, whose inotify notice the kernel delays
+    /// by up to 10 ms): what the pod slice counted is the evidence left.
+    pub fn ancestor_oom_kills(&self) -> Option<(PathBuf, u64)> {
+        if !self.systemd || !self.cgroup.v2() {
+            return None;
+        }
+        let root = Path::new("/sys/fs/cgroup");
+        self.rel.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()).find_map(|a| {
+            let file = root.join(a).join("memory.events");
+            let kills = oom_kills(&std::fs::read_to_string(&file).ok()?);
+            Some((file, kills))
+        })
+    }
+
     /// Whether the kernel's OOM killer killed something in this cgroup.
     pub fn oom_killed(&self) -> bool {
         if self.cgroup.v2() {
@@ -557,6 +606,24 @@ mod tests {
         assert_eq!(swap_v2(-1, None).as_deref(), Ok("max"));
         assert!(swap_v2(32 << 20, Some(64 << 20)).is_err());
         assert!(swap_v2(32 << 20, None).is_err());
+    }
+
+    #[test]
+    fn oom_kills_are_read_from_memory_events() {
+        assert_eq!(oom_kills("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n"), 1);
+        assert_eq!(oom_kills("low 0\nmax 0\noom 0\noom_kill 0\n"), 0);
+        assert_eq!(oom_kills(""), 0);
+    }
+
+    #[test]
+    fn an_exec_joins_the_cgroup_of_its_container_inside_the_scope() {
+        let scope = "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/gantry-c.scope";
+        assert_eq!(exec_cgroup_in_scope(scope, &format!("0::{scope}\n")), scope, "runc: the scope itself");
+        let crun = format!("{scope}/container");
+        assert_eq!(exec_cgroup_in_scope(scope, &format!("0::{crun}\n")), crun, "crun: its subgroup");
+        assert_eq!(exec_cgroup_in_scope(scope, "0::/system.slice/other.service\n"), scope, "never outside the scope");
+        assert_eq!(exec_cgroup_in_scope(scope, &format!("0::{scope}x/y\n")), scope, "a sibling is outside");
+        assert_eq!(exec_cgroup_in_scope(scope, ""), scope, "init gone");
     }
 
     #[test]

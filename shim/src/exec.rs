@@ -100,7 +100,7 @@ fn exec(o: &Options) -> Result<i32, (i32, String)> {
     let mut process = spec.process().clone().ok_or_else(|| fail("the container's spec has no process".into()))?;
     process.set_args(Some(o.command.clone()));
 
-    crate::cgroup::join(&spec, std::process::id()).map_err(fail)?;
+    crate::cgroup::join(&spec, std::process::id(), o.pid).map_err(fail)?;
     // The host's devpts is out of reach once in the container's mount namespace.
     let host_pty =
         if o.tty && !crate::pty::from_container(&spec) { Some(crate::pty::open_host().map_err(fail)?) } else { None };

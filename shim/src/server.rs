@@ -88,6 +88,10 @@ pub struct Shim {
     /// is seen when it happens.
     oom_watch: Option<Inotify>,
     oom_seen: bool,
+    /// A systemd scope's nearest ancestor's `memory.events` and its OOM
+    /// kills when the watch started: more at a SIGKILL exit, with the
+    /// scope's cgroup already gone, were this container's.
+    oom_baseline: Option<(PathBuf, u64)>,
 }
 
 fn now_nanos() -> i64 {
@@ -240,6 +244,7 @@ impl Shim {
             held: None,
             oom_watch: None,
             oom_seen: false,
+            oom_baseline: None,
         };
         if let Err(e) = shim.create_with_runtime(&args.socket.with_extension("console")) {
             if let Some(cg) = shim.cgroup.take() {
@@ -516,6 +521,9 @@ impl Shim {
         self.state.finished_at = now_nanos();
         self.read_oom_watch();
         self.state.oom_killed = self.oom_seen || self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        if !self.state.oom_killed && signal == Signal::SIGKILL as i32 {
+            self.state.oom_killed = self.oom_killed_in_vanished_scope();
+        }
         self.oom_watch = None;
         // Without a PID namespace of its own (the pod's or the host's), the
         // container's other processes outlive its init: end them with it,
@@ -533,17 +541,38 @@ impl Shim {
         let Some(file) = self.cgroup.as_ref().and_then(|c| c.memory_events()) else { return };
         let Ok(inotify) = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) else { return };
         if inotify.add_watch(&file, AddWatchFlags::IN_MODIFY).is_ok() {
+            // A systemd scope: the ancestor's count too, so that its kills
+            // elsewhere (siblings) move the baseline on (`read_oom_watch`).
+            if let Some((ancestor, _)) = self.cgroup.as_ref().and_then(|c| c.ancestor_oom_kills()) {
+                let _ = inotify.add_watch(&ancestor, AddWatchFlags::IN_MODIFY);
+            }
             self.oom_watch = Some(inotify);
             self.read_oom_watch();
         }
+    }
+
+    /// A SIGKILLed process whose systemd scope's cgroup is gone already:
+    /// whether the OOM killer struck, by the count of its nearest ancestor
+    /// (the pod slice) since the watch started.
+    fn oom_killed_in_vanished_scope(&self) -> bool {
+        let (Some(cg), Some((file, before))) = (&self.cgroup, &self.oom_baseline) else { return false };
+        let own = cg.memory_events().is_some_and(|f| f.exists());
+        let now = std::fs::read_to_string(file).map(|s| crate::cgroup::oom_kills(&s)).unwrap_or(0);
+        !own && now > *before
     }
 
     /// Drains the watch's events and records an OOM kill the file shows.
     fn read_oom_watch(&mut self) {
         let Some(w) = &self.oom_watch else { return };
         while matches!(w.read_events(), Ok(events) if !events.is_empty()) {}
-        if !self.oom_seen && self.cgroup.as_ref().is_some_and(|c| c.oom_killed()) {
+        let Some(cg) = self.cgroup.as_ref().filter(|_| !self.oom_seen) else { return };
+        // The ancestor's count first: a kill of ours after it counts as new.
+        let ancestor = cg.ancestor_oom_kills();
+        if cg.oom_killed() {
             self.oom_seen = true;
+        } else if cg.memory_events().is_some_and(|f| f.exists()) {
+            // Still there without a kill: the ancestor's kills so far were others'.
+            self.oom_baseline = ancestor;
         }
     }
 

@@ -1,7 +1,7 @@
 //! The cgroup driver on this (hybrid, cgroupfs) host: what RuntimeConfig
 //! reports, a systemd slice refused as a cgroupfs parent, and the systemd
 //! driver refused where the host is not pure cgroup v2. The systemd driver
-//! itself runs under a real systemd on the test node (tests/cgroup2).
+//! itself runs under a real systemd on the systemd test node (tests/systemd).
 
 use gantry_proto::cri::v1::{CgroupDriver, NamespaceMode, RuntimeConfigRequest};
 use gantry_tests::pods::*;
@@ -33,7 +33,9 @@ fn the_systemd_driver_needs_a_pure_cgroup_v2_host() {
         .lines()
         .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "));
     if unified {
-        eprintln!("this host is pure cgroup v2: the systemd driver is checked on the systemd test node");
+        eprintln!(
+            "this host is pure cgroup v2: the systemd driver is checked on the systemd test node (tests/systemd)"
+        );
         return;
     }
     let d = Daemon::prepare("cgroup_driver = \"systemd\"\n");

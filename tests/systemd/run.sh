@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# The systemd pass: boots Debian's kernel (linux-image-amd64) under QEMU
+# (TCG, 2 CPUs, 2 GiB) on a Debian bookworm root filesystem with systemd as
+# PID 1 on a pure cgroup v2 hierarchy, and runs gantryd there with
+# cgroup_driver = "systemd", driven through CRI by
+# tests/src/bin/systemd_pass.rs, which checks the scope units and cgroups
+# real systemd makes. Results come back over the serial console.
+#
+#   sudo bash tests/systemd/run.sh
+#
+# The root filesystem is made once with mmdebstrap (minbase + systemd, dbus,
+# runc, crun) into an ext4 image cached under /var/tmp/gantry-systemd-rootfs,
+# keyed by a hash of what goes into it; QEMU boots it as a snapshot (writes
+# go to a temp file), so the cache stays pristine. A busybox initramfs loads
+# the disk's modules, copies this run's binaries and the pass's unit in, and
+# switch_roots to systemd. The kernel is the cgroup v2 pass's cache
+# (/var/tmp/gantry-cgroup2-kernel).
+#
+# Ends with "N passed, M failed"; exits non-zero if a check failed or the node
+# did not finish within GANTRY_SYSTEMD_TIMEOUT seconds (default 600).
+# GANTRY_SYSTEMD_PROFILE=release uses release binaries (default: debug, the
+# ones tests/run.sh builds). Cleans up (QEMU by its pid, the temp dir) also
+# on failure.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/systemd/run.sh must run as root (apt, mmdebstrap, the caches)" >&2
+    exit 1
+fi
+
+profile=${GANTRY_SYSTEMD_PROFILE:-debug}
+timeout_s=${GANTRY_SYSTEMD_TIMEOUT:-600}
+started_at=$(date +%s)
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+# --- what the host needs ----------------------------------------------------
+apt_updated=
+apt_update() { [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }; }
+missing=()
+for p in busybox-static umoci skopeo jq binutils mmdebstrap e2fsprogs; do
+    installed "$p" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    apt_update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v qemu-system-x86_64 >/dev/null; then
+    # As tests/cgroup2/run.sh: QEMU from bookworm-backports.
+    if ! apt-cache policy qemu-system-x86 | grep -q bookworm-backports; then
+        mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1)
+        mirror=${mirror:-http://deb.debian.org/debian}
+        echo "deb ${mirror%/} bookworm-backports main" >/etc/apt/sources.list.d/gantry-bookworm-backports.list
+        apt_updated=
+    fi
+    apt_update
+    want=qemu-system-x86
+    utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    if [ -n "$utils" ] && apt-cache madison qemu-system-x86 | grep -qF " $utils "; then
+        want="qemu-system-x86=$utils"
+    fi
+    echo "== installing $want (bookworm-backports)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports "$want" >/dev/null
+fi
+# The machine's Debian mirror (not a commented-out one, not -security).
+mirror=$(grep -rhE '^[[:space:]]*(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null |
+    grep -v security | grep -oE 'https?://[^ ]+/debian/?' | head -1 || true)
+mirror=${mirror:-http://deb.debian.org/debian}
+
+# --- the kernel: Debian's linux-image-amd64, unpacked into a cache ---------
+# (the cgroup v2 pass's cache, shared)
+kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+if [ -z "$kpkg" ]; then
+    apt_update
+    kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+fi
+kcache=/var/tmp/gantry-cgroup2-kernel/$kpkg
+kver=${kpkg#linux-image-}
+if [ ! -e "$kcache/boot/vmlinuz-$kver" ]; then
+    echo "== fetching $kpkg"
+    rm -rf "$kcache" "$kcache.tmp"
+    mkdir -p "$kcache.tmp"
+    (cd "$kcache.tmp" && apt-get download -q "$kpkg" 2>&1 | grep -v unsandboxed || true)
+    dpkg-deb -x "$kcache.tmp"/"$kpkg"_*.deb "$kcache.tmp/root"
+    mv "$kcache.tmp/root" "$kcache"
+    rm -rf "$kcache.tmp"
+fi
+kmods=$kcache/lib/modules/$kver/kernel
+
+work="$(mktemp -d /tmp/gantry-systemd.XXXXXX)"
+qemu_pid=
+rootfs_tmp=
+cleanup() {
+    [ -z "$rootfs_tmp" ] || rm -rf --one-file-system "$rootfs_tmp"
+    if [ -n "$qemu_pid" ]; then
+        kill "$qemu_pid" 2>/dev/null || true
+        wait "$qemu_pid" 2>/dev/null || true
+    fi
+    rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+
+# --- the root filesystem: Debian bookworm with systemd, cached --------------
+suite=bookworm
+rootfs_packages=(systemd systemd-sysv dbus runc crun busybox-static)
+# What makes the image: the packages and the customize step below (this
+# file's rootfs section); a change to either makes a new one.
+rootfs_recipe=$(printf '%s\n' "$suite" "$mirror" "${rootfs_packages[@]}"; sed -n '/^# --- the root filesystem/,/^# --- end of the root filesystem/p' "$here/run.sh")
+rootfs_key=$(printf '%s' "$rootfs_recipe" | sha256sum | cut -c1-16)
+rcache=/var/tmp/gantry-systemd-rootfs/$rootfs_key
+if [ ! -e "$rcache/rootfs.img" ]; then
+    echo "== making the $suite root filesystem (mmdebstrap, cached as $rcache)"
+    rootfs_tmp=$rcache.tmp
+    rm -rf "$rootfs_tmp"
+    mkdir -p "$rootfs_tmp"
+    tree=$work/rootfs-tree
+    # minbase: no recommends, no docs; a fixed machine-id (no first-boot
+    # prompts on the console), no gettys, the disk as /.
+    mmdebstrap --quiet --variant=minbase --include="$(IFS=,; echo "${rootfs_packages[*]}")" \
+        --dpkgopt='path-exclude=/usr/share/{doc,man,info,locale}/*' \
+        --customize-hook='echo gantry-systemd-node >"$1/etc/hostname"' \
+        --customize-hook='echo 6e7d0c2a5f3b4c1d9e8f7a6b5c4d3e2f >"$1/etc/machine-id"' \
+        --customize-hook='printf "/dev/vda / ext4 rw,errors=remount-ro 0 1\n" >"$1/etc/fstab"' \
+        --customize-hook='for u in getty@tty1 serial-getty@ttyS0 systemd-firstboot apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do case $u in *.timer) ;; *) u=$u.service ;; esac; ln -sf /dev/null "$1/etc/systemd/system/$u"; done' \
+        "$suite" "$tree" "$mirror"
+    mkfs.ext4 -q -L gantry-root -d "$tree" "$rcache.tmp/rootfs.img" 2G
+    rm -rf --one-file-system "$tree"
+    mv "$rcache.tmp" "$rcache"
+    rootfs_tmp=
+    # Older images (another recipe) go.
+    find /var/tmp/gantry-systemd-rootfs -mindepth 1 -maxdepth 1 ! -name "$rootfs_key" -exec rm -rf {} +
+fi
+# --- end of the root filesystem
+
+# --- Gantry ------------------------------------------------------------------
+target=${CARGO_TARGET_DIR:-$repo/target}
+flags=(--quiet)
+[ "$profile" = release ] && flags+=(--release)
+echo "== cargo build ($profile)"
+cargo build "${flags[@]}" -p gantryd -p gantry-shim -p gantry-cli -p gantry-tests --bins
+bins=$target/$profile
+
+# --- the busybox image, as a docker-archive for `gantry load` ---------------
+echo "== building the busybox image"
+layout=$work/oci
+umoci --log error init --layout "$layout"
+umoci --log error new --image "$layout:busybox"
+umoci --log error unpack --image "$layout:busybox" "$work/bundle" >/dev/null
+rootfs=$work/bundle/rootfs
+mkdir -p "$rootfs"/{bin,etc,root,proc,sys,dev,tmp}
+chmod 1777 "$rootfs/tmp"
+cp -L /bin/busybox "$rootfs/bin/busybox"
+for applet in $("$rootfs/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+umoci --log error repack --image "$layout:busybox" "$work/bundle"
+umoci --log error config --image "$layout:busybox" --architecture amd64 --os linux --config.cmd sh \
+    --config.env PATH=/usr/sbin:/usr/bin:/sbin:/bin
+skopeo copy -q "oci:$layout:busybox" "docker-archive:$work/busybox.tar:gantry/busybox:latest"
+
+# --- the initramfs -----------------------------------------------------------
+echo "== packing the initramfs"
+ir=$work/initramfs
+mkdir -p "$ir"/{bin,modules,payload/gantry}
+cp -L /bin/busybox "$ir/bin/busybox"
+ln -s busybox "$ir/bin/sh"
+cp "$here/init.sh" "$ir/init"
+chmod 0755 "$ir/init"
+# The modules for the disk (virtio-pci, virtio-blk, ext4 with its crc32c)
+# and overlayfs, each after what it depends on (from its .modinfo).
+mod_file() { find "$kmods" -name "$1.ko" -print -quit; }
+mod_deps() { objcopy -O binary --only-section=.modinfo "$(mod_file "$1")" /dev/stdout | tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '; }
+ordered=()
+add_module() {
+    local m=$1 d
+    case " ${ordered[*]} " in *" $m "*) return ;; esac
+    for d in $(mod_deps "$m"); do add_module "$d"; done
+    cp "$(mod_file "$m")" "$ir/modules/$m.ko"
+    ordered+=("$m")
+}
+for m in virtio_pci virtio_blk crc32c_generic ext4 overlay; do add_module "$m"; done
+echo "${ordered[*]}" >"$ir/modules/order"
+for b in gantryd gantry-shim gantry systemd_pass; do
+    strip -o "$ir/payload/gantry/$b" "$bins/$b"
+done
+cp "$work/busybox.tar" "$here/pass.sh" "$ir/payload/gantry/"
+cp "$here/cri-pass.service" "$ir/payload/"
+(cd "$ir" && find . | busybox cpio -o -H newc 2>/dev/null) >"$work/initrd"
+
+# --- boot the node -----------------------------------------------------------
+echo "== booting $kpkg with systemd under QEMU (TCG), timeout ${timeout_s}s"
+console=$work/console.log
+# snapshot=on: the guest's writes go to a temp file in $TMPDIR (the work dir).
+TMPDIR=$work qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -nographic -monitor none -serial stdio -nic none \
+    -no-reboot -kernel "$kcache/boot/vmlinuz-$kver" -initrd "$work/initrd" \
+    -drive "file=$rcache/rootfs.img,format=raw,if=virtio,snapshot=on" \
+    -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init systemd.unified_cgroup_hierarchy=1 systemd.show_status=0 systemd.log_target=journal" \
+    </dev/null >"$console" 2>&1 &
+qemu_pid=$!
+boot_at=$(date +%s)
+deadline=$((boot_at + timeout_s))
+finished=
+while kill -0 "$qemu_pid" 2>/dev/null; do
+    if grep -qa '^@@end' <(tr -d '\r' <"$console"); then
+        finished=1
+        break
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+        break
+    fi
+    sleep 1
+done
+grep -qa '^@@end' <(tr -d '\r' <"$console") && finished=1
+end_at=$(date +%s)
+# The whole console, for a look afterwards.
+mkdir -p "$target" && tr -d '\r' <"$console" >"$target/systemd-console.log"
+
+tr -d '\r' <"$console" | sed -n 's/.*\(@@node \)/\1/p; /^@@begin/,/^@@end/p' | grep -v '^@@begin' || true
+passed=$(tr -d '\r' <"$console" | grep -c '^PASS ' || true)
+failed=$(tr -d '\r' <"$console" | grep -c '^FAIL ' || true)
+if [ -z "$finished" ]; then
+    echo "FAIL node: the systemd node did not finish within ${timeout_s}s; its console ends with:"
+    tr -d '\r' <"$console" | tail -40 | sed 's/^/    /'
+    echo
+    failed=$((failed + 1))
+elif [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
+    echo "FAIL node: the pass reported nothing"
+    failed=$((failed + 1))
+fi
+echo "== node: console in $target/systemd-console.log; $((end_at - boot_at))s in the node (boot to power-off or timeout); whole pass $((end_at - started_at))s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
