@@ -85,3 +85,202 @@ async fn supplementary_groups_never_keep_the_runtimes_own() {
     assert_eq!(groups, "4321", "only the primary group: {log:?}");
     remove_pod(&mut cri, &pod).await;
 }
+
+fn sha256_of(path: &std::path::Path) -> String {
+    gantry_tests::registry::sha256_hex(&std::fs::read(path).expect("read the shim binary"))
+}
+
+/// Tries to open `/proc/PID/exe` for writing (`<>`: read-write, never
+/// truncating) for every process whose command line is `/proc/self/exe
+/// pause`, i.e. whatever runs gantry-shim's code in the pod, once at least
+/// `want` of them are there. One line per process: `PID: OPENED` or the error.
+fn exe_attack(want: usize) -> String {
+    format!(
+        r#"for i in $(seq 100); do
+  n=0; for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null | grep -q '^/proc/self/exe pause' && n=$((n+1)); done
+  [ $n -ge {want} ] && break; sleep 0.1
+done
+for p in /proc/[0-9]*; do
+  tr '\0' ' ' < $p/cmdline 2>/dev/null | grep -q '^/proc/self/exe pause' || continue
+  echo "${{p#/proc/}}: $( (exec 3<>$p/exe && echo OPENED) 2>&1)"
+done"#
+    )
+}
+
+fn with_caps(mut c: gantry_proto::cri::v1::ContainerConfig, caps: &[&str]) -> gantry_proto::cri::v1::ContainerConfig {
+    if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.capabilities = Some(gantry_proto::cri::v1::Capability {
+            add_capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        });
+    }
+    c
+}
+
+async fn exec_sync(cri: &mut gantry_tests::Cri, id: &str, script: &str) -> (i32, String) {
+    let r = cri
+        .runtime
+        .exec_sync(gantry_proto::cri::v1::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 30,
+        })
+        .await
+        .expect("exec")
+        .into_inner();
+    (r.exit_code, format!("{}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr)))
+}
+
+/// An image that can run gantry-shim's host binary: busybox and the
+/// applets the tests use, plus the dynamic loader and libraries the shim
+/// links (as an attacker's image would carry them).
+async fn push_self_exe_image() -> String {
+    let shim = gantry_tests::bin_dir().join("gantry-shim");
+    let ldd = std::process::Command::new("ldd").arg(&shim).output().expect("ldd");
+    let libs: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(str::to_string)
+        .collect();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut add = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], link: Option<&str>| {
+        let rel = path.trim_start_matches('/');
+        let mut parent = std::path::Path::new(rel).parent();
+        let mut parents = vec![];
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            parents.push(p.to_path_buf());
+            parent = p.parent();
+        }
+        for p in parents.into_iter().rev() {
+            if dirs.insert(p.clone()) {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, &p, &[][..]).expect("tar");
+            }
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        match link {
+            Some(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, rel, target).expect("tar");
+            }
+            None => {
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, rel, data).expect("tar");
+            }
+        }
+    };
+    add(&mut b, "/bin/busybox", &std::fs::read("/bin/busybox").expect("busybox"), None);
+    for applet in ["sh", "tr", "grep", "seq", "sleep", "readlink", "ls", "cat", "echo", "true"] {
+        add(&mut b, &format!("/bin/{applet}"), &[], Some("busybox"));
+    }
+    for lib in &libs {
+        let bytes = std::fs::read(lib).expect("library");
+        add(&mut b, lib, &bytes, None);
+    }
+    let tar = b.into_inner().expect("tar");
+    let registry = gantry_tests::test_registry();
+    let push = gantry_tests::registry::PushClient::new(&registry);
+    push.push_image_with(
+        "gantry/selfexe",
+        "latest",
+        &[gantry_tests::registry::Layer::gzip(&tar)],
+        serde_json::json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}),
+    )
+    .await;
+    let image = format!("{registry}/gantry/selfexe:latest");
+    image
+}
+
+/// runc CVE-2019-5736: a process running gantry-shim's code inside the
+/// container (the pod's pause process, a container whose command is
+/// `/proc/self/exe`, the same through ExecSync) is reachable by its
+/// `/proc/PID/exe`. Even with CAP_SYS_PTRACE, which gets past the helpers'
+/// non-dumpable state, opening it for writing fails, and not only because
+/// the kernel refuses writes to a running binary (ETXTBSY, gone once the
+/// last shim exits): the binary they run is a read-only copy. The host's
+/// binary is unchanged.
+#[tokio::test]
+async fn the_shim_binary_cannot_be_overwritten_through_proc_pid_exe() {
+    let shim = gantry_tests::bin_dir().join("gantry-shim");
+    let before = sha256_of(&shim);
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let image = push_self_exe_image().await;
+    cri.images
+        .pull_image(gantry_proto::cri::v1::PullImageRequest {
+            image: Some(gantry_proto::cri::v1::ImageSpec { image: image.clone(), ..Default::default() }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull");
+    let in_image = |mut c: gantry_proto::cri::v1::ContainerConfig| {
+        c.image = Some(gantry_proto::cri::v1::ImageSpec { image: image.clone(), ..Default::default() });
+        c
+    };
+    let pod = run_pod(&mut cri, &d, "selfexe", NamespaceMode::Pod).await;
+    // The container's init execs /proc/self/exe: gantry-shim's own binary.
+    let victim = in_image(with_pid_mode("victim", &["/proc/self/exe", "pause"], NamespaceMode::Pod));
+    let victim = create(&mut cri, &pod, victim).await.expect("create");
+    start(&mut cri, &victim).await;
+    let attacker =
+        in_image(with_caps(with_pid_mode("attacker", &["sleep", "60"], NamespaceMode::Pod), &["SYS_PTRACE"]));
+    let attacker = create(&mut cri, &pod, attacker).await.expect("create");
+    start(&mut cri, &attacker).await;
+    // The same through an exec: its helper execs /proc/self/exe.
+    let mut cri2 = d.connect().await;
+    let exec_id = attacker.clone();
+    let background = tokio::spawn(async move {
+        cri2.runtime
+            .exec_sync(gantry_proto::cri::v1::ExecSyncRequest {
+                container_id: exec_id,
+                cmd: vec!["/proc/self/exe".into(), "pause".into()],
+                timeout: 4,
+            })
+            .await
+    });
+    let (code, out) = exec_sync(&mut cri, &attacker, &exe_attack(3)).await;
+    // Seen from the host: every process of the pod running gantry-shim's
+    // code runs a read-only copy. (Inside, the kernel answers ETXTBSY before
+    // EROFS while any shim runs the binary, so the errno cannot tell.)
+    let pause = pod_info(&mut cri, &pod.id).await["pid"].as_i64().expect("pause pid");
+    let pod_ns = std::fs::read_link(format!("/proc/{pause}/ns/pid")).expect("pod pid ns");
+    let mut seen = vec![];
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let dir = entry.path();
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        if !cmdline.starts_with(b"/proc/self/exe\0pause")
+            || std::fs::read_link(dir.join("ns/pid")).ok() != Some(pod_ns.clone())
+        {
+            continue;
+        }
+        let Ok(exe) = std::fs::File::open(dir.join("exe")) else { continue };
+        let flags = nix::sys::statvfs::fstatvfs(&exe).expect("fstatvfs").flags();
+        seen.push(format!("{}: read-only {}", dir.display(), flags.contains(nix::sys::statvfs::FsFlags::ST_RDONLY)));
+    }
+    let _ = background.await;
+    assert!(seen.len() >= 3, "the pause process, the container and the exec: {seen:?}");
+    assert!(seen.iter().all(|s| s.ends_with("true")), "gantry-shim runs from a writable mount: {seen:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(code, 0, "{out}");
+    assert!(lines.len() >= 3, "the pause process, the container and the exec: {out}");
+    assert!(!out.contains("OPENED"), "the shim's binary was opened for writing: {out}");
+
+    // Without CAP_SYS_PTRACE the pause process (pid 1, the host's mount
+    // namespace) is closed altogether: with the capabilities it has
+    // (NET_ADMIN), its /proc/1/root would be the host's root directory.
+    let peer = with_caps(with_pid_mode("peer", &["sleep", "60"], NamespaceMode::Pod), &["NET_ADMIN"]);
+    let peer = create(&mut cri, &pod, peer).await.expect("create");
+    start(&mut cri, &peer).await;
+    let (code, out) =
+        exec_sync(&mut cri, &peer, "ls /proc/1/root/ && echo LISTED; readlink /proc/1/exe && echo READ; true").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("LISTED") && !out.contains("READ"), "the pause process is open to the pod: {out}");
+    remove_pod(&mut cri, &pod).await;
+    assert_eq!(sha256_of(&shim), before, "the host's gantry-shim changed");
+}
