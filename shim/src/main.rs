@@ -22,6 +22,7 @@ mod container;
 mod device_filter;
 mod exec;
 mod hugetlb;
+mod in_root;
 mod log;
 mod mount_api;
 mod oci_runtime;
