@@ -459,6 +459,35 @@ impl ArchiveIndex {
     }
 }
 
+/// For the fuzz targets: what `load` does with an archive before it stores
+/// anything (header walk, index, the documents it names).
+#[doc(hidden)]
+pub fn fuzz_scan(path: &Path) {
+    let Ok(mut f) = File::open(path) else { return };
+    if check_tar_headers(&mut f).is_err() {
+        return;
+    }
+    let Ok(archive) = ArchiveIndex::scan(path) else { return };
+    if let Ok(bytes) = archive.read("manifest.json", MAX_DOCUMENT) {
+        if let Ok(entries) = serde_json::from_slice::<Vec<DockerEntry>>(&bytes) {
+            for e in &entries {
+                let _ = docker_manifest(&archive, e);
+            }
+        }
+    }
+    if let Ok(bytes) = archive.read("index.json", MAX_DOCUMENT) {
+        if let Ok(index) = serde_json::from_slice::<Index>(&bytes) {
+            for d in &index.manifests {
+                if let Ok(digest) = d.digest.parse::<Digest>() {
+                    if let Ok(m) = archive.read_blob(&digest, MAX_DOCUMENT) {
+                        let _ = serde_json::from_slice::<Manifest>(&m);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// An octal (or GNU base-256) number field of a tar header.
 fn tar_number(field: &[u8]) -> Option<u64> {
     if field.first().is_some_and(|b| b & 0x80 != 0) {

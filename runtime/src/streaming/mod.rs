@@ -5,6 +5,8 @@
 //! `portforward.k8s.io` protocol over it. Binds to 127.0.0.1 by default.
 
 mod conn;
+#[doc(hidden)]
+pub mod fuzz;
 mod portforward;
 mod remotecommand;
 pub mod session;
