@@ -26,7 +26,15 @@ use crate::registry::{MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST
 use crate::snapshot::chain_ids;
 use crate::store::{ImageStore, StoreError};
 
-const MAX_DOCUMENT: u64 = 8 << 20;
+/// Manifests, configs, indexes and `manifest.json`: 4 MiB, as containerd.
+pub const MAX_DOCUMENT: u64 = 4 << 20;
+/// A GNU long name/link or PAX header body, which the tar reader holds in
+/// memory whole: far more than any path needs.
+const MAX_TAR_EXTENSION: u64 = 64 << 10;
+/// All such bodies together, and the number of entries: what the index of
+/// the archive may hold in memory.
+const MAX_TAR_EXTENSIONS_TOTAL: u64 = 16 << 20;
+const MAX_TAR_ENTRIES: u64 = 1_000_000;
 const MEDIA_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +51,8 @@ pub enum ArchiveError {
     Layer { digest: Digest, source: LayerError },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the archive is refused: {0}")]
+    TooLarge(String),
 }
 
 fn sha256_of(bytes: &[u8]) -> Digest {
@@ -361,6 +371,7 @@ fn clean(path: &Path) -> Option<String> {
 
 impl ArchiveIndex {
     fn scan(path: &Path) -> Result<Self, ArchiveError> {
+        check_tar_headers(&mut File::open(path)?)?;
         let mut files = HashMap::new();
         let mut links = HashMap::new();
         let mut tar = tar::Archive::new(File::open(path)?);
@@ -416,8 +427,18 @@ impl ArchiveIndex {
         Ok(f.take(size))
     }
 
+    /// A document of the archive, refused (before anything is read) when
+    /// its entry is over `limit` bytes.
     fn read(&self, name: &str, limit: u64) -> Result<Vec<u8>, ArchiveError> {
-        let mut bytes = vec![];
+        let resolved = self.resolve(name)?;
+        let size = self.files[&resolved].1;
+        if size > limit {
+            return Err(ArchiveError::TooLarge(format!(
+                "{name} is {size} bytes; manifests, configs and indexes are limited to {} MiB",
+                limit >> 20
+            )));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
         self.open(name)?.take(limit).read_to_end(&mut bytes)?;
         Ok(bytes)
     }
@@ -438,6 +459,126 @@ impl ArchiveIndex {
     }
 }
 
+/// For the fuzz targets: what `load` does with an archive before it stores
+/// anything (header walk, index, the documents it names).
+#[doc(hidden)]
+pub fn fuzz_scan(path: &Path) {
+    let Ok(mut f) = File::open(path) else { return };
+    if check_tar_headers(&mut f).is_err() {
+        return;
+    }
+    let Ok(archive) = ArchiveIndex::scan(path) else { return };
+    if let Ok(bytes) = archive.read("manifest.json", MAX_DOCUMENT) {
+        if let Ok(entries) = serde_json::from_slice::<Vec<DockerEntry>>(&bytes) {
+            for e in &entries {
+                let _ = docker_manifest(&archive, e);
+            }
+        }
+    }
+    if let Ok(bytes) = archive.read("index.json", MAX_DOCUMENT) {
+        if let Ok(index) = serde_json::from_slice::<Index>(&bytes) {
+            for d in &index.manifests {
+                if let Ok(digest) = d.digest.parse::<Digest>() {
+                    if let Ok(m) = archive.read_blob(&digest, MAX_DOCUMENT) {
+                        let _ = serde_json::from_slice::<Manifest>(&m);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An octal (or GNU base-256) number field of a tar header.
+fn tar_number(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        // Base-256: big-endian, the top bit of the first byte a flag.
+        let mut n: u64 = u64::from(field[0] & 0x7f);
+        for b in &field[1..] {
+            n = n.checked_mul(256)?.checked_add(u64::from(*b))?;
+        }
+        return Some(n);
+    }
+    let text = std::str::from_utf8(field).ok()?;
+    let text = text.trim_matches(|c: char| c == '\0' || c == ' ');
+    if text.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(text, 8).ok()
+}
+
+/// The `size` record of a PAX header body, if any ("LEN size=N\n").
+fn pax_size(body: &[u8]) -> Option<u64> {
+    let mut rest = body;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+        if len <= space || len > rest.len() {
+            return None;
+        }
+        let record = &rest[space + 1..len];
+        if let Some(v) = record.strip_prefix(b"size=") {
+            return std::str::from_utf8(v).ok()?.trim_end_matches('\n').parse().ok();
+        }
+        rest = &rest[len..];
+    }
+    None
+}
+
+/// Walks the archive's raw headers before the tar reader does, refusing
+/// what would make it (or the index) allocate without bound: a GNU long
+/// name/link or PAX body over 64 KiB (the reader holds each whole), over
+/// 16 MiB of them in all, more than a million entries. Seeks over data.
+pub(crate) fn check_tar_headers(f: &mut (impl Read + Seek)) -> Result<(), ArchiveError> {
+    let mut pos: u64 = 0;
+    let (mut entries, mut extensions) = (0u64, 0u64);
+    let mut next_size = None;
+    let mut header = [0u8; 512];
+    loop {
+        f.seek(SeekFrom::Start(pos))?;
+        match f.read_exact(&mut header) {
+            Ok(()) => {}
+            // A short archive: the tar reader reports it.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        if header.iter().all(|b| *b == 0) {
+            return Ok(());
+        }
+        entries += 1;
+        if entries > MAX_TAR_ENTRIES {
+            return Err(ArchiveError::TooLarge(format!("more than {MAX_TAR_ENTRIES} entries")));
+        }
+        let bad = || ArchiveError::Format(format!("a tar header at offset {pos} is malformed"));
+        let typ = header[156];
+        let mut size = tar_number(&header[124..136]).ok_or_else(bad)?;
+        if matches!(typ, b'L' | b'K' | b'x' | b'g') {
+            if size > MAX_TAR_EXTENSION {
+                return Err(ArchiveError::TooLarge(format!(
+                    "a tar extension header at offset {pos} claims {size} bytes (at most {} KiB)",
+                    MAX_TAR_EXTENSION >> 10
+                )));
+            }
+            extensions += size;
+            if extensions > MAX_TAR_EXTENSIONS_TOTAL {
+                return Err(ArchiveError::TooLarge(format!(
+                    "over {} MiB of tar extension headers",
+                    MAX_TAR_EXTENSIONS_TOTAL >> 20
+                )));
+            }
+            if typ == b'x' {
+                let mut body = vec![0u8; size as usize];
+                f.read_exact(&mut body)?;
+                next_size = pax_size(&body);
+            }
+        } else if let Some(n) = next_size.take() {
+            // The tar reader takes a PAX size over the header's.
+            size = n;
+        }
+        let padded = size.checked_add(511).ok_or_else(bad)? / 512 * 512;
+        pos = pos.checked_add(512 + padded).ok_or_else(bad)?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +589,70 @@ mod tests {
         assert_eq!(clean(Path::new("./a/../b")).as_deref(), Some("b"));
         assert_eq!(clean(Path::new("../evil")), None);
         assert_eq!(clean(Path::new("/etc/passwd")), None);
+    }
+
+    /// A raw header: name, size field (as given), type.
+    fn raw_header(name: &str, size: u64, typ: u8) -> [u8; 512] {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::new(typ));
+        h.set_cksum();
+        *h.as_bytes()
+    }
+
+    /// A sparse archive file: `headers` at their offsets, the file `len` long.
+    fn sparse_archive(dir: &Path, headers: &[(u64, [u8; 512])], len: u64) -> PathBuf {
+        let path = dir.join("bad.tar");
+        let mut f = File::create(&path).unwrap();
+        for (offset, h) in headers {
+            f.seek(SeekFrom::Start(*offset)).unwrap();
+            f.write_all(h).unwrap();
+        }
+        f.set_len(len).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_huge_index_json_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // index.json claiming 100 MiB (a sparse file: nothing is written).
+        let size = 100 << 20;
+        let path = sparse_archive(dir.path(), &[(0, raw_header("index.json", size, b'0'))], 512 + size + 1024);
+        let index = ArchiveIndex::scan(&path).unwrap();
+        let err = index.read("index.json", MAX_DOCUMENT).unwrap_err();
+        assert!(matches!(err, ArchiveError::TooLarge(_)), "{err}");
+        assert!(err.to_string().contains("limited to 4 MiB"), "{err}");
+    }
+
+    #[test]
+    fn huge_tar_extension_headers_are_refused_before_the_reader_allocates_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // A PAX header, then a GNU long name, each claiming 1 GiB: the tar
+        // reader would read either into memory whole.
+        for typ in [b'x', b'L', b'g', b'K'] {
+            let size = 1 << 30;
+            let path = sparse_archive(dir.path(), &[(0, raw_header("././@PaxHeader", size, typ))], 512 + size + 1024);
+            let err = ArchiveIndex::scan(&path).err().expect("refused");
+            assert!(err.to_string().contains("claims 1073741824 bytes"), "{err}");
+        }
+        // A PAX size record is followed, as the reader does.
+        let body = b"16 size=2000000\n";
+        let mut pax = raw_header("pax", body.len() as u64, b'x').to_vec();
+        pax.extend_from_slice(body);
+        pax.resize(1024, 0);
+        let mut f = std::io::Cursor::new(pax);
+        f.seek(SeekFrom::End(0)).unwrap();
+        f.write_all(&raw_header("file", 0, b'0')).unwrap();
+        assert!(check_tar_headers(&mut f).is_ok());
+        assert_eq!(pax_size(body), Some(2_000_000));
+    }
+
+    #[test]
+    fn size_fields_in_octal_and_base_256() {
+        assert_eq!(tar_number(b"00000001750\0"), Some(1000));
+        assert_eq!(tar_number(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0]), Some(0x1000));
+        assert_eq!(tar_number(b"zz"), None);
     }
 }

@@ -6,6 +6,8 @@ pub mod archive;
 pub mod commit;
 pub mod content;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod media;
 pub mod metadata;
 pub mod pinning;

@@ -492,7 +492,7 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// Picks the manifest for this host: same OS and architecture, the host's
 /// variant preferred, else one without a variant, else any variant.
-fn select_platform(manifests: &[Descriptor]) -> Option<&Descriptor> {
+pub(crate) fn select_platform(manifests: &[Descriptor]) -> Option<&Descriptor> {
     let (os, arch, variant) = host_platform();
     let candidates: Vec<&Descriptor> = manifests
         .iter()

@@ -133,6 +133,12 @@ pub fn create(id: &str, bundle: &Path, spec: &Spec) -> Result<Spawned, String> {
         ForkResult::Child => {
             drop((shim_io, start_w, status_r, pid_r));
             let mut status = File::from(status_w);
+            // CVE-2019-5736: the init is visible in the container (to a pod
+            // sharing its PID namespace) before it execs; see `sealed_exe`.
+            if let Err(msg) = crate::sealed_exe::hide_while_joining() {
+                let _ = status.write_all(format!("E{msg}").as_bytes());
+                std::process::exit(1);
+            }
             let result = intermediate(id, bundle, spec, &mut status, pid_w, start_r, child_io);
             if let Err(msg) = result {
                 let _ = status.write_all(format!("E{msg}").as_bytes());
@@ -338,6 +344,7 @@ fn init(
     crate::hooks::run(spec, Point::StartContainer, &hook_state("running", pid_for_hooks))?;
 
     close_inherited_fds_on_exec();
+    crate::sealed_exe::dumpable_again()?;
     let process = spec.process().as_ref().ok_or("the spec has no process")?;
     apply_seccomp_and_privileges(spec, process)?;
     chdir(process.cwd()).map_err(|e| format!("chdir {}: {e}", process.cwd().display()))?;

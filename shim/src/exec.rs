@@ -99,6 +99,9 @@ fn exec(o: &Options) -> Result<i32, (i32, String)> {
     let spec = Spec::load(&spec_path).map_err(|e| fail(format!("loading {}: {e}", spec_path.display())))?;
     let mut process = spec.process().clone().ok_or_else(|| fail("the container's spec has no process".into()))?;
     process.set_args(Some(o.command.clone()));
+    // CVE-2019-5736: nothing in the container may open our /proc/PID files
+    // while we join it (our binary is a read-only copy besides).
+    crate::sealed_exe::hide_while_joining().map_err(fail)?;
 
     crate::cgroup::join(&spec, std::process::id(), o.pid).map_err(fail)?;
     // The host's devpts is out of reach once in the container's mount namespace.
@@ -201,6 +204,7 @@ fn child(
         }
     }
     crate::container::close_inherited_fds_on_exec();
+    crate::sealed_exe::dumpable_again().map_err(fail)?;
     crate::container::apply_seccomp_and_privileges(spec, process).map_err(fail)?;
     chdir(process.cwd()).map_err(|e| fail(format!("chdir {}: {e}", process.cwd().display())))?;
     // CVE-2024-21626: never a working directory outside the container's root.

@@ -23,6 +23,7 @@ mod device_filter;
 mod exec;
 mod hooks;
 mod hugetlb;
+mod in_root;
 mod log;
 mod mount_api;
 mod oci_runtime;
@@ -31,6 +32,7 @@ mod portforward;
 mod privileges;
 mod pty;
 mod rootfs;
+mod sealed_exe;
 mod seccomp;
 // Shared with gantryd, which uses only `known`.
 mod server;
@@ -95,7 +97,23 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("pause") {
+    let sub = std::env::args().nth(1);
+    // CVE-2019-5736: whatever runs in (or execs into) a container runs from
+    // a read-only copy of this binary (see `sealed_exe`). The pause process
+    // is exec'd from that copy already; mount-rootfs and port-forward never
+    // enter a container's PID namespace, where its processes could name them.
+    if !matches!(sub.as_deref(), Some("mount-rootfs" | "port-forward" | "--version")) {
+        if let Err(e) = sealed_exe::ensure() {
+            let msg = format!("cannot run from a read-only copy of gantry-shim: {e}");
+            match sub.as_deref() {
+                Some("exec") => eprintln!("gantry-shim exec: {msg}"),
+                Some("pause") => eprintln!("gantry-shim pause: {msg}"),
+                _ => println!("error: {msg}"),
+            }
+            std::process::exit(if sub.as_deref() == Some("exec") { 126 } else { 1 });
+        }
+    }
+    if sub.as_deref() == Some("pause") {
         pause::run();
     }
     if std::env::args().nth(1).as_deref() == Some("exec") {

@@ -16,6 +16,7 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 #[repr(C)]
 struct MountAttr {
@@ -111,6 +112,45 @@ pub fn attach(tree: &OwnedFd, target: &Path) -> Result<(), String> {
         return Err(format!("mounting on {}: {}", target.display(), std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Moves the detached tree `tree` onto the file `target` names.
+pub fn attach_to(tree: &OwnedFd, target: &OwnedFd) -> Result<(), String> {
+    let empty = cstring("")?;
+    // SAFETY: the empty string outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("attaching a mount: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A recursive read-only bind of what `target` names, put on top of it.
+pub fn readonly_bind_onto(target: &OwnedFd) -> Result<(), String> {
+    let empty = cstring("")?;
+    // SAFETY: the empty string outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE | libc::AT_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    let tree = owned(rc, "open_tree")?;
+    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    mount_setattr(tree.as_raw_fd(), &empty, libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE, &attr)
+        .map_err(|e| format!("mount_setattr: {e}"))?;
+    attach_to(&tree, target)
 }
 
 /// A filesystem being configured (fsopen), mounted detached by `mount`.

@@ -8,6 +8,12 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 pub fn run() -> ! {
+    // A pod sharing its PID namespace sees this process as its pid 1, and
+    // it runs in the host's mount namespace: its /proc/1/root and exe must
+    // stay closed to the containers' processes (CVE-2019-5736 and worse).
+    if crate::sealed_exe::hide_while_joining().is_err() {
+        std::process::exit(1);
+    }
     if let Err(e) = loopback_up() {
         eprintln!("gantry-shim pause: bringing up lo: {e}");
     }

@@ -31,6 +31,7 @@ fn forward(args: &[String]) -> Result<(), String> {
         }
     }
     let (pid, port) = (pid.ok_or("missing or bad --pid")?, port.ok_or("missing or bad --port")?);
+    crate::sealed_exe::hide_while_joining()?;
     let ns = File::open(format!("/proc/{pid}/ns/net")).map_err(|e| format!("the pod's process {pid} is gone: {e}"))?;
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| format!("joining the pod's network namespace: {e}"))?;
     let mut conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connecting to port {port}: {e}"))?;

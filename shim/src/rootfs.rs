@@ -4,32 +4,15 @@
 //! masked and read-only paths, a read-only root.
 
 use std::fs::{self, File};
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::in_root::{self, Make};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::stat::{fchmodat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
 use nix::unistd::{chdir, pivot_root, Gid, Uid};
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Mount, Spec};
-
-/// Joins `dest` (absolute in the container) under `root`, refusing to go
-/// through symlinks in the image, which could point anywhere on the host.
-fn join_in_root(root: &Path, dest: &Path) -> Result<PathBuf, String> {
-    let mut out = root.to_path_buf();
-    for c in dest.components() {
-        match c {
-            Component::Normal(p) => {
-                out.push(p);
-                if fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink()) {
-                    return Err(format!("mount destination {} goes through a symlink in the image", dest.display()));
-                }
-            }
-            Component::RootDir | Component::CurDir => {}
-            _ => return Err(format!("mount destination {} is not a clean absolute path", dest.display())),
-        }
-    }
-    Ok(out)
-}
 
 struct MountOptions {
     flags: MsFlags,
@@ -82,8 +65,9 @@ fn parse_options(options: &[String]) -> MountOptions {
 
 /// `userns`: the pod's user namespace, into which a bind mount carrying
 /// ID mappings is mapped (gantryd gives every such mount the pod's own).
-fn mount_entry(root: &Path, m: &Mount, userns: Option<&File>) -> Result<(), String> {
-    let dest = join_in_root(root, m.destination())?;
+/// The destination is resolved and created inside the root (`in_root`) and
+/// mounted on through its descriptor (CVE-2021-30465).
+fn mount_entry(root: &OwnedFd, m: &Mount, userns: Option<&File>) -> Result<(), String> {
     let typ = m.typ().clone().unwrap_or_default();
     let opts = parse_options(&m.options().clone().unwrap_or_default());
     let bind = opts.bind || typ == "bind";
@@ -91,26 +75,19 @@ fn mount_entry(root: &Path, m: &Mount, userns: Option<&File>) -> Result<(), Stri
     let err = |what: &str, e: nix::Error| {
         format!("mounting {} on {}: {what}: {e}", source.display(), m.destination().display())
     };
-    if bind && fs::metadata(&source).is_ok_and(|s| !s.is_dir()) {
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
-        }
-        if !dest.exists() {
-            File::create(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
-        }
-    } else {
-        fs::create_dir_all(&dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    if bind && !source.exists() {
+        return Err(format!("bind mount source {} does not exist", source.display()));
     }
+    let make = if bind && fs::metadata(&source).is_ok_and(|s| !s.is_dir()) { Make::File } else { Make::Dir };
+    let target = in_root::create(root, m.destination(), make).map_err(|e| format!("mount destination {e}"))?;
+    let dest = in_root::fd_path(&target);
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if bind {
-        if !source.exists() {
-            return Err(format!("bind mount source {} does not exist", source.display()));
-        }
         match userns.filter(|_| m.uid_mappings().is_some() || m.gid_mappings().is_some()) {
             Some(ns) => {
                 let tree = crate::mount_api::idmapped_tree(&source, ns, opts.flags.contains(MsFlags::MS_REC))?;
-                crate::mount_api::attach(&tree, &dest)?;
+                crate::mount_api::attach_to(&tree, &target)?;
             }
             None => mount(
                 Some(&source),
@@ -121,13 +98,21 @@ fn mount_entry(root: &Path, m: &Mount, userns: Option<&File>) -> Result<(), Stri
             )
             .map_err(|e| err("bind", e))?,
         }
-        let extra = opts.flags & !MsFlags::MS_REC;
-        if !extra.is_empty() {
-            mount(None::<&str>, &dest, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra, None::<&str>)
-                .map_err(|e| err("remount", e))?;
-        }
     } else {
         mount(Some(&source), &dest, Some(typ.as_str()), opts.flags, data).map_err(|e| err(&typ, e))?;
+    }
+    // What follows applies to the new mount: the one now on top there.
+    let extra = opts.flags & !MsFlags::MS_REC;
+    let remount = bind && !extra.is_empty();
+    if !remount && opts.propagation.is_empty() && !opts.recursive_readonly {
+        return Ok(());
+    }
+    let top = in_root::open(root, m.destination(), libc::O_PATH)
+        .map_err(|e| format!("mount destination {}: {e}", m.destination().display()))?;
+    let dest = in_root::fd_path(&top);
+    if remount {
+        mount(None::<&str>, &dest, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra, None::<&str>)
+            .map_err(|e| err("remount", e))?;
     }
     if !opts.propagation.is_empty() {
         mount(None::<&str>, &dest, None::<&str>, opts.propagation, None::<&str>).map_err(|e| err("propagation", e))?;
@@ -143,32 +128,43 @@ fn mount_entry(root: &Path, m: &Mount, userns: Option<&File>) -> Result<(), Stri
 const DEFAULT_DEVICES: [(&str, u64, u64); 6] =
     [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
 
-fn populate_dev(root: &Path, spec: &Spec) -> Result<(), String> {
-    let dev = root.join("dev");
-    let mk = |path: &Path, kind: SFlag, major: u64, minor: u64, mode: u32, uid: u32, gid: u32| {
-        let _ = fs::remove_file(path);
-        mknod(path, kind, Mode::from_bits_truncate(mode), makedev(major, minor))
-            .map_err(|e| format!("mknod {}: {e}", path.display()))?;
+fn populate_dev(root: &OwnedFd, spec: &Spec) -> Result<(), String> {
+    // Every node is made in a directory resolved inside the root, by name.
+    let mk = |dir: &OwnedFd, name: &Path, kind: SFlag, major: u64, minor: u64, mode: u32, uid: u32, gid: u32| {
+        let at = Some(dir.as_raw_fd());
+        let _ = nix::unistd::unlinkat(at, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        mknodat(at, name, kind, Mode::from_bits_truncate(mode), makedev(major, minor))
+            .map_err(|e| format!("mknod {}: {e}", name.display()))?;
         // mknod is subject to the umask; set the mode exactly.
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod: {e}"))?;
-        nix::unistd::chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-            .map_err(|e| format!("chown {}: {e}", path.display()))
+        fchmodat(at, name, Mode::from_bits_truncate(mode), FchmodatFlags::NoFollowSymlink)
+            .map_err(|e| format!("chmod {}: {e}", name.display()))?;
+        nix::unistd::fchownat(
+            at,
+            name,
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| format!("chown {}: {e}", name.display()))
     };
+    let dev = in_root::create(root, Path::new("/dev"), Make::Dir).map_err(|e| format!("/dev: {e}"))?;
     for (name, major, minor) in DEFAULT_DEVICES {
-        mk(&dev.join(name), SFlag::S_IFCHR, major, minor, 0o666, 0, 0)?;
+        mk(&dev, Path::new(name), SFlag::S_IFCHR, major, minor, 0o666, 0, 0)?;
     }
     for d in spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default() {
-        let path = join_in_root(root, d.path())?;
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
-        }
+        let (Some(parent), Some(name)) = (d.path().parent(), d.path().file_name()) else {
+            return Err(format!("device path {} has no file name", d.path().display()));
+        };
+        let dir =
+            in_root::create(root, parent, Make::Dir).map_err(|e| format!("device {}: {e}", d.path().display()))?;
         let kind = match d.typ() {
             LinuxDeviceType::B => SFlag::S_IFBLK,
             LinuxDeviceType::P => SFlag::S_IFIFO,
             _ => SFlag::S_IFCHR,
         };
         mk(
-            &path,
+            &dir,
+            Path::new(name),
             kind,
             d.major() as u64,
             d.minor() as u64,
@@ -184,8 +180,9 @@ fn populate_dev(root: &Path, spec: &Spec) -> Result<(), String> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        let _ = fs::remove_file(dev.join(link));
-        symlink(target, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+        let at = Some(dev.as_raw_fd());
+        let _ = nix::unistd::unlinkat(at, link, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        nix::unistd::symlinkat(target, at, link).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
     }
     Ok(())
 }
@@ -219,13 +216,15 @@ pub(crate) fn setup_rootfs(
     // pivot_root needs the new root to be a mount point.
     mount(Some(&root), &root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(|e| format!("bind-mounting rootfs {}: {e}", root.display()))?;
+    let root_fd = in_root::open_root(&root)?;
     let mounts = spec.mounts().clone().unwrap_or_default();
     for m in &mounts {
-        mount_entry(&root, m, userns)?;
+        mount_entry(&root_fd, m, userns)?;
     }
     if mounts.iter().any(|m| m.destination() == Path::new("/dev")) {
-        populate_dev(&root, spec)?;
+        populate_dev(&root_fd, spec)?;
     }
+    drop(root_fd);
     give_dev_to_mapped_root(&root, spec)?;
     // OCI createContainer hooks: mounts done, host paths still visible.
     before_pivot()?;
@@ -239,11 +238,21 @@ pub(crate) fn setup_rootfs(
         // Namespaced sysctls, before /proc/sys becomes read-only: through the
         // container's own /proc, in its namespaces, never the host's.
         crate::sysctl::apply(spec, Path::new("/proc/sys"))?;
-        for p in linux.masked_paths().clone().unwrap_or_default() {
-            mask_path(Path::new(&p))?;
+        let root = in_root::open_root(Path::new("/"))?;
+        let masked = linux.masked_paths().clone().unwrap_or_default();
+        let readonly = linux.readonly_paths().clone().unwrap_or_default();
+        // Masks are mounted through /proc/self/fd: it must be procfs.
+        if !(masked.is_empty() && readonly.is_empty()) {
+            protected_target(&root, Path::new("/proc"))?.ok_or("/proc is missing: cannot mask paths")?;
         }
-        for p in linux.readonly_paths().clone().unwrap_or_default() {
-            readonly_path(Path::new(&p))?;
+        // Checked once, held open: the container's /dev/null could be
+        // anything its image or a shared volume put there (CVE-2025-31133).
+        let null = if masked.is_empty() { None } else { Some(dev_null(&root)?) };
+        for p in masked {
+            mask_path(&root, Path::new(&p), null.as_ref())?;
+        }
+        for p in readonly {
+            readonly_path(&root, Path::new(&p))?;
         }
     }
     if root_spec.readonly().unwrap_or(false) {
@@ -289,30 +298,65 @@ fn mount_point_of(path: &Path) -> Option<PathBuf> {
         .max_by_key(|m| m.as_os_str().len())
 }
 
-/// Hides a path: /dev/null over a file, an empty read-only tmpfs over a dir.
-fn mask_path(p: &Path) -> Result<(), String> {
-    let Ok(meta) = fs::symlink_metadata(p) else { return Ok(()) };
-    let r = if meta.is_dir() {
-        mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+/// The container's /dev/null, opened without following a symlink and
+/// checked to be the null device (character device 1:3), as runc does
+/// since CVE-2025-31133; masks are bound from this very file.
+fn dev_null(root: &OwnedFd) -> Result<OwnedFd, String> {
+    let null = in_root::open(root, Path::new("/dev/null"), libc::O_PATH | libc::O_NOFOLLOW)
+        .map_err(|e| format!("opening /dev/null for masking: {e}"))?;
+    let st = nix::sys::stat::fstat(null.as_raw_fd()).map_err(|e| format!("stat /dev/null: {e}"))?;
+    let is_char = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+    if !is_char || st.st_rdev != makedev(1, 3) {
+        return Err("the container's /dev/null is not the null device (1:3): refusing to mask with it".into());
+    }
+    Ok(null)
+}
+
+/// A masked or read-only path, resolved inside the root: under /proc it
+/// must be on procfs and under /sys on sysfs (never a file a symlink or a
+/// mount elsewhere put there, CVE-2025-52881). None if it does not exist.
+fn protected_target(root: &OwnedFd, p: &Path) -> Result<Option<OwnedFd>, String> {
+    let fd = match in_root::open(root, p, libc::O_PATH | libc::O_NOFOLLOW) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", p.display())),
+    };
+    let want = if p.starts_with("/proc") {
+        Some((in_root::PROC_SUPER_MAGIC, "procfs"))
+    } else if p.starts_with("/sys") {
+        Some((in_root::SYSFS_MAGIC, "sysfs"))
     } else {
-        mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        None
+    };
+    if let Some((magic, name)) = want {
+        let t = in_root::fs_type(&fd).map_err(|e| format!("statfs {}: {e}", p.display()))?;
+        if t != magic {
+            return Err(format!("{} is not on {name} (filesystem type {t:#x})", p.display()));
+        }
+    }
+    Ok(Some(fd))
+}
+
+/// Hides a path: /dev/null over a file, an empty read-only tmpfs over a dir.
+fn mask_path(root: &OwnedFd, p: &Path, null: Option<&OwnedFd>) -> Result<(), String> {
+    let Some(target) = protected_target(root, p).map_err(|e| format!("masking {e}"))? else { return Ok(()) };
+    let is_dir = nix::sys::stat::fstat(target.as_raw_fd())
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR);
+    let dest = in_root::fd_path(&target);
+    let r = if is_dir {
+        mount(Some("tmpfs"), &dest, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+    } else {
+        let null = null.ok_or("masking: no /dev/null")?;
+        mount(Some(&in_root::fd_path(null)), &dest, None::<&str>, MsFlags::MS_BIND, None::<&str>)
     };
     r.map_err(|e| format!("masking {}: {e}", p.display()))
 }
 
-fn readonly_path(p: &Path) -> Result<(), String> {
-    if fs::symlink_metadata(p).is_err() {
+/// A recursive read-only bind of the path onto itself, made detached and
+/// put in place in one step (no window in which it is writable or moved).
+fn readonly_path(root: &OwnedFd, p: &Path) -> Result<(), String> {
+    let Some(target) = protected_target(root, p).map_err(|e| format!("making read-only {e}"))? else {
         return Ok(());
-    }
-    mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .and_then(|_| {
-            mount(
-                Some(p),
-                p,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-                None::<&str>,
-            )
-        })
-        .map_err(|e| format!("making {} read-only: {e}", p.display()))
+    };
+    crate::mount_api::readonly_bind_onto(&target).map_err(|e| format!("making {} read-only: {e}", p.display()))
 }

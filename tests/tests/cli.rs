@@ -520,3 +520,61 @@ fn a_bad_pinned_image_stops_gantryd_with_its_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("not a reference"), "{stderr}");
 }
+
+/// The high-water mark of a process's resident memory, in KiB.
+fn vm_hwm(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// containerd CVE-2023-25153 class: an archive whose headers claim huge
+/// documents is refused with a clear error, and gantryd never holds them
+/// in memory: a 100 MiB index.json (over the 4 MiB bound for manifests,
+/// configs and indexes) and a 256 MiB PAX header (which the tar reader
+/// would read whole).
+#[tokio::test]
+async fn hostile_archives_are_refused_with_bounded_memory() {
+    use std::io::Read;
+    let d = Daemon::start("");
+    let _ = d.connect().await;
+    let pid = d.pid().expect("gantryd pid");
+    let before = vm_hwm(pid);
+    let path = d.dir.path().join("hostile.tar");
+    let load = |build: &dyn Fn(&mut tar::Builder<std::fs::File>)| {
+        let mut b = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+        build(&mut b);
+        b.finish().expect("finish");
+        drop(b);
+        let out = gantry(&d, &["load", "-i", &path.display().to_string()]);
+        let _ = std::fs::remove_file(&path);
+        out
+    };
+    let entry = |b: &mut tar::Builder<std::fs::File>, name: &str, typ: tar::EntryType, size: u64, byte: u8| {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).expect("name");
+        h.set_entry_type(typ);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, std::io::repeat(byte).take(size)).expect("append");
+    };
+    let out = load(&|b| {
+        entry(b, "oci-layout", tar::EntryType::Regular, 0, b' ');
+        entry(b, "index.json", tar::EntryType::Regular, 100 << 20, b' ');
+    });
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("index.json is 104857600 bytes") && out.stderr.contains("4 MiB"), "{}", out.stderr);
+    let out = load(&|b| {
+        entry(b, "PaxHeaders/index.json", tar::EntryType::XHeader, 256 << 20, b'1');
+        entry(b, "index.json", tar::EntryType::Regular, 2, b' ');
+    });
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("tar extension header") && out.stderr.contains("268435456"), "{}", out.stderr);
+    let grown = vm_hwm(pid).saturating_sub(before);
+    assert!(grown < 64 << 10, "gantryd's resident memory grew by {grown} KiB");
+    assert_eq!(ok(&d, &["images"]).lines().count(), 1, "nothing loaded");
+}

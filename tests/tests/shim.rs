@@ -522,3 +522,53 @@ async fn the_shim_applies_namespaced_sysctls_inside_and_keeps_its_cgroup_in_the_
     }
     assert!(!Path::new("/tmp").join(&name).exists(), "the cgroup climbed out to /tmp");
 }
+
+/// CVE-2025-31133: masked paths are bound from a /dev/null checked to be
+/// the null device. Here the spec has no /dev tmpfs, so /dev/null is the
+/// image's: a planted regular file, which a mask bound from it would make
+/// readable (and writable) as /proc/kcore. The start is refused.
+/// CVE-2025-52881: a masked or read-only path under /proc that the image
+/// redirects off procfs (here /proc itself a tmpfs the spec mounts) is
+/// refused rather than masked in the wrong place.
+#[tokio::test]
+async fn masks_come_only_from_a_verified_null_device_and_only_onto_procfs() {
+    let d = Daemon::start("");
+    let b = bundle(&d, "planted-null", &["sh", "-c", "cat /proc/kcore /proc/keys; echo END"]).await;
+    patch(&b, |c| {
+        c["mounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .retain(|m| !m["destination"].as_str().unwrap_or("").starts_with("/dev"));
+    });
+    let dev = b.dir.join("rootfs/dev");
+    std::fs::create_dir_all(&dev).expect("mkdir dev");
+    let _ = std::fs::remove_file(dev.join("null"));
+    std::fs::write(dev.join("null"), "PLANTED\n").expect("plant /dev/null");
+    let (socket, log) = run_shim(&b, "planted-null").expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    let err = shim.start().await.expect_err("refused");
+    assert!(err.to_string().contains("/dev/null is not the null device"), "{err}");
+    let _ = within(shim.wait()).await;
+    let lines = log_lines(&log);
+    assert!(!lines.iter().any(|l| l.contains("PLANTED")), "a mask came from the container's /dev/null: {lines:?}");
+    shim.shutdown().await.expect("shutdown");
+
+    // /proc a tmpfs: /proc/sysrq-trigger there is not procfs's.
+    let b = bundle(&d, "fake-proc", &["true"]).await;
+    patch(&b, |c| {
+        for m in c["mounts"].as_array_mut().expect("mounts") {
+            if m["destination"] == "/proc" {
+                *m = serde_json::json!({"destination": "/proc", "type": "tmpfs", "source": "tmpfs"});
+            }
+        }
+        c["mounts"].as_array_mut().expect("mounts").push(serde_json::json!({
+            "destination": "/proc/sysrq-trigger", "type": "tmpfs", "source": "tmpfs"
+        }));
+    });
+    let (socket, _log) = run_shim(&b, "fake-proc").expect("shim ready");
+    let mut shim = ShimClient::connect(&socket).await.expect("connect");
+    let err = shim.start().await.expect_err("refused");
+    assert!(err.to_string().contains("not on procfs"), "{err}");
+    let _ = within(shim.wait()).await;
+    shim.shutdown().await.expect("shutdown");
+}

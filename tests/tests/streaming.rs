@@ -327,3 +327,138 @@ async fn the_streaming_server_speaks_tls_when_given_a_certificate() {
     assert_eq!(got.text(stdout), "over tls\n");
     remove_pod(&mut cri, &pod).await;
 }
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Reads until the server closes; what it sent, or None if it did not
+/// close within `secs`.
+async fn until_closed(conn: &mut tokio::net::TcpStream, secs: u64) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = vec![];
+    let mut buf = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(secs), read_all).await.ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// A SYN_STREAM whose header block inflates to 1 GiB of zeros (about
+/// 1 MiB on the wire), compressed with the SPDY/3 dictionary.
+fn zlib_bomb() -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut deflate = Compress::new(Compression::best(), true);
+    deflate.set_dictionary(&gantry_runtime::streaming::spdy::dictionary()).expect("dictionary");
+    let zeros = vec![0u8; 1 << 20];
+    let mut block = Vec::with_capacity(2 << 20);
+    for i in 0..1024 {
+        let flush = if i == 1023 { FlushCompress::Sync } else { FlushCompress::None };
+        let mut input = &zeros[..];
+        loop {
+            block.reserve(64 << 10);
+            let before = deflate.total_in();
+            deflate.compress_vec(input, &mut block, flush).expect("deflate");
+            input = &input[(deflate.total_in() - before) as usize..];
+            if input.is_empty() && block.len() < block.capacity() {
+                break;
+            }
+        }
+    }
+    let mut payload = 1u32.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    payload.extend(block);
+    let mut frame = vec![0x80, 3, 0, 1, 0];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    frame.extend(payload);
+    frame
+}
+
+/// Hostile clients of the streaming server: one that never finishes its
+/// request head is closed (408) after 10 s, an endless head is refused
+/// (431) at 16 KiB, and a SYN_STREAM whose header block inflates to 1 GiB
+/// ends the connection at 1 MiB inflated, gantryd's memory barely moving
+/// (under 16 MiB; the old 16 MiB bound let it grow by about 33 MiB). A
+/// WebSocket frame over 1 MiB ends that connection too.
+#[tokio::test]
+async fn hostile_streaming_clients_are_bounded_and_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = Daemon::start("");
+    let mut cri = setup(&d).await;
+    let (pod, id) = running(&mut cri, &d, "hostile", &["sleep", "60"]).await;
+    let url = exec_url(&mut cri, &id, &["true"], false, false).await.expect("exec url");
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').expect("path");
+    let pid = d.pid().expect("gantryd pid");
+    let before = vm_hwm_kib(pid);
+
+    // Silent: closed after the head timeout.
+    let mut silent = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let t = std::time::Instant::now();
+    let answer = until_closed(&mut silent, 20).await.expect("the idle connection was not closed");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(t.elapsed() >= Duration::from_secs(9), "closed after {:?}", t.elapsed());
+
+    // An endless head.
+    let mut endless = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let mut head = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\n").into_bytes();
+    head.extend(std::iter::repeat_n(b'a', 32 << 10));
+    let _ = endless.write_all(&head).await;
+    let answer = until_closed(&mut endless, 10).await.expect("not closed");
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    // The zlib bomb, after a real upgrade.
+    let mut conn = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let req = format!(
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {V4}\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.expect("upgrade");
+    let mut reply = vec![0u8; 4096];
+    let n = conn.read(&mut reply).await.expect("reply");
+    assert!(
+        String::from_utf8_lossy(&reply[..n]).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&reply[..n])
+    );
+    let bomb = zlib_bomb();
+    assert!(bomb.len() < 1 << 20, "bomb of {} bytes", bomb.len());
+    let _ = conn.write_all(&bomb).await;
+    until_closed(&mut conn, 10).await.expect("the bomb's connection stays open");
+    let grown = vm_hwm_kib(pid).saturating_sub(before);
+    assert!(grown < 16 << 10, "gantryd's resident memory grew by {grown} KiB");
+
+    // A WebSocket frame header claiming 8 MiB (under tungstenite's own
+    // default bound of 16 MiB).
+    let url = exec_url(&mut cri, &id, &["true"], false, false).await.expect("exec url");
+    let path = url.split_once("://").and_then(|(_, r)| r.split_once('/')).map(|(_, p)| p.to_string()).expect("path");
+    let mut ws = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let req = format!(
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n"
+    );
+    ws.write_all(req.as_bytes()).await.expect("upgrade");
+    let n = ws.read(&mut reply).await.expect("reply");
+    assert!(
+        String::from_utf8_lossy(&reply[..n]).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&reply[..n])
+    );
+    // FIN + binary, masked, 64-bit length 8 MiB, mask key; then some bytes.
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(8u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend(std::iter::repeat_n(0u8, 4096));
+    let _ = ws.write_all(&frame).await;
+    until_closed(&mut ws, 10).await.expect("the oversized WebSocket frame's connection stays open");
+    remove_pod(&mut cri, &pod).await;
+}

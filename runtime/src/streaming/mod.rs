@@ -5,6 +5,8 @@
 //! `portforward.k8s.io` protocol over it. Binds to 127.0.0.1 by default.
 
 mod conn;
+#[doc(hidden)]
+pub mod fuzz;
 mod portforward;
 mod remotecommand;
 pub mod session;
@@ -29,6 +31,9 @@ const REMOTECOMMAND_PROTOCOLS: [&str; 4] =
     ["v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"];
 const PORTFORWARD_PROTOCOL: &str = "portforward.k8s.io";
 const MAX_REQUEST_HEAD: usize = 16 << 10;
+/// A client must finish its TLS handshake and its request head within
+/// this: a connection that sends nothing (or a byte a minute) is closed.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a token was issued for.
 #[derive(Debug, Clone)]
@@ -139,9 +144,10 @@ impl StreamServer {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let result = match acceptor {
-                        Some(a) => match a.accept(conn).await {
-                            Ok(tls) => s.handle(tls).await,
-                            Err(e) => Err(e),
+                        Some(a) => match tokio::time::timeout(HEAD_TIMEOUT, a.accept(conn)).await {
+                            Ok(Ok(tls)) => s.handle(tls).await,
+                            Ok(Err(e)) => Err(e),
+                            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
                         },
                         None => s.handle(conn).await,
                     };
@@ -172,9 +178,13 @@ impl StreamServer {
 
     async fn handle(self: Arc<Self>, mut conn: impl Conn) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(1024);
+        let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
         let head_len = loop {
             let mut chunk = [0u8; 2048];
-            let n = conn.read(&mut chunk).await?;
+            let Ok(n) = tokio::time::timeout_at(deadline, conn.read(&mut chunk)).await else {
+                return respond(&mut conn, 408, "request head not received in time").await;
+            };
+            let n = n?;
             if n == 0 {
                 return Ok(());
             }

@@ -7,10 +7,16 @@ use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::spdy::{Frame, FrameReader, FrameWriter, Headers, RST_CANCEL};
+use super::spdy::{Frame, FrameReader, FrameWriter, Headers, RST_CANCEL, RST_REFUSED_STREAM};
 
 /// Data frames are cut to this size.
 const CHUNK: usize = 32 << 10;
+/// A connection that sends nothing (not even a ping) for this long is
+/// closed: containerd's default `stream_idle_timeout`.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4 * 3600);
+/// Streams a client may hold open at once (an exec uses up to five, a
+/// port-forward two per connection it forwards).
+const MAX_OPEN_STREAMS: usize = 128;
 
 /// A stream the client opened: its headers, the bytes it sends (the
 /// channel ends at its FIN), and a handle to send back.
@@ -115,7 +121,14 @@ where
         let mut reader = FrameReader::new(reader);
         let mut open: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
         loop {
-            let frame = match reader.next().await {
+            let frame = match tokio::time::timeout(IDLE_TIMEOUT, reader.next()).await {
+                Err(_) => {
+                    tracing::debug!("streaming connection idle for {IDLE_TIMEOUT:?}: closed");
+                    break;
+                }
+                Ok(r) => r,
+            };
+            let frame = match frame {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
@@ -125,6 +138,10 @@ where
             };
             match frame {
                 Frame::SynStream { stream_id, headers, fin } => {
+                    if open.len() >= MAX_OPEN_STREAMS {
+                        let _ = out.send(Frame::RstStream { stream_id, status: RST_REFUSED_STREAM }).await;
+                        continue;
+                    }
                     let (tx, rx) = mpsc::channel(16);
                     if !fin {
                         open.insert(stream_id, tx);

@@ -11,8 +11,17 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 const VERSION: u16 = 3;
 pub const FLAG_FIN: u8 = 0x01;
-/// Frames larger than this are refused: nothing kubelet sends comes close.
+/// Data frames larger than this are refused (SPDY/3's own limit).
 const MAX_FRAME: usize = 1 << 24;
+/// Control frames (compressed headers, pings…): nothing kubelet's clients
+/// send comes close.
+pub const MAX_CONTROL_FRAME: usize = 1 << 20;
+/// A header block after inflating: a zlib bomb in a SYN_STREAM stops here
+/// and ends the connection (the shared zlib context cannot go on).
+pub const MAX_HEADER_BLOCK: usize = 1 << 20;
+/// Header (name, value) pairs in a block, NUL-separated values counted
+/// one by one (each would copy its name).
+pub const MAX_HEADERS: usize = 256;
 
 const SYN_STREAM: u16 = 1;
 const SYN_REPLY: u16 = 2;
@@ -22,6 +31,7 @@ const GOAWAY: u16 = 7;
 
 /// RST_STREAM status codes used here.
 pub const RST_PROTOCOL_ERROR: u32 = 1;
+pub const RST_REFUSED_STREAM: u32 = 3;
 pub const RST_CANCEL: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +76,7 @@ pub enum Frame {
 /// The SPDY/3 header compression dictionary (draft 3, section 2.6.10.1):
 /// common header names as length-prefixed strings, then status lines,
 /// dates and content types.
-fn dictionary() -> Vec<u8> {
+pub fn dictionary() -> Vec<u8> {
     const WORDS: &[&str] = &[
         "options",
         "head",
@@ -177,7 +187,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         let flags = head[4];
         let len = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
-        if len > MAX_FRAME {
+        let control = head[0] & 0x80 != 0;
+        if len > MAX_FRAME || (control && len > MAX_CONTROL_FRAME) {
             return Err(SpdyError::Protocol(format!("frame of {len} bytes")));
         }
         let mut payload = vec![0u8; len];
@@ -226,7 +237,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     fn headers(&mut self, compressed: &[u8]) -> Result<Headers, SpdyError> {
-        let mut out = Vec::with_capacity(compressed.len() * 4 + 256);
+        let mut out = Vec::with_capacity((compressed.len() * 4 + 256).min(MAX_HEADER_BLOCK));
         let mut input = compressed;
         loop {
             let before_in = self.inflate.total_in();
@@ -246,8 +257,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if input.is_empty() && out.len() < out.capacity() {
                 break;
             }
-            if out.len() > MAX_FRAME {
-                return Err(SpdyError::Protocol("header block too large".into()));
+            if out.len() > MAX_HEADER_BLOCK {
+                return Err(SpdyError::Protocol(format!("header block inflates past {} KiB", MAX_HEADER_BLOCK >> 10)));
             }
         }
         parse_header_block(&out)
@@ -271,6 +282,9 @@ fn parse_header_block(b: &[u8]) -> Result<Headers, SpdyError> {
         let value = String::from_utf8_lossy(take(n)?).into_owned();
         // Several values of one name are NUL-separated.
         for v in value.split('\0') {
+            if headers.len() == MAX_HEADERS {
+                return Err(SpdyError::Protocol(format!("more than {MAX_HEADERS} headers")));
+            }
             headers.push((name.clone(), v.to_string()));
         }
     }
@@ -398,5 +412,62 @@ mod tests {
             assert_eq!(r.next().await.unwrap().as_ref(), Some(f));
         }
         assert_eq!(r.next().await.unwrap(), None);
+    }
+
+    /// A SYN_STREAM whose header block inflates to `inflated` bytes of
+    /// zeros (a zlib bomb: about 1 KiB per MiB).
+    fn bomb(inflated: usize) -> Vec<u8> {
+        let mut deflate = Compress::new(Compression::best(), true);
+        let _ = deflate.set_dictionary(&dictionary());
+        let mut out = Vec::with_capacity(inflated / 512 + 1024);
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = inflated;
+        while left > 0 {
+            let n = left.min(zeros.len());
+            let mut input = &zeros[..n];
+            while !input.is_empty() {
+                out.reserve(64 << 10);
+                let before = deflate.total_in();
+                deflate.compress_vec(input, &mut out, FlushCompress::None).unwrap();
+                input = &input[(deflate.total_in() - before) as usize..];
+            }
+            left -= n;
+        }
+        loop {
+            out.reserve(64 << 10);
+            let before = out.len();
+            deflate.compress_vec(&[], &mut out, FlushCompress::Sync).unwrap();
+            if out.len() == before || out.len() < out.capacity() {
+                break;
+            }
+        }
+        let mut p = 1u32.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        p.extend(out);
+        control(SYN_STREAM, 0, &p)
+    }
+
+    #[tokio::test]
+    async fn a_header_block_that_inflates_to_a_gibibyte_is_refused_at_a_mebibyte() {
+        let frame = bomb(1 << 30);
+        assert!(frame.len() < MAX_CONTROL_FRAME, "the bomb is {} bytes", frame.len());
+        let mut r = FrameReader::new(frame.as_slice());
+        let err = r.next().await.unwrap_err();
+        assert!(err.to_string().contains("inflates past 1024 KiB"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn oversized_control_frames_and_header_counts_are_refused() {
+        let big = control(SYN_STREAM, 0, &vec![0u8; MAX_CONTROL_FRAME + 1]);
+        let err = FrameReader::new(big.as_slice()).next().await.unwrap_err();
+        assert!(err.to_string().contains("frame of"), "{err}");
+        // One header whose value is 100 000 NUL-separated empty values.
+        let mut block = 1u32.to_be_bytes().to_vec();
+        block.extend_from_slice(&4u32.to_be_bytes());
+        block.extend_from_slice(b"name");
+        block.extend_from_slice(&100_000u32.to_be_bytes());
+        block.extend(std::iter::repeat_n(0u8, 100_000));
+        let err = parse_header_block(&block).unwrap_err();
+        assert!(err.to_string().contains("more than 256 headers"), "{err}");
     }
 }

@@ -26,8 +26,17 @@ pub const CHANNEL_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.i
 pub const PORTFORWARD_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 const CLOSE_SIGNAL: u8 = 255;
 
+/// A WebSocket frame, and a whole message, may not be larger: kubectl's
+/// messages are a read buffer's worth (32 KiB), and port-forward's SPDY
+/// frames stay below the SPDY bounds.
+pub const MAX_FRAME: usize = 1 << 20;
+pub const MAX_MESSAGE: usize = 4 << 20;
+
 pub async fn accept<S: Conn>(conn: S) -> WebSocketStream<S> {
-    WebSocketStream::from_raw_socket(conn, Role::Server, None).await
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_frame_size(Some(MAX_FRAME))
+        .max_message_size(Some(MAX_MESSAGE));
+    WebSocketStream::from_raw_socket(conn, Role::Server, Some(config)).await
 }
 
 /// The channels an exec or attach uses, as streams named like SPDY's.
