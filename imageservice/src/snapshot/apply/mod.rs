@@ -104,6 +104,8 @@ struct Layer<'a> {
 
 /// The most a file's content is copied in at once.
 const COPY_CHUNK: usize = 1 << 20;
+/// How much of a file is written before its writeback is started.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// What an entry creates.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -229,6 +231,7 @@ impl Layer<'_> {
     fn copy_content(&mut self, entry: &mut impl Read, file: &mut fs::File) -> io::Result<u64> {
         use std::io::Write;
         let mut total = 0u64;
+        let mut handed_over = 0u64;
         loop {
             if self.copy_buf.is_empty() {
                 self.copy_buf.resize(COPY_CHUNK, 0);
@@ -248,6 +251,13 @@ impl Layer<'_> {
             }
             file.write_all(&self.copy_buf[..filled])?;
             total += filled as u64;
+            // A big file's writeback starts as it is written (the disk works
+            // while the rest of the layer arrives); small files are left to
+            // the syncfs at commit, which merges them into large writes.
+            if total - handed_over >= WRITEBACK_STEP {
+                crate::fsutil::start_writeback(file, handed_over, total - handed_over);
+                handed_over = total;
+            }
         }
     }
 
