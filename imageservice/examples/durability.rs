@@ -58,11 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("unknown mode {other}").into()),
     }
     let total = start.elapsed();
-    println!(
-        "{{\"mode\":\"{mode}\",\"unpack_ms\":{},\"total_ms\":{}}}",
-        unpacked.as_millis(),
-        total.as_millis()
-    );
+    println!("{{\"mode\":\"{mode}\",\"unpack_ms\":{},\"total_ms\":{}}}", unpacked.as_millis(), total.as_millis());
     Ok(())
 }
 

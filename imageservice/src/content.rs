@@ -75,14 +75,7 @@ impl ContentStore {
     pub fn writer(&self) -> Result<BlobWriter, ContentError> {
         let path = self.ingest.join(random_name("blob"));
         let file = File::options().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
-        Ok(BlobWriter {
-            file: Some(file),
-            path,
-            hasher: Sha256::new(),
-            size: 0,
-            flushed: 0,
-            blobs: self.blobs.clone(),
-        })
+        Ok(BlobWriter { file: Some(file), path, hasher: Sha256::new(), size: 0, flushed: 0, blobs: self.blobs.clone() })
     }
 
     pub fn delete(&self, digest: &Digest) -> Result<(), ContentError> {

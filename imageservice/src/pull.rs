@@ -7,10 +7,10 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 use tracing::Instrument;
 
 use crate::content::{BlobWriter, ContentError, SealedBlob};
@@ -496,7 +496,11 @@ where
 /// Runs on a blocking thread: decompresses, digests and unpacks the chunks
 /// the download hands over, into `root`; returns the diff ID. Reads its input
 /// to the end, so that the download never waits on a finished unpack.
-fn unpack_stream(mut input: ChunkReader, compression: Compression, root: &std::path::Path) -> Result<Digest, LayerError> {
+fn unpack_stream(
+    mut input: ChunkReader,
+    compression: Compression,
+    root: &std::path::Path,
+) -> Result<Digest, LayerError> {
     let diff_id = decode_and_apply(&mut input, compression, root)?;
     // The compressed stream may go on past the decompressor's end (padding).
     io::copy(&mut input, &mut io::sink())?;
@@ -505,7 +509,11 @@ fn unpack_stream(mut input: ChunkReader, compression: Compression, root: &std::p
 
 /// Decompresses `input` and applies the tar it holds into `root`, hashing
 /// the uncompressed bytes; returns their digest (the diff ID).
-fn decode_and_apply(input: impl BufRead, compression: Compression, root: &std::path::Path) -> Result<Digest, LayerError> {
+fn decode_and_apply(
+    input: impl BufRead,
+    compression: Compression,
+    root: &std::path::Path,
+) -> Result<Digest, LayerError> {
     let mut hashing: HashingReader<Box<dyn Read + '_>> = match compression {
         Compression::Gzip => HashingReader::new(Box::new(flate2::bufread::MultiGzDecoder::new(input))),
         Compression::Zstd => HashingReader::new(Box::new(zstd::stream::read::Decoder::with_buffer(input)?)),

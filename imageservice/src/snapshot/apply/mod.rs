@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -178,21 +179,25 @@ impl Layer<'_> {
                 }
             },
             Kind::File => {
-                self.clear(&target).map_err(io_err(&name))?;
                 // O_EXCL: never write through an existing file, which may be
-                // hardlinked elsewhere in the layer.
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-                    .mode(0o600)
-                    .open(&target)
-                    .map_err(io_err(&name))?;
+                // hardlinked elsewhere in the layer. Whatever is in the way
+                // (a later entry overrides an earlier one) is cleared only
+                // when the create says so: one path lookup less per file.
+                let mut file = match create_file(&target) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        self.clear(&target).map_err(io_err(&name))?;
+                        create_file(&target)
+                    }
+                    other => other,
+                }
+                .map_err(io_err(&name))?;
                 let written = self.copy_content(entry, &mut file).map_err(io_err(&name))?;
                 self.stats.bytes += written;
                 if self.options.writeback && written > 0 {
                     crate::fsutil::start_writeback(&file, 0, written);
                 }
+                // Metadata through the open file, not the path.
+                return self.set_file_meta(&name, &file, &target, &meta);
             }
             Kind::Symlink => {
                 let link = entry.link_name_bytes().ok_or_else(|| invalid(&name, "symlink without a target"))?;
@@ -305,10 +310,32 @@ impl Layer<'_> {
         linkat(None, source.as_path(), None, target, AtFlags::empty()).map_err(nix_err(name))
     }
 
+    /// As `set_meta` and `set_times` for a regular file just written, through
+    /// its descriptor: ownership, xattrs, mode, then times.
+    fn set_file_meta(&self, name: &str, file: &fs::File, path: &Path, meta: &Meta) -> Result<(), ApplyError> {
+        use std::os::fd::AsFd;
+        nix::unistd::fchown(file.as_fd().as_raw_fd(), Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
+            .map_err(nix_err(name))?;
+        if !meta.xattrs.is_empty() {
+            self.set_xattrs(name, path, Kind::File, meta)?;
+        }
+        file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(io_err(name))?;
+        nix::sys::stat::futimens(file.as_fd().as_raw_fd(), &meta.mtime, &meta.mtime).map_err(nix_err(name))
+    }
+
     /// Ownership, xattrs, then mode: chown clears setuid/setgid and file
     /// capabilities, so it must come first.
     fn set_meta(&self, name: &str, path: &Path, kind: Kind, meta: &Meta) -> Result<(), ApplyError> {
         chown_nofollow(path, meta.uid, meta.gid).map_err(io_err(name))?;
+        self.set_xattrs(name, path, kind, meta)?;
+        if kind != Kind::Symlink {
+            // `path` is what this entry just created or kept, never a symlink.
+            fs::set_permissions(path, fs::Permissions::from_mode(meta.mode)).map_err(io_err(name))?;
+        }
+        Ok(())
+    }
+
+    fn set_xattrs(&self, name: &str, path: &Path, kind: Kind, meta: &Meta) -> Result<(), ApplyError> {
         for (key, value) in &meta.xattrs {
             if key.starts_with(OVERLAY_XATTR_PREFIX) {
                 tracing::debug!(entry = name, xattr = %String::from_utf8_lossy(key), "dropping overlayfs xattr");
@@ -330,10 +357,6 @@ impl Layer<'_> {
                 }
                 Err(e) => return Err(io_err(name)(e)),
             }
-        }
-        if kind != Kind::Symlink {
-            // `path` is what this entry just created or kept, never a symlink.
-            fs::set_permissions(path, fs::Permissions::from_mode(meta.mode)).map_err(io_err(name))?;
         }
         Ok(())
     }
@@ -378,6 +401,17 @@ impl Layer<'_> {
         }
         Ok(())
     }
+}
+
+/// A new regular file, owner-only until its metadata is set; never through
+/// a symlink, never an existing file.
+fn create_file(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        .mode(0o600)
+        .open(path)
 }
 
 fn chown_nofollow(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
