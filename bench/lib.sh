@@ -47,14 +47,16 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
-# start_registry: a plain-HTTP registry on a free 127.0.0.1 port; sets $registry.
+# start_registry: a plain-HTTP registry on a free 127.0.0.1 port, its blobs
+# in $registry_storage (default $work/registry); sets $registry.
 start_registry() {
     local port
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     registry="127.0.0.1:$port"
-    mkdir -p "$work/registry"
+    local storage=${registry_storage:-$work/registry}
+    mkdir -p "$storage"
     printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp: { addr: %s }\n' \
-        "$work/registry" "$registry" >"$work/registry.yml"
+        "$storage" "$registry" >"$work/registry.yml"
     /usr/bin/docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
     pids+=($!)
     until curl -s -o /dev/null "http://$registry/v2/"; do sleep 0.1; done
@@ -76,6 +78,55 @@ start_gantry() {
     "$bin/gantryd" --root "$dir/root" --state "$run_state/$(basename "$dir")" --listen "$dir/sock" --log-level "${GANTRY_BENCH_LOG:-warn}" 2>"$dir/log" &
     daemon_pid=$!
     pids+=("$daemon_pid") # stopped by the trap too if the run fails
+    sock="$dir/sock"
+    wait_socket "$sock"
+}
+
+# The current containerd (2.x, from Debian unstable, unpacked beside the
+# system's 1.6, never installed over it) and the newest runc, built from
+# source: both cached in $bench_cache between runs.
+bench_cache=${GANTRY_BENCH_CACHE:-/var/tmp/gantry-bench}
+containerd2="$bench_cache/containerd2/root/usr/bin/containerd"
+runc_new="$bench_cache/runc-${GANTRY_BENCH_RUNC_VERSION:-1.5.1}"
+ensure_containerd2() {
+    [ -x "$containerd2" ] && return
+    mkdir -p "$bench_cache/containerd2"
+    (cd "$bench_cache/containerd2" && apt-get download -q -t unstable containerd && dpkg-deb -x containerd_*.deb root)
+}
+# runc needs a source tree of its newest release tag: GANTRY_BENCH_RUNC_SRC
+# (a checkout, e.g. `git clone -b v1.5.1 https://github.com/opencontainers/runc`),
+# built offline from its vendored modules with Go >= 1.25 and libseccomp-dev.
+ensure_runc_new() {
+    [ -x "$runc_new" ] && return
+    local src=${GANTRY_BENCH_RUNC_SRC:?set GANTRY_BENCH_RUNC_SRC to a runc release checkout}
+    (cd "$src" && PATH="${GANTRY_BENCH_GO_BIN:-/usr/lib/go-1.26/bin}:$PATH" GOFLAGS=-mod=vendor GOTOOLCHAIN=local GOPROXY=off \
+        go build -trimpath -tags seccomp -o "$runc_new" .)
+}
+
+# start_containerd2 DIR: containerd 2.x (config version 3, registry through
+# a hosts.toml as 2.x wants it, runc from ensure_runc_new); sets $sock and
+# $daemon_pid.
+start_containerd2() {
+    local dir=$1
+    mkdir -p "$dir/certs.d/$registry"
+    printf 'server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' \
+        "$registry" "$registry" >"$dir/certs.d/$registry/hosts.toml"
+    {
+        echo 'version = 3'
+        echo "root = \"$dir/root\""
+        echo "state = \"$run_state/$(basename "$dir")\""
+        echo '[grpc]'
+        echo "  address = \"$dir/sock\""
+        echo '[plugins."io.containerd.cri.v1.images".registry]'
+        echo "  config_path = \"$dir/certs.d\""
+        echo '[plugins."io.containerd.cri.v1.runtime"]'
+        echo '  restrict_oom_score_adj = true'
+        echo '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]'
+        echo "  BinaryName = \"$runc_new\""
+    } >"$dir/config.toml"
+    PATH="$(dirname "$containerd2"):$PATH" "$containerd2" --config "$dir/config.toml" --log-level "${GANTRY_BENCH_LOG:-warn}" 2>"$dir/log" &
+    daemon_pid=$!
+    pids+=("$daemon_pid")
     sock="$dir/sock"
     wait_socket "$sock"
 }

@@ -75,7 +75,7 @@ impl ContentStore {
     pub fn writer(&self) -> Result<BlobWriter, ContentError> {
         let path = self.ingest.join(random_name("blob"));
         let file = File::options().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
-        Ok(BlobWriter { file: Some(file), path, hasher: Sha256::new(), size: 0, blobs: self.blobs.clone() })
+        Ok(BlobWriter { file: Some(file), path, hasher: Sha256::new(), size: 0, flushed: 0, blobs: self.blobs.clone() })
     }
 
     pub fn delete(&self, digest: &Digest) -> Result<(), ContentError> {
@@ -99,12 +99,47 @@ impl ContentStore {
 }
 
 /// A blob being written. Dropped without `commit`, its temp file is removed.
+///
+/// Every [`WRITEBACK_STEP`] bytes the kernel is asked to start writing what
+/// came before (`sync_file_range`, not waiting), so that the fsync at commit
+/// only waits for the tail instead of the whole blob.
 pub struct BlobWriter {
     file: Option<File>,
     path: PathBuf,
     hasher: Sha256,
     size: u64,
+    /// Bytes handed to writeback so far.
+    flushed: u64,
     blobs: PathBuf,
+}
+
+/// How much a blob writer lets accumulate before starting its writeback.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// A blob whose digest and size checked out and whose bytes are on disk,
+/// not yet visible under its digest. Dropped unpublished, it is removed.
+pub struct SealedBlob {
+    path: PathBuf,
+    target: PathBuf,
+    blobs: PathBuf,
+    published: bool,
+}
+
+impl SealedBlob {
+    /// Makes the blob visible under its digest, durably.
+    pub fn publish(mut self) -> Result<(), ContentError> {
+        fs::rename(&self.path, &self.target).map_err(io_err(&self.target))?;
+        self.published = true;
+        fsync_dir(&self.blobs).map_err(io_err(&self.blobs))
+    }
+}
+
+impl Drop for SealedBlob {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl BlobWriter {
@@ -113,7 +148,13 @@ impl BlobWriter {
     }
 
     /// Verifies digest and size, then makes the blob visible atomically.
-    pub fn commit(mut self, expected: &Digest, expected_size: u64) -> Result<(), ContentError> {
+    pub fn commit(self, expected: &Digest, expected_size: u64) -> Result<(), ContentError> {
+        self.seal(expected, expected_size)?.publish()
+    }
+
+    /// Verifies digest and size and makes the bytes durable, without making
+    /// the blob visible yet: [`SealedBlob::publish`] does that.
+    pub fn seal(mut self, expected: &Digest, expected_size: u64) -> Result<SealedBlob, ContentError> {
         let actual = Digest::from_sha256(std::mem::take(&mut self.hasher));
         if &actual != expected || self.size != expected_size {
             return Err(ContentError::DigestMismatch {
@@ -126,10 +167,9 @@ impl BlobWriter {
         if let Some(file) = self.file.take() {
             file.sync_all().map_err(io_err(&self.path))?;
         }
-        let target = self.blobs.join(expected.hex());
-        fs::rename(&self.path, &target).map_err(io_err(&target))?;
-        fsync_dir(&self.blobs).map_err(io_err(&self.blobs))?;
-        Ok(())
+        // From here the sealed blob owns the temp file (and removes it if dropped).
+        let path = std::mem::take(&mut self.path);
+        Ok(SealedBlob { path, target: self.blobs.join(expected.hex()), blobs: self.blobs.clone(), published: false })
     }
 }
 
@@ -139,6 +179,10 @@ impl Write for BlobWriter {
         let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
+        if self.size - self.flushed >= WRITEBACK_STEP {
+            crate::fsutil::start_writeback(file, self.flushed, self.size - self.flushed);
+            self.flushed = self.size;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -148,8 +192,10 @@ impl Write for BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        // After a successful commit the path was renamed away; this is then a no-op.
-        let _ = fs::remove_file(&self.path);
+        // After a seal the sealed blob owns the file, and the path is empty.
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

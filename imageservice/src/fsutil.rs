@@ -11,6 +11,24 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` to
+/// disk, without waiting (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that
+/// a later fsync or syncfs finds less to do. Only a hint: errors are ignored
+/// (the fsync that makes the data durable reports them).
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is
+    // owned by `file`, which outlives the call.
+    let _ = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+}
+
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other(format!("{} has no parent", path.display())))?;

@@ -2,16 +2,18 @@
 //! download every layer in parallel, decompressing and unpacking it while it
 //! streams, and record the image only once every digest checked out.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use tokio_util::io::{StreamReader, SyncIoBridge};
 use tracing::Instrument;
 
-use crate::content::{BlobWriter, ContentError};
+use crate::content::{BlobWriter, ContentError, SealedBlob};
 use crate::media::Compression;
 use crate::metadata::{BlobRef, ImageRecord, LayerRecord};
 use crate::reference::{Digest, Reference, ReferenceError};
@@ -59,6 +61,8 @@ pub enum LayerError {
     Io(#[from] io::Error),
     #[error("unpack task failed: {0}")]
     Join(String),
+    #[error("the unpack stopped before the download ended")]
+    UnpackStopped,
     #[error("media type {0:?} is not a layer Gantry can unpack (a tar, plain, gzip or zstd)")]
     MediaType(String),
 }
@@ -145,33 +149,6 @@ pub struct LayerProgress {
 }
 
 pub type Progress = Arc<dyn Fn(LayerProgress) + Send + Sync>;
-
-/// Reports bytes as they are read, every 256 KiB and at the end.
-struct ProgressReader<R> {
-    inner: R,
-    progress: Progress,
-    layer: Digest,
-    total: u64,
-    done: u64,
-    reported: u64,
-}
-
-impl<R: Read> Read for ProgressReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        if n == 0 || self.done - self.reported >= 256 << 10 || self.done == self.total {
-            self.reported = self.done;
-            (self.progress)(LayerProgress {
-                layer: self.layer.clone(),
-                done: self.done,
-                total: self.total,
-                present: false,
-            });
-        }
-        Ok(n)
-    }
-}
 
 impl ImageStore {
     /// Pulls `image` and returns its record (the ID is the config digest).
@@ -372,23 +349,60 @@ impl ImageStore {
         let _permit = self.downloads.clone().acquire_owned().await.map_err(|e| err(LayerError::Join(e.to_string())))?;
         tracing::debug!(layer = %digest, size = layer.blob.size, "downloading");
         let stream = session.fetch_blob(&digest).await?;
-        let digest_for_progress = digest.clone();
         let writer = self.content.writer().map_err(|e| err(e.into()))?;
-        let sync_reader = SyncIoBridge::new(StreamReader::new(Box::pin(stream)));
-        let total = layer.blob.size;
-        tokio::task::spawn_blocking(move || match progress {
-            Some(progress) => {
-                let reader = ProgressReader {
-                    inner: sync_reader,
-                    progress,
-                    layer: digest_for_progress,
-                    total,
-                    done: 0,
-                    reported: 0,
-                };
-                this.process_layer(reader, Some(writer), job)
+        let compression = crate::media::layer_compression(&layer.blob.media_type)
+            .ok_or_else(|| err(LayerError::MediaType(layer.blob.media_type.clone())))?;
+
+        // Download (and content store) on one thread, decompress + digest +
+        // unpack on another, a bounded channel of chunks between them: the
+        // layer takes about as long as the slower of the two.
+        let (tx, unpacking) = match job.unpack {
+            Some(unpack) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+                let unpacking = tokio::task::spawn_blocking(move || {
+                    let diff_id = unpack_stream(ChunkReader::new(rx), compression, &unpack.fs())?;
+                    Ok::<_, LayerError>((unpack, diff_id))
+                });
+                (Some(tx), Some(unpacking))
             }
-            None => this.process_layer(sync_reader, Some(writer), job),
+            None => (None, None),
+        };
+        let handle = tokio::runtime::Handle::current();
+        let blob = layer.blob.clone();
+        let downloaded =
+            tokio::task::spawn_blocking(move || download_blob(&handle, stream, writer, &blob, tx, progress)).await;
+        // Whatever the download's fate, the unpack ends (its channel closed)
+        // and is waited for: a failed layer leaves nothing behind once this
+        // returns.
+        let unpacked = match unpacking {
+            Some(h) => Some(h.await.map_err(|e| err(LayerError::Join(e.to_string())))?),
+            None => None,
+        };
+        let sealed = match downloaded.map_err(|e| err(LayerError::Join(e.to_string())))? {
+            Ok(sealed) => sealed,
+            // The unpack stopped first: its error is the cause.
+            Err(LayerError::UnpackStopped) => match unpacked {
+                Some(Err(e)) => return Err(err(e)),
+                _ => return Err(err(LayerError::UnpackStopped)),
+            },
+            Err(e) => return Err(err(e)),
+        };
+        let unpacked = unpacked.transpose().map_err(err)?;
+        if let Some((_, diff_id)) = &unpacked {
+            if diff_id != &layer.diff_id {
+                return Err(err(LayerError::DiffId { expected: layer.diff_id.clone(), actual: diff_id.clone() }));
+            }
+        }
+        let chain_id = layer.chain_id.clone();
+        let size = layer.blob.size;
+        tokio::task::spawn_blocking(move || {
+            // The blob first: a layer is never committed without its blob.
+            sealed.publish()?;
+            this.counters.pulled_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+            if let Some((unpack, _)) = unpacked {
+                this.snapshots.commit(unpack, &chain_id)?;
+            }
+            Ok::<_, LayerError>(())
         })
         .await
         .map_err(|e| err(LayerError::Join(e.to_string())))?
@@ -408,20 +422,7 @@ impl ImageStore {
             .ok_or_else(|| LayerError::MediaType(job.layer.blob.media_type.clone()))?;
         let mut tee = TeeReader { inner: reader, writer, limit: job.layer.blob.size };
         if let Some(unpack) = job.unpack {
-            let diff_id = {
-                let buffered = BufReader::with_capacity(256 << 10, &mut tee);
-                let mut hashing: HashingReader<Box<dyn Read + '_>> = match compression {
-                    Compression::Gzip => HashingReader::new(Box::new(flate2::bufread::MultiGzDecoder::new(buffered))),
-                    Compression::Zstd => {
-                        HashingReader::new(Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?))
-                    }
-                    Compression::None => HashingReader::new(Box::new(buffered)),
-                };
-                apply_layer(&mut hashing, &unpack.fs())?;
-                // The tar may carry padding after its end marker; it counts for the diff ID.
-                io::copy(&mut hashing, &mut io::sink())?;
-                hashing.digest()
-            };
+            let diff_id = decode_and_apply(BufReader::with_capacity(256 << 10, &mut tee), compression, &unpack.fs())?;
             if diff_id != job.layer.diff_id {
                 return Err(LayerError::DiffId { expected: job.layer.diff_id, actual: diff_id });
             }
@@ -439,6 +440,126 @@ impl ImageStore {
             }
         }
         Ok(())
+    }
+}
+
+/// Chunks in flight between a layer's download and its unpack. A chunk is
+/// what one read of the response body gives (at most some hundreds of KiB,
+/// mostly tens), which bounds the memory a layer holds.
+const CHUNKS_IN_FLIGHT: usize = 64;
+
+/// Runs on a blocking thread: reads the blob from `stream` into the content
+/// store (hashing it as it goes) and hands each chunk to the unpack, if any.
+/// Returns the sealed blob: digest and size checked, bytes on disk, not yet
+/// visible.
+fn download_blob<S>(
+    handle: &tokio::runtime::Handle,
+    mut stream: S,
+    mut writer: BlobWriter,
+    blob: &BlobRef,
+    tx: Option<SyncSender<Bytes>>,
+    progress: Option<Progress>,
+) -> Result<SealedBlob, LayerError>
+where
+    S: futures::Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    let mut reported = 0u64;
+    while let Some(chunk) = handle.block_on(stream.next()) {
+        let chunk = chunk?;
+        writer.write_all(&chunk)?;
+        let done = writer.written();
+        if done > blob.size {
+            return Err(LayerError::TooLarge { expected: blob.size });
+        }
+        if let Some(p) = &progress {
+            if done - reported >= 256 << 10 || done == blob.size {
+                reported = done;
+                p(LayerProgress { layer: blob.digest.clone(), done, total: blob.size, present: false });
+            }
+        }
+        if let Some(tx) = &tx {
+            if tx.send(chunk).is_err() {
+                return Err(LayerError::UnpackStopped);
+            }
+        }
+    }
+    if let Some(p) = &progress {
+        if reported != writer.written() {
+            p(LayerProgress { layer: blob.digest.clone(), done: writer.written(), total: blob.size, present: false });
+        }
+    }
+    // The end of the stream, for the unpack: it may now finish.
+    drop(tx);
+    Ok(writer.seal(&blob.digest, blob.size)?)
+}
+
+/// Runs on a blocking thread: decompresses, digests and unpacks the chunks
+/// the download hands over, into `root`; returns the diff ID. Reads its input
+/// to the end, so that the download never waits on a finished unpack.
+fn unpack_stream(
+    mut input: ChunkReader,
+    compression: Compression,
+    root: &std::path::Path,
+) -> Result<Digest, LayerError> {
+    let diff_id = decode_and_apply(&mut input, compression, root)?;
+    // The compressed stream may go on past the decompressor's end (padding).
+    io::copy(&mut input, &mut io::sink())?;
+    Ok(diff_id)
+}
+
+/// Decompresses `input` and applies the tar it holds into `root`, hashing
+/// the uncompressed bytes; returns their digest (the diff ID).
+fn decode_and_apply(
+    input: impl BufRead,
+    compression: Compression,
+    root: &std::path::Path,
+) -> Result<Digest, LayerError> {
+    let mut hashing: HashingReader<Box<dyn Read + '_>> = match compression {
+        Compression::Gzip => HashingReader::new(Box::new(flate2::bufread::MultiGzDecoder::new(input))),
+        Compression::Zstd => HashingReader::new(Box::new(zstd::stream::read::Decoder::with_buffer(input)?)),
+        Compression::None => HashingReader::new(Box::new(input)),
+    };
+    apply_layer(&mut hashing, root)?;
+    // The tar may carry padding after its end marker; it counts for the diff ID.
+    io::copy(&mut hashing, &mut io::sink())?;
+    Ok(hashing.digest())
+}
+
+/// The unpack's end of the channel, read as one stream.
+struct ChunkReader {
+    rx: Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChunkReader {
+    fn new(rx: Receiver<Bytes>) -> Self {
+        ChunkReader { rx, current: Bytes::new() }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(chunk) => self.current = chunk,
+                // The download ended (or failed, and says so itself): end of stream.
+                Err(_) => break,
+            }
+        }
+        Ok(&self.current)
+    }
+    fn consume(&mut self, n: usize) {
+        self.current.advance(n);
     }
 }
 

@@ -359,7 +359,10 @@ async fn tampered_blob_is_refused_and_nothing_is_stored() {
     let mut cri = d.connect().await;
     let push = PushClient::new(&test_registry());
     let repo = format!("gantry/tampered-{}", std::process::id());
-    let layer = Layer::gzip(&tar_of(&[Entry::File("hello", b"hello world")]));
+    // Content of its own: a blob other tests push too could be put back
+    // untampered by their upload while this test runs.
+    let content = format!("tampered {}", std::process::id());
+    let layer = Layer::gzip(&tar_of(&[Entry::File("hello", content.as_bytes())]));
     let blob_hex = gantry_tests::sha256_hex(&layer.blob);
     push.push_image(&repo, "latest", &[layer]).await;
     // Flip bytes of the stored blob, keeping its size: the registry now serves
