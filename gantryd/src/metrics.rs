@@ -230,7 +230,9 @@ fn catch_up(counter: &Counter, total: u64) {
 /// The shims (their command line names a `--socket`; pause processes, which
 /// are the same binary, do not) and their summed PSS from smaps_rollup.
 fn shim_usage(binary: &std::path::Path) -> (usize, u64) {
+    use std::os::unix::fs::MetadataExt;
     let binary = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf());
+    let identity = std::fs::metadata(&binary).ok().map(|m| (m.dev(), m.ino()));
     let Ok(entries) = std::fs::read_dir("/proc") else { return (0, 0) };
     let (mut count, mut pss) = (0, 0u64);
     for e in entries.flatten() {
@@ -238,9 +240,12 @@ fn shim_usage(binary: &std::path::Path) -> (usize, u64) {
         if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        // A replaced binary reads "PATH (deleted)": still our shim.
+        // Shims run from a read-only bind of the binary (see the shim's
+        // sealed_exe), whose path reads differently but whose inode is the
+        // binary's; a replaced binary reads "PATH (deleted)": still our shim.
         let Ok(exe) = std::fs::read_link(proc_dir.join("exe")) else { continue };
-        if !exe.as_os_str().as_encoded_bytes().starts_with(binary.as_os_str().as_encoded_bytes()) {
+        let same_file = std::fs::metadata(proc_dir.join("exe")).is_ok_and(|m| Some((m.dev(), m.ino())) == identity);
+        if !same_file && !exe.as_os_str().as_encoded_bytes().starts_with(binary.as_os_str().as_encoded_bytes()) {
             continue;
         }
         let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
