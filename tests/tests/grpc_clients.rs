@@ -107,3 +107,90 @@ async fn a_python_grpcio_client_pulls_and_runs_a_pod() {
         assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
     }
 }
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A client that opens 1000 GetContainerEvents streams (10 connections of
+/// 100) and never reads a byte of them, while a pod's lifecycle sends
+/// events to every one: other clients are still served promptly, gantryd's
+/// memory stays bounded, and all is well once that client goes away.
+#[tokio::test]
+async fn a_client_with_1000_streams_it_never_reads_does_not_starve_others() {
+    let d = Daemon::start("");
+    let pid = d.pid().expect("gantryd pid");
+    let mut cri = pods::setup(&d).await;
+    let before = rss_kib(pid);
+
+    let (mut hoarder, mut connections) = (vec![], vec![]);
+    let mut opened = 0;
+    for _ in 0..10 {
+        let io = tokio::net::UnixStream::connect(&d.socket).await.expect("connect");
+        let (client, connection) = h2::client::handshake(io).await.expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        for _ in 0..100 {
+            // A server may cap concurrent streams per connection: the
+            // streams beyond its cap are never opened, which is fine too.
+            let Ok(Ok(mut ready)) = tokio::time::timeout(Duration::from_millis(500), client.clone().ready()).await
+            else {
+                break;
+            };
+            let request = http::Request::post("http://localhost/runtime.v1.RuntimeService/GetContainerEvents")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .expect("request");
+            let (response, mut body) = ready.send_request(request, false).expect("send");
+            body.send_data(vec![0u8, 0, 0, 0, 0].into(), true).expect("send body");
+            hoarder.push(response);
+            opened += 1;
+        }
+        connections.push(client);
+    }
+    assert!(opened >= 100, "only {opened} streams opened");
+
+    // Events for every hoarded stream, while others are served.
+    let prompt = |what: &'static str, started: Instant| {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what} took {:?} with {opened} stalled streams",
+            started.elapsed()
+        );
+    };
+    for round in 0..3 {
+        // A stall here used to hang StopPodSandbox for good: bounded, so a
+        // regression fails instead.
+        let lifecycle = async {
+            let started = Instant::now();
+            let pod =
+                pods::run_pod(&mut cri, &d, &format!("busy{round}"), gantry_proto::cri::v1::NamespaceMode::Pod).await;
+            let id = pods::create(&mut cri, &pod, pods::container("c", &["sleep", "30"])).await.expect("create");
+            pods::start(&mut cri, &id).await;
+            prompt("a pod start", started);
+            let started = Instant::now();
+            cri.runtime.version(VersionRequest::default()).await.expect("version");
+            prompt("Version", started);
+            let started = Instant::now();
+            pods::remove_pod(&mut cri, &pod).await;
+            prompt("a pod's removal", started);
+        };
+        tokio::time::timeout(Duration::from_secs(30), lifecycle)
+            .await
+            .unwrap_or_else(|_| panic!("a pod lifecycle stalled behind {opened} unread event streams"));
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 128 << 10, "gantryd grew by {grown} KiB with {opened} stalled streams");
+
+    drop((hoarder, connections));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    cri.runtime.version(VersionRequest::default()).await.expect("version after the hoarder left");
+    prompt("Version after the hoarder left", started);
+}
