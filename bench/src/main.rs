@@ -50,6 +50,10 @@ enum Command {
         /// made them before 2026-11-29), instead of kubelet's
         #[arg(long)]
         bare: bool,
+        /// Also time StreamContainers (first chunk, whole stream) and the
+        /// daemon's peak RSS growth during it and during ListContainers
+        #[arg(long)]
+        stream: bool,
     },
     /// One running container; ROUNDS ExecSync calls of `true` (one JSON line
     /// each), then ExecSync of a command writing BYTES to stdout, timed
@@ -70,6 +74,20 @@ enum Command {
     },
     /// Remove images (untimed; for resetting between rounds)
     Rmi { images: Vec<String> },
+    /// CreateContainer+StartContainer in one pod, ROUNDS times without and
+    /// ROUNDS times with VOLUME_IMAGE mounted read-only (CRI `Mount.image`),
+    /// interleaved; one JSON line per call pair
+    ImageVolume {
+        #[arg(long)]
+        image: String,
+        /// The image mounted as a volume (already pulled)
+        #[arg(long)]
+        volume_image: String,
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+        #[arg(long)]
+        log_dir: PathBuf,
+    },
     /// Pod lifecycle, one pod at a time: run sandbox, create+start a
     /// container, then stop+remove both; one JSON line per phase and round
     Lifecycle {
@@ -267,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
                 teardown(&mut cri, &pod, &ctr).await?;
             }
         }
-        Command::Scale { image, containers, log_dir, daemon_pid, list_rounds, bare } => {
+        Command::Scale { image, containers, log_dir, daemon_pid, list_rounds, bare, stream } => {
             let usage = || -> (u64, usize) {
                 let rss = std::fs::read_to_string(format!("/proc/{daemon_pid}/status"))
                     .ok()
@@ -301,7 +319,20 @@ async fn main() -> anyhow::Result<()> {
             }
             let create_ms = t.elapsed().as_secs_f64() * 1000.0;
             let (rss1, fds1) = usage();
+            // Streamed first, before any unary listing has grown the heap.
+            let streamed = if stream { Some(time_stream(&mut cri, daemon_pid, containers).await?) } else { None };
             let list = time_list(&mut cri, &args.endpoint, list_rounds).await?;
+            if let Some(st) = streamed {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "runtime": args.label, "op": "stream_containers", "containers": containers,
+                        "unary_bytes": list.bytes, "first_chunk_ms": st.first_chunk_ms, "whole_ms": st.whole_ms,
+                        "chunks": st.chunks, "stream_peak_growth_kib": st.stream_peak_growth_kib,
+                        "unary_peak_growth_kib": st.unary_peak_growth_kib,
+                    })
+                );
+            }
             anyhow::ensure!(list.containers == containers, "listed {} of {containers}", list.containers);
             println!(
                 "{}",
@@ -359,6 +390,44 @@ async fn main() -> anyhow::Result<()> {
                 })
             );
         }
+        Command::ImageVolume { image, volume_image, rounds, log_dir } => {
+            let config = pod_config("image-volume", &log_dir);
+            std::fs::create_dir_all(&config.log_directory)?;
+            let pod = run_pod(&mut cri, &config).await?;
+            for round in 0..rounds * 2 {
+                let with_volume = round % 2 == 1;
+                let mut c = container_config(&image);
+                c.metadata = Some(ContainerMetadata { name: format!("c{round}"), attempt: 0 });
+                c.log_path = format!("c{round}.log");
+                if with_volume {
+                    c.mounts = vec![gantry_proto::cri::v1::Mount {
+                        container_path: "/model".into(),
+                        image: Some(ImageSpec { image: volume_image.clone(), ..Default::default() }),
+                        readonly: true,
+                        ..Default::default()
+                    }];
+                }
+                let t = Instant::now();
+                let ctr = cri
+                    .runtime
+                    .create_container(CreateContainerRequest {
+                        pod_sandbox_id: pod.clone(),
+                        config: Some(c),
+                        sandbox_config: Some(config.clone()),
+                    })
+                    .await?
+                    .into_inner()
+                    .container_id;
+                cri.runtime.start_container(StartContainerRequest { container_id: ctr.clone() }).await?;
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                let op = if with_volume { "create_start_with_image_volume" } else { "create_start" };
+                println!("{}", serde_json::json!({"runtime": args.label, "op": op, "ms": ms}));
+                cri.runtime.stop_container(StopContainerRequest { container_id: ctr.clone(), timeout: 0 }).await?;
+                cri.runtime.remove_container(RemoveContainerRequest { container_id: ctr }).await?;
+            }
+            cri.runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await?;
+            cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
+        }
         Command::Rmi { images } => {
             for image in images {
                 let spec = Some(ImageSpec { image, ..Default::default() });
@@ -367,6 +436,58 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+struct StreamTimes {
+    first_chunk_ms: f64,
+    whole_ms: f64,
+    chunks: usize,
+    /// The daemon's peak RSS (VmHWM, reset before each call) above its RSS
+    /// before the call: what answering costs it in memory.
+    stream_peak_growth_kib: i64,
+    unary_peak_growth_kib: i64,
+}
+
+/// One StreamContainers and one ListContainers, each after resetting the
+/// daemon's peak RSS (`clear_refs` 5), so each growth is its own.
+async fn time_stream(cri: &mut gantry_tests::Cri, daemon_pid: u32, containers: usize) -> anyhow::Result<StreamTimes> {
+    use gantry_proto::cri::v1::StreamContainersRequest;
+    let field = |name: &str| -> i64 {
+        std::fs::read_to_string(format!("/proc/{daemon_pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    let reset_peak = || std::fs::write(format!("/proc/{daemon_pid}/clear_refs"), "5").context("resetting VmHWM");
+
+    reset_peak()?;
+    let before = field("VmRSS:");
+    let t = Instant::now();
+    let mut stream = cri.runtime.stream_containers(StreamContainersRequest::default()).await?.into_inner();
+    let (mut first_chunk_ms, mut chunks, mut seen) = (None, 0, 0);
+    while let Some(chunk) = stream.message().await? {
+        first_chunk_ms.get_or_insert_with(|| t.elapsed().as_secs_f64() * 1000.0);
+        chunks += 1;
+        seen += chunk.containers.len();
+    }
+    let whole_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let stream_peak_growth_kib = field("VmHWM:") - before;
+    anyhow::ensure!(seen == containers, "streamed {seen} of {containers}");
+
+    reset_peak()?;
+    let before = field("VmRSS:");
+    let listed = cri.runtime.list_containers(ListContainersRequest::default()).await?.into_inner().containers.len();
+    let unary_peak_growth_kib = field("VmHWM:") - before;
+    anyhow::ensure!(listed == containers, "listed {listed} of {containers}");
+    Ok(StreamTimes {
+        first_chunk_ms: first_chunk_ms.unwrap_or(whole_ms),
+        whole_ms,
+        chunks,
+        stream_peak_growth_kib,
+        unary_peak_growth_kib,
+    })
 }
 
 struct ListTimes {
