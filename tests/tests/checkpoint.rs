@@ -99,12 +99,19 @@ async fn a_running_container_is_checkpointed_and_keeps_running() {
             assert_eq!(config["id"], id.as_str());
             let diff = member(&location, "rootfs-diff.tar");
             let mut inner = tar::Archive::new(diff.as_slice());
-            let inner: Vec<String> = inner
-                .entries()
-                .expect("entries")
-                .map(|e| e.expect("e").path().expect("p").display().to_string())
-                .collect();
-            assert!(inner.iter().any(|n| n == "data.txt"), "{inner:?}");
+            let mut data = None;
+            let mut inner_names = vec![];
+            for e in inner.entries().expect("entries") {
+                let mut e = e.expect("entry");
+                let name = e.path().expect("path").display().to_string();
+                if name == "data.txt" {
+                    let mut v = String::new();
+                    e.read_to_string(&mut v).expect("read data.txt");
+                    data = Some(v);
+                }
+                inner_names.push(name);
+            }
+            assert_eq!(data.as_deref(), Some("changed\n"), "data.txt in {inner_names:?}");
             let log = String::from_utf8_lossy(&member(&location, "dump.log")).into_owned();
             assert!(log.contains("Dumping finished successfully"), "{log}");
         }
