@@ -39,6 +39,69 @@ if [ ! -x "$pyenv_dir/bin/python" ] || ! "$pyenv_dir/bin/python" -c "import grpc
 fi
 export GANTRY_TEST_PYTHON="$pyenv_dir/bin/python"
 
+# criu for tests/tests/checkpoint.rs. Bookworm's criu 3.17 cannot dump on
+# recent kernels (its `criu check` fails on the vdso of 6.18), so Debian
+# unstable's criu runs instead, with unstable's libraries and dynamic loader:
+# criu's package and the closure of its dependencies are unpacked into a
+# directory kept between runs (one per criu version), never installed over
+# the system's libc, and a wrapper runs criu through that loader.
+apt_unstable=()
+if ! apt-cache madison criu 2>/dev/null | grep -q ' unstable/'; then
+    # This machine's apt does not know unstable: a private apt state for it
+    # (the machine's sources stay as they are), on the mirror they use.
+    unstable_apt=/var/tmp/gantry-test-apt-unstable
+    apt_unstable=(-o "Dir::Etc::SourceList=$unstable_apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$unstable_apt/lists" -o "Dir::Cache=$unstable_apt/cache"
+        -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=/dev/null)
+    if [ ! -d "$unstable_apt/lists" ]; then
+        mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1 || true)
+        mkdir -p "$unstable_apt/lists.tmp/partial" "$unstable_apt/cache/archives/partial"
+        echo "deb ${mirror:-http://deb.debian.org/debian} unstable main" >"$unstable_apt/sources.list"
+        apt-get "${apt_unstable[@]}" -o "Dir::State::Lists=$unstable_apt/lists.tmp" update -qq
+        mv "$unstable_apt/lists.tmp" "$unstable_apt/lists"
+    fi
+fi
+criu_version=$(apt-cache "${apt_unstable[@]}" madison criu | awk -F' *[|] *' '$3 ~ / unstable\// {print $2; exit}')
+if [ -z "$criu_version" ]; then
+    echo "Debian unstable offers no criu" >&2
+    exit 1
+fi
+criu_dir=/var/tmp/gantry-test-criu-$criu_version
+if ! "$criu_dir/criu" --version >/dev/null 2>&1; then
+    echo "== unpacking Debian unstable's criu $criu_version into $criu_dir"
+    rm -rf "$criu_dir" "$criu_dir.tmp"
+    mkdir -p "$criu_dir.tmp/debs"
+    # criu and the closure of its Depends and Pre-Depends (first alternatives).
+    todo=(criu)
+    seen=" "
+    while [ ${#todo[@]} -gt 0 ]; do
+        p=${todo[0]}
+        todo=("${todo[@]:1}")
+        case "$seen" in *" $p "*) continue ;; esac
+        seen+="$p "
+        (cd "$criu_dir.tmp/debs" && apt-get "${apt_unstable[@]}" download -qq -t unstable "$p" 2>&1 | { grep -v unsandboxed || true; })
+        deb=$(ls "$criu_dir.tmp/debs/${p}_"*.deb)
+        dpkg-deb -x "$deb" "$criu_dir.tmp"
+        for field in Pre-Depends Depends; do
+            for dep in $(dpkg-deb -f "$deb" "$field" | tr ',' '\n' | sed -E 's/\|.*//; s/\(.*\)//; s/:any//; s/[[:space:]]//g'); do
+                todo+=("$dep")
+            done
+        done
+    done
+    rm -rf "$criu_dir.tmp/debs"
+    printf '#!/bin/sh\n# Debian unstable'\''s criu on its own libc (see tests/run.sh).\nexec %s --library-path %s %s "$@"\n' \
+        "$criu_dir/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \
+        "$criu_dir/usr/lib/x86_64-linux-gnu:$criu_dir/lib/x86_64-linux-gnu" \
+        "$criu_dir/usr/sbin/criu" >"$criu_dir.tmp/criu"
+    chmod 755 "$criu_dir.tmp/criu"
+    mv "$criu_dir.tmp" "$criu_dir"
+fi
+if ! "$criu_dir/criu" check; then
+    echo "criu $criu_version ($criu_dir) fails its checks on this kernel" >&2
+    exit 1
+fi
+export GANTRY_TEST_CRIU="$criu_dir/criu"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

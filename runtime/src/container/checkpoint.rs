@@ -198,6 +198,13 @@ impl Runtime {
             // Bind mounts from the host (volumes, /etc/hosts, masked paths)
             // are recorded as external, with their sharing, not dumped.
             .args(["--external", "mnt[]:sm"]);
+        // Descriptors the shim opened before pivot_root (a missing stdin is
+        // the host's /dev/null) are on mounts the container does not have:
+        // criu cannot name them by path, so they are recorded as external
+        // files (a restore hands them in with --inherit-fd).
+        for file in host_files(pid) {
+            cmd.arg("--external").arg(file);
+        }
         // The pod's network namespace belongs to its pause process.
         let net = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
         if let (Some(theirs), Some(ours)) = (net(&format!("/proc/{pid}/ns/net")), net("/proc/self/ns/net")) {
@@ -272,6 +279,68 @@ fn append_bytes<W: std::io::Write>(tar: &mut tar::Builder<W>, name: &str, bytes:
 /// Nanoseconds since the epoch as RFC 3339 UTC (the dump files' format).
 fn rfc3339(nanos: i64) -> String {
     gantry_imageservice::commit::rfc3339(nanos.div_euclid(1_000_000_000))
+}
+
+/// `file[MNT_ID:INODE]` (criu's hex notation) for every descriptor of
+/// `pid`'s process tree that is open on a mount outside the process's mount
+/// namespace.
+fn host_files(pid: u32) -> Vec<String> {
+    let mounts: std::collections::HashSet<u64> = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    let mut out = vec![];
+    if mounts.is_empty() {
+        return out;
+    }
+    let mut pids = vec![pid];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(p) = pids.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        // Children of every thread: a process's threads can fork too.
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            }
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else { continue };
+        for fd in fds.flatten() {
+            let name = fd.file_name();
+            let fdinfo =
+                std::fs::read_to_string(format!("/proc/{p}/fdinfo/{}", name.to_string_lossy())).unwrap_or_default();
+            let Some(mnt_id) =
+                fdinfo.lines().find_map(|l| l.strip_prefix("mnt_id:")).and_then(|v| v.trim().parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if mounts.contains(&mnt_id) {
+                continue;
+            }
+            // Pipes, sockets and anonymous inodes are on internal mounts that
+            // no mountinfo lists; criu dumps those itself.
+            let Ok(meta) = std::fs::metadata(fd.path()) else { continue };
+            use std::os::unix::fs::FileTypeExt;
+            let t = meta.file_type();
+            if !(t.is_file() || t.is_dir() || t.is_char_device() || t.is_block_device() || t.is_symlink()) {
+                continue;
+            }
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            // memfds live on an internal mount too, and criu dumps them.
+            let target = target.to_string_lossy();
+            if !target.starts_with('/') || target.starts_with("/memfd:") {
+                continue;
+            }
+            let external = format!("file[{mnt_id:x}:{:x}]", std::os::unix::fs::MetadataExt::ino(&meta));
+            if !out.contains(&external) {
+                out.push(external);
+            }
+        }
+    }
+    out
 }
 
 /// Whether `program` is an executable file in one of `$PATH`'s directories.
