@@ -15,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(gcc libc6-dev docker-registry skopeo umoci busybox-static containernetworking-plugins iptables iproute2 apache2-utils jq zstd python3 python3-venv curl openssl systemd runc crun mmdebstrap e2fsprogs binutils criu)
+packages=(gcc libc6-dev docker-registry skopeo umoci busybox-static containernetworking-plugins iptables iproute2 apache2-utils jq zstd python3 python3-venv curl openssl systemd runc crun mmdebstrap e2fsprogs binutils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
