@@ -10,6 +10,8 @@ use std::path::Path;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
@@ -35,7 +37,7 @@ fn path_cstring(p: &Path) -> Result<CString, String> {
 }
 
 /// Takes ownership of a descriptor a syscall returned, or its error.
-fn owned(rc: libc::c_long, what: &str) -> Result<OwnedFd, String> {
+pub(crate) fn owned(rc: libc::c_long, what: &str) -> Result<OwnedFd, String> {
     if rc < 0 {
         return Err(format!("{what}: {}", std::io::Error::last_os_error()));
     }
@@ -90,6 +92,31 @@ pub fn idmapped_tree(path: &Path, userns: &File, recursive: bool) -> Result<Owne
         MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
     mount_setattr(tree.as_raw_fd(), &cstring("")?, libc::AT_EMPTY_PATH as libc::c_uint | recursive, &attr)
         .map_err(|e| format!("ID-mapping {}: {e}", path.display()))?;
+    Ok(tree)
+}
+
+/// A detached, read-only (nosuid, nodev) copy of the single mount at `path`,
+/// attached nowhere: no mount event reaches any mount table.
+pub fn readonly_tree(path: &Path) -> Result<OwnedFd, String> {
+    let cpath = path_cstring(path)?;
+    // SAFETY: cpath outlives the call; the kernel only reads it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            cpath.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    let tree = owned(rc, &format!("open_tree {}", path.display()))?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    mount_setattr(tree.as_raw_fd(), &cstring("")?, libc::AT_EMPTY_PATH as libc::c_uint, &attr)
+        .map_err(|e| format!("making {} read-only: {e}", path.display()))?;
     Ok(tree)
 }
 

@@ -32,24 +32,13 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+
+use crate::mount_api::owned;
 
 /// Set in the environment of the re-executed shim: it must not try again.
 const MARKER: &str = "_GANTRY_SHIM_SEALED";
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 /// Whether our own binary is already out of a container's reach for
 /// writing: on a read-only mount, or a sealed memfd.
@@ -111,49 +100,9 @@ pub fn ensure() -> Result<(), String> {
     Err(format!("re-executing from the read-only copy: {}", std::io::Error::last_os_error()))
 }
 
-fn owned(rc: libc::c_long, what: &str) -> Result<OwnedFd, String> {
-    if rc < 0 {
-        return Err(format!("{what}: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the syscall returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
-}
-
 /// A detached read-only bind mount of our binary, as a descriptor.
 fn readonly_bind() -> Result<OwnedFd, String> {
-    let path = c"/proc/self/exe";
-    // SAFETY: path is a NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    let tree = owned(rc, "open_tree of our binary")?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let empty = c"";
-    // SAFETY: empty and attr outlive the call; the kernel reads `size` bytes of attr.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(format!("making the copy read-only: {}", std::io::Error::last_os_error()));
-    }
-    Ok(tree)
+    crate::mount_api::readonly_tree(std::path::Path::new("/proc/self/exe"))
 }
 
 /// runc's older way: a copy of the binary in a memfd sealed against writes.
