@@ -240,18 +240,9 @@ impl Runtime {
         if output.status.success() {
             return Ok(());
         }
-        // criu's own words: the error lines of its log with the lines that led
-        // to the first one (often the real cause), else its stderr.
+        // criu's own words (see `failure_lines`), else its stderr.
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let mut errors: Vec<&str> = match lines.iter().position(|l| l.contains("Error")) {
-            Some(first) => lines[first.saturating_sub(3)..first]
-                .iter()
-                .copied()
-                .chain(lines[first..].iter().copied().filter(|l| l.contains("Error")))
-                .collect(),
-            None => vec![],
-        };
+        let mut errors = failure_lines(&text);
         if errors.is_empty() {
             errors = std::str::from_utf8(&output.stderr).unwrap_or("").lines().collect();
         }
@@ -343,6 +334,25 @@ fn host_files(pid: u32) -> Vec<String> {
     out
 }
 
+/// What a failed dump's log says: its error lines, led by the three lines
+/// before the last error other than criu's closing "Dumping FAILED" (the
+/// step that failed; earlier errors can be harmless, e.g. an rlimit criu
+/// may not raise).
+fn failure_lines(log: &str) -> Vec<&str> {
+    let lines: Vec<&str> = log.lines().collect();
+    let is_error = |l: &&str| l.contains("Error");
+    let Some(cause) = lines
+        .iter()
+        .rposition(|l| is_error(l) && !l.contains("Dumping FAILED"))
+        .or_else(|| lines.iter().position(is_error))
+    else {
+        return vec![];
+    };
+    let mut out: Vec<&str> = lines[cause.saturating_sub(3)..cause].to_vec();
+    out.extend(lines.iter().copied().filter(is_error));
+    out
+}
+
 /// Whether `program` is an executable file in one of `$PATH`'s directories.
 fn on_path(program: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
@@ -354,7 +364,26 @@ fn on_path(program: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::rfc3339;
+    use super::{failure_lines, rfc3339};
+
+    #[test]
+    fn a_failed_dump_is_told_by_the_step_that_failed() {
+        let log = "(00.01) Error (criu/util.c:1): Can't setup RLIMIT_NOFILE for self\n(00.02) a\n(00.03) b\n(00.04) c\n(00.05) Error (criu/files.c:9): Can't lookup mount=82 for fd=0\n(00.06) Unlock network\n(00.07) Error (criu/cr-dump.c:2): Dumping FAILED.\n";
+        assert_eq!(
+            failure_lines(log),
+            [
+                "(00.02) a",
+                "(00.03) b",
+                "(00.04) c",
+                "(00.01) Error (criu/util.c:1): Can't setup RLIMIT_NOFILE for self",
+                "(00.05) Error (criu/files.c:9): Can't lookup mount=82 for fd=0",
+                "(00.07) Error (criu/cr-dump.c:2): Dumping FAILED.",
+            ]
+        );
+        // Only the closing line: what led to it.
+        assert_eq!(failure_lines("x\ny\nError: Dumping FAILED.\n"), ["x", "y", "Error: Dumping FAILED."]);
+        assert!(failure_lines("all fine\n").is_empty());
+    }
 
     #[test]
     fn rfc3339_of_known_instants() {
