@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod network;
+pub mod node_pass;
 pub mod pods;
 pub mod registry;
 pub mod streaming;

@@ -14,34 +14,21 @@ use std::time::{Duration, Instant};
 
 use gantry_proto::cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest, CreateContainerRequest, ExecSyncRequest,
-    HugepageLimit, ImageSpec, LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig, ListImagesRequest,
+    HugepageLimit, ImageSpec, LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
     ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest, PodSandboxConfig,
     PodSandboxMetadata, PodSandboxStatsRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
     StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
+use gantry_tests::node_pass::{cg, ensure, expect_file, read, Check, Tally, CGROUP_ROOT, HANDLERS};
 use gantry_tests::{Cri, Daemon};
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const MIB: i64 = 1 << 20;
-/// The external OCI runtimes the pass runs as RuntimeClass handlers.
-const HANDLERS: [(&str, &str); 2] = [("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")];
-
-type Check = Result<(), String>;
 
 struct Pass {
     d: Daemon,
     cri: Cri,
     image: String,
-    passed: usize,
-    failed: usize,
-}
-
-fn cg(rel: &str) -> PathBuf {
-    Path::new(CGROUP_ROOT).join(rel.trim_start_matches('/'))
-}
-
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| format!("{}: {e}", path.display()))
+    tally: Tally,
 }
 
 /// `key value` lines (memory.stat, cpu.stat, memory.events).
@@ -53,23 +40,6 @@ fn keyed(path: &Path) -> Result<HashMap<String, u64>, String> {
             Some((k.to_string(), v.trim().parse().ok()?))
         })
         .collect())
-}
-
-fn expect_file(dir: &Path, file: &str, want: &str) -> Check {
-    let got = read(&dir.join(file))?;
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("{}/{file} is {got:?}, want {want:?}", dir.display()))
-    }
-}
-
-fn ensure(ok: bool, why: impl FnOnce() -> String) -> Check {
-    if ok {
-        Ok(())
-    } else {
-        Err(why())
-    }
 }
 
 /// runc's conversion of CPU shares (2..262144) to cgroup2's cpu.weight (1..10000).
@@ -118,16 +88,7 @@ fn gantry_cgroups() -> Vec<PathBuf> {
 
 impl Pass {
     fn report(&mut self, name: &str, r: Check) {
-        match r {
-            Ok(()) => {
-                self.passed += 1;
-                println!("PASS {name}");
-            }
-            Err(why) => {
-                self.failed += 1;
-                println!("FAIL {name}: {}", why.replace('\n', " | "));
-            }
-        }
+        self.tally.report(name, r);
     }
 
     fn pod_config(&self, name: &str, parent: &str) -> PodSandboxConfig {
@@ -743,53 +704,12 @@ impl Pass {
     }
 }
 
-async fn load_image(d: &Daemon, archive: &str, cri: &mut Cri) -> Result<String, String> {
-    let out = Command::new(gantry_tests::bin_dir().join("gantry"))
-        .arg("--address")
-        .arg(&d.socket)
-        .args(["load", "-i", archive])
-        .output()
-        .map_err(|e| format!("gantry load: {e}"))?;
-    ensure(out.status.success(), || format!("gantry load: {}", String::from_utf8_lossy(&out.stderr)))?;
-    let images = cri
-        .images
-        .list_images(ListImagesRequest { filter: None })
-        .await
-        .map_err(|e| format!("ListImages: {}", e.message()))?
-        .into_inner()
-        .images;
-    images
-        .iter()
-        .flat_map(|i| i.repo_tags.iter())
-        .find(|t| t.contains("busybox"))
-        .cloned()
-        .ok_or_else(|| format!("no busybox image after gantry load: {images:?}"))
-}
-
 #[tokio::main]
 async fn main() {
     let archive = std::env::args().nth(1).expect("usage: cgroup2_pass IMAGE.tar");
     let started = Instant::now();
-    let d = Daemon::prepare("");
-    // Debian's runc and crun, copied into the node at the host's paths.
-    let mut handlers = String::new();
-    for (name, binary) in HANDLERS {
-        let root = d.dir.path().join("runtime-roots").join(name);
-        handlers
-            .push_str(&format!("[runtimes.{name}]\nbinary = {binary:?}\nroot = {:?}\n", root.display().to_string()));
-    }
-    d.append_config(&handlers);
-    let mut d = d;
-    d.start_again();
-    let mut cri = d.connect().await;
-    let image = match load_image(&d, &archive, &mut cri).await {
-        Ok(i) => i,
-        Err(e) => {
-            println!("FAIL load image: {e}");
-            std::process::exit(1);
-        }
-    };
-    let mut p = Pass { d, cri, image, passed: 0, failed: 0 };
+    let (d, cri, image) = gantry_tests::node_pass::start("", &archive).await;
+    let mut p = Pass { d, cri, image, tally: Tally::default() };
     p.report("gantryd up, image loaded", Ok(()));
     let r = p.limits().await;
     p.report("limits pod", r);
@@ -807,16 +727,7 @@ async fn main() {
     p.report("pod lifecycle leaves no cgroup", r);
     let internal = internal_processes();
     p.report("no internal processes at the end", ensure(internal.is_empty(), || internal.join("; ")));
-    if p.failed > 0 {
-        eprintln!("gantryd log (tail):");
-        let log = p.d.log_text();
-        let lines: Vec<&str> = log.lines().collect();
-        for l in &lines[lines.len().saturating_sub(40)..] {
-            eprintln!("  {l}");
-        }
-    }
-    eprintln!("cgroup2_pass: {} passed, {} failed in {:?}", p.passed, p.failed, started.elapsed());
-    let failed = p.failed;
+    let status = p.tally.finish("cgroup2_pass", &p.d.log_text(), started);
     drop(p);
-    std::process::exit(if failed > 0 { 1 } else { 0 });
+    std::process::exit(status);
 }

@@ -18,41 +18,16 @@ use std::time::{Duration, Instant};
 use gantry_proto::cri::v1::{
     CgroupDriver, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig, LinuxContainerResources,
-    LinuxPodSandboxConfig, ListImagesRequest, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatsRequest, PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, RuntimeConfigRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsRequest,
+    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    RuntimeConfigRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
     UpdateContainerResourcesRequest,
 };
+use gantry_tests::node_pass::{cg, ensure, expect_file, read, Check, Tally, CGROUP_ROOT, HANDLERS};
 use gantry_tests::{Cri, Daemon};
 use tonic::Code;
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const MIB: i64 = 1 << 20;
-/// The external OCI runtimes the pass runs as RuntimeClass handlers.
-const HANDLERS: [(&str, &str); 2] = [("runc", "/usr/sbin/runc"), ("crun", "/usr/bin/crun")];
-
-type Check = Result<(), String>;
-
-fn cg(rel: &str) -> PathBuf {
-    Path::new(CGROUP_ROOT).join(rel.trim_start_matches('/'))
-}
-
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn expect_file(dir: &Path, file: &str, want: &str) -> Check {
-    let got = read(&dir.join(file))?;
-    ensure(got == want, || format!("{}/{file} is {got:?}, want {want:?}", dir.display()))
-}
-
-fn ensure(ok: bool, why: impl FnOnce() -> String) -> Check {
-    if ok {
-        Ok(())
-    } else {
-        Err(why())
-    }
-}
 
 /// runc's conversion of CPU shares (2..262144) to cgroup2's cpu.weight (1..10000).
 fn cpu_weight(shares: u64) -> u64 {
@@ -146,22 +121,12 @@ struct Pass {
     d: Daemon,
     cri: Cri,
     image: String,
-    passed: usize,
-    failed: usize,
+    tally: Tally,
 }
 
 impl Pass {
     fn report(&mut self, name: &str, r: Check) {
-        match r {
-            Ok(()) => {
-                self.passed += 1;
-                println!("PASS {name}");
-            }
-            Err(why) => {
-                self.failed += 1;
-                println!("FAIL {name}: {}", why.replace('\n', " | "));
-            }
-        }
+        self.tally.report(name, r);
     }
 
     fn pod_config(&self, name: &str, parent: &str) -> PodSandboxConfig {
@@ -734,52 +699,12 @@ impl Pass {
     }
 }
 
-async fn load_image(d: &Daemon, archive: &str, cri: &mut Cri) -> Result<String, String> {
-    let out = Command::new(gantry_tests::bin_dir().join("gantry"))
-        .arg("--address")
-        .arg(&d.socket)
-        .args(["load", "-i", archive])
-        .output()
-        .map_err(|e| format!("gantry load: {e}"))?;
-    ensure(out.status.success(), || format!("gantry load: {}", String::from_utf8_lossy(&out.stderr)))?;
-    let images = cri
-        .images
-        .list_images(ListImagesRequest { filter: None })
-        .await
-        .map_err(|e| format!("ListImages: {}", e.message()))?
-        .into_inner()
-        .images;
-    images
-        .iter()
-        .flat_map(|i| i.repo_tags.iter())
-        .find(|t| t.contains("busybox"))
-        .cloned()
-        .ok_or_else(|| format!("no busybox image after gantry load: {images:?}"))
-}
-
 #[tokio::main]
 async fn main() {
     let archive = std::env::args().nth(1).expect("usage: systemd_pass IMAGE.tar");
     let started = Instant::now();
-    let d = Daemon::prepare("cgroup_driver = \"systemd\"\n");
-    let mut handlers = String::new();
-    for (name, binary) in HANDLERS {
-        let root = d.dir.path().join("runtime-roots").join(name);
-        handlers
-            .push_str(&format!("[runtimes.{name}]\nbinary = {binary:?}\nroot = {:?}\n", root.display().to_string()));
-    }
-    d.append_config(&handlers);
-    let mut d = d;
-    d.start_again();
-    let mut cri = d.connect().await;
-    let image = match load_image(&d, &archive, &mut cri).await {
-        Ok(i) => i,
-        Err(e) => {
-            println!("FAIL load image: {e}");
-            std::process::exit(1);
-        }
-    };
-    let mut p = Pass { d, cri, image, passed: 0, failed: 0 };
+    let (d, cri, image) = gantry_tests::node_pass::start("cgroup_driver = \"systemd\"\n", &archive).await;
+    let mut p = Pass { d, cri, image, tally: Tally::default() };
     p.report("gantryd up with cgroup_driver = \"systemd\", image loaded", Ok(()));
     let r = p.runtime_config().await;
     p.report("RuntimeConfig reports the systemd driver", r);
@@ -811,16 +736,7 @@ async fn main() {
         })
         .collect();
     p.report("gantryd's log has no call systemd refused", ensure(refused.is_empty(), || refused.join(" | ")));
-    if p.failed > 0 {
-        eprintln!("gantryd log (tail):");
-        let log = p.d.log_text();
-        let lines: Vec<&str> = log.lines().collect();
-        for l in &lines[lines.len().saturating_sub(60)..] {
-            eprintln!("  {l}");
-        }
-    }
-    eprintln!("systemd_pass: {} passed, {} failed in {:?}", p.passed, p.failed, started.elapsed());
-    let failed = p.failed;
+    let status = p.tally.finish("systemd_pass", &p.d.log_text(), started);
     drop(p);
-    std::process::exit(if failed > 0 { 1 } else { 0 });
+    std::process::exit(status);
 }
