@@ -28,57 +28,9 @@ profile=${GANTRY_CGROUP2_PROFILE:-debug}
 timeout_s=${GANTRY_CGROUP2_TIMEOUT:-420}
 started_at=$(date +%s)
 
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-
-# --- what the host needs ----------------------------------------------------
-apt_updated=
-apt_update() { [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }; }
-missing=()
-for p in busybox-static umoci skopeo jq binutils; do
-    installed "$p" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "== installing ${missing[*]}"
-    apt_update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if ! command -v qemu-system-x86_64 >/dev/null; then
-    # QEMU from bookworm-backports (as qemu-utils here), on the mirror the
-    # machine's Debian sources already use.
-    if ! apt-cache policy qemu-system-x86 | grep -q bookworm-backports; then
-        mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1)
-        mirror=${mirror:-http://deb.debian.org/debian}
-        echo "deb ${mirror%/} bookworm-backports main" >/etc/apt/sources.list.d/gantry-bookworm-backports.list
-        apt_updated=
-    fi
-    apt_update
-    want=qemu-system-x86
-    utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
-    if [ -n "$utils" ] && apt-cache madison qemu-system-x86 | grep -qF " $utils "; then
-        want="qemu-system-x86=$utils"
-    fi
-    echo "== installing $want (bookworm-backports)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports "$want" >/dev/null
-fi
-
-# --- the kernel: Debian's linux-image-amd64, unpacked into a cache ---------
-kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-if [ -z "$kpkg" ]; then
-    apt_update
-    kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-fi
-kcache=/var/tmp/gantry-cgroup2-kernel/$kpkg
-kver=${kpkg#linux-image-}
-if [ ! -e "$kcache/boot/vmlinuz-$kver" ]; then
-    echo "== fetching $kpkg"
-    rm -rf "$kcache" "$kcache.tmp"
-    mkdir -p "$kcache.tmp"
-    (cd "$kcache.tmp" && apt-get download -q "$kpkg" 2>&1 | grep -v unsandboxed || true)
-    dpkg-deb -x "$kcache.tmp"/"$kpkg"_*.deb "$kcache.tmp/root"
-    mv "$kcache.tmp/root" "$kcache"
-    rm -rf "$kcache.tmp"
-fi
-kmods=$kcache/lib/modules/$kver/kernel
+source "$here/../node/host.sh"
+node_host_packages
+node_kernel
 
 # --- Gantry ------------------------------------------------------------------
 target=${CARGO_TARGET_DIR:-$repo/target}

@@ -1,0 +1,61 @@
+# Sourced by the scripts that boot a test node under QEMU (tests/cgroup2,
+# tests/systemd): the host packages they need and Debian's kernel, unpacked
+# (never installed) into a cache in /var/tmp shared by both.
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+apt_updated=
+apt_update() { [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }; }
+
+# node_host_packages [EXTRA...]: busybox-static, umoci, skopeo, jq, binutils
+# and the extras from the machine's suite; QEMU from bookworm-backports (as
+# qemu-utils here, when it is), on the mirror the machine's sources use.
+node_host_packages() {
+    local missing=() p
+    for p in busybox-static umoci skopeo jq binutils "$@"; do
+        installed "$p" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "== installing ${missing[*]}"
+        apt_update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    command -v qemu-system-x86_64 >/dev/null && return
+    if ! apt-cache policy qemu-system-x86 | grep -q bookworm-backports; then
+        local mirror
+        mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -1)
+        mirror=${mirror:-http://deb.debian.org/debian}
+        echo "deb ${mirror%/} bookworm-backports main" >/etc/apt/sources.list.d/gantry-bookworm-backports.list
+        apt_updated=
+    fi
+    apt_update
+    local want=qemu-system-x86 utils
+    utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    if [ -n "$utils" ] && apt-cache madison qemu-system-x86 | grep -qF " $utils "; then
+        want="qemu-system-x86=$utils"
+    fi
+    echo "== installing $want (bookworm-backports)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports "$want" >/dev/null
+}
+
+# node_kernel: Debian's linux-image-amd64 unpacked into the cache; sets
+# kpkg, kver, kcache (the unpacked package) and kmods (its modules' tree).
+node_kernel() {
+    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    if [ -z "$kpkg" ]; then
+        apt_update
+        kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    fi
+    kcache=/var/tmp/gantry-cgroup2-kernel/$kpkg
+    kver=${kpkg#linux-image-}
+    if [ ! -e "$kcache/boot/vmlinuz-$kver" ]; then
+        echo "== fetching $kpkg"
+        rm -rf "$kcache" "$kcache.tmp"
+        mkdir -p "$kcache.tmp"
+        (cd "$kcache.tmp" && apt-get download -q "$kpkg" 2>&1 | grep -v unsandboxed || true)
+        dpkg-deb -x "$kcache.tmp"/"$kpkg"_*.deb "$kcache.tmp/root"
+        mv "$kcache.tmp/root" "$kcache"
+        rm -rf "$kcache.tmp"
+    fi
+    kmods=$kcache/lib/modules/$kver/kernel
+}
