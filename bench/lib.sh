@@ -75,7 +75,9 @@ wait_socket() {
 start_gantry() {
     local dir=$1
     mkdir -p "$dir"
-    "$bin/gantryd" --root "$dir/root" --state "$run_state/$(basename "$dir")" --listen "$dir/sock" --log-level "${GANTRY_BENCH_LOG:-warn}" 2>"$dir/log" &
+    # GANTRY_BENCH_CONFIG: a config file for this gantryd (e.g. handlers).
+    "$bin/gantryd" ${GANTRY_BENCH_CONFIG:+--config "$GANTRY_BENCH_CONFIG"} --root "$dir/root" --state "$run_state/$(basename "$dir")" \
+        --listen "$dir/sock" --log-level "${GANTRY_BENCH_LOG:-warn}" 2>"$dir/log" &
     daemon_pid=$!
     pids+=("$daemon_pid") # stopped by the trap too if the run fails
     sock="$dir/sock"

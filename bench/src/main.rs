@@ -23,6 +23,9 @@ struct Args {
     /// Name of the runtime under test, copied into every result line
     #[arg(long, default_value = "")]
     label: String,
+    /// The RuntimeClass handler every pod is run with (empty: the default)
+    #[arg(long, default_value = "")]
+    runtime_handler: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -212,10 +215,14 @@ async fn start_pod(
     Ok((pod, ctr, run_ms, t.elapsed().as_secs_f64() * 1000.0))
 }
 
+/// `--runtime-handler`, for every pod this process runs.
+static RUNTIME_HANDLER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 async fn run_pod(cri: &mut gantry_tests::Cri, config: &PodSandboxConfig) -> anyhow::Result<String> {
+    let runtime_handler = RUNTIME_HANDLER.get().cloned().unwrap_or_default();
     Ok(cri
         .runtime
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), ..Default::default() })
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler })
         .await?
         .into_inner()
         .pod_sandbox_id)
@@ -233,6 +240,7 @@ async fn teardown(cri: &mut gantry_tests::Cri, pod: &str, ctr: &str) -> anyhow::
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let _ = RUNTIME_HANDLER.set(args.runtime_handler.clone());
     let mut cri = gantry_tests::connect(&args.endpoint)
         .await
         .with_context(|| format!("connecting to {}", args.endpoint.display()))?;
