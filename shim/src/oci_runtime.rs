@@ -134,14 +134,27 @@ impl OciRuntime {
         self.run(cmd, &bundle.join("runtime.log"), "start", None, None).map(drop)
     }
 
-    /// `delete --force`: the runtime's own state (and, for it, the cgroup)
-    /// goes; best effort, as the container is over either way.
+    /// `delete`, then `delete --force` if that failed: the runtime's own
+    /// state (and, for it, the cgroup) goes; best effort, as the container
+    /// is over either way. Plain first because runc's `--force` signals and
+    /// then sleeps 100 ms even when the container has already stopped, as
+    /// it has whenever the shim shuts down.
     pub fn delete(&self, id: &str) {
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--root").arg(&self.root).args(&self.options).arg("delete").arg("--force").arg(id);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        if let Err(e) = cmd.status() {
-            eprintln!("gantry-shim: {} delete {id}: {e}", self.name());
+        for force in [false, true] {
+            let mut cmd = Command::new(&self.binary);
+            cmd.arg("--root").arg(&self.root).args(&self.options).arg("delete");
+            if force {
+                cmd.arg("--force");
+            }
+            cmd.arg(id).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            match cmd.status() {
+                Ok(status) if status.success() => return,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("gantry-shim: {} delete {id}: {e}", self.name());
+                    return;
+                }
+            }
         }
     }
 
