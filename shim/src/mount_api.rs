@@ -76,6 +76,26 @@ pub fn set_recursive_readonly(path: &Path) -> std::io::Result<()> {
 /// A detached copy of the mount at `path` (and those below it if
 /// `recursive`), its IDs mapped as in the user namespace `userns`.
 pub fn idmapped_tree(path: &Path, userns: &File, recursive: bool) -> Result<OwnedFd, String> {
+    let attr =
+        MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    detached_tree(path, recursive, &attr).map_err(|e| format!("ID-mapping {e}"))
+}
+
+/// A detached, read-only (nosuid, nodev) copy of the single mount at `path`,
+/// attached nowhere: no mount event reaches any mount table.
+pub fn readonly_tree(path: &Path) -> Result<OwnedFd, String> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    detached_tree(path, false, &attr).map_err(|e| format!("making read-only {e}"))
+}
+
+/// open_tree(OPEN_TREE_CLONE) of `path` (recursively if asked), then
+/// `attr` set on the copy; an error names the path.
+fn detached_tree(path: &Path, recursive: bool, attr: &MountAttr) -> Result<OwnedFd, String> {
     let recursive = if recursive { AT_RECURSIVE } else { 0 };
     let cpath = path_cstring(path)?;
     // SAFETY: cpath outlives the call; the kernel only reads it.
@@ -88,35 +108,8 @@ pub fn idmapped_tree(path: &Path, userns: &File, recursive: bool) -> Result<Owne
         )
     };
     let tree = owned(rc, &format!("open_tree {}", path.display()))?;
-    let attr =
-        MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
-    mount_setattr(tree.as_raw_fd(), &cstring("")?, libc::AT_EMPTY_PATH as libc::c_uint | recursive, &attr)
-        .map_err(|e| format!("ID-mapping {}: {e}", path.display()))?;
-    Ok(tree)
-}
-
-/// A detached, read-only (nosuid, nodev) copy of the single mount at `path`,
-/// attached nowhere: no mount event reaches any mount table.
-pub fn readonly_tree(path: &Path) -> Result<OwnedFd, String> {
-    let cpath = path_cstring(path)?;
-    // SAFETY: cpath outlives the call; the kernel only reads it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            cpath.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    let tree = owned(rc, &format!("open_tree {}", path.display()))?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    mount_setattr(tree.as_raw_fd(), &cstring("")?, libc::AT_EMPTY_PATH as libc::c_uint, &attr)
-        .map_err(|e| format!("making {} read-only: {e}", path.display()))?;
+    mount_setattr(tree.as_raw_fd(), &cstring("")?, libc::AT_EMPTY_PATH as libc::c_uint | recursive, attr)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(tree)
 }
 

@@ -161,12 +161,7 @@ impl Runtime {
         let found = if configured.components().count() > 1 {
             configured.is_file().then(|| configured.clone())
         } else {
-            std::env::var_os("PATH")
-                .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
-                .to_string_lossy()
-                .split(':')
-                .map(|d| Path::new(d).join(configured))
-                .find(|p| p.is_file())
+            find_in_path(&configured.to_string_lossy())
         };
         found.ok_or_else(|| {
             RuntimeError::FailedPrecondition(format!(
@@ -214,7 +209,7 @@ impl Runtime {
         }
         // criu locks the network with iptables unless told otherwise; a node
         // without the iptables tools (nftables-only) gets nftables instead.
-        if !on_path("iptables-restore") || !on_path("ip6tables-restore") {
+        if find_in_path("iptables-restore").is_none() || find_in_path("ip6tables-restore").is_none() {
             cmd.args(["--network-lock", "nftables"]);
         }
         cmd.stdin(std::process::Stdio::null())
@@ -353,13 +348,15 @@ fn failure_lines(log: &str) -> Vec<&str> {
     out
 }
 
-/// Whether `program` is an executable file in one of `$PATH`'s directories.
-fn on_path(program: &str) -> bool {
+/// `program`'s executable file in the first of `$PATH`'s directories that
+/// has one (the usual directories when PATH is unset).
+fn find_in_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 #[cfg(test)]
