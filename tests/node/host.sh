@@ -59,3 +59,25 @@ node_kernel() {
     fi
     kmods=$kcache/lib/modules/$kver/kernel
 }
+
+# node_busybox_archive WORK OUT: Debian's busybox-static as a one-layer image
+# (applet links, passwd, group), written as a docker-archive to OUT for
+# `gantry load` in the node; WORK holds the intermediate OCI layout.
+node_busybox_archive() {
+    local work=$1 out=$2 layout=$1/oci rootfs=$1/bundle/rootfs applet
+    umoci --log error init --layout "$layout"
+    umoci --log error new --image "$layout:busybox"
+    umoci --log error unpack --image "$layout:busybox" "$work/bundle" >/dev/null
+    mkdir -p "$rootfs"/{bin,etc,root,proc,sys,dev,tmp}
+    chmod 1777 "$rootfs/tmp"
+    cp -L /bin/busybox "$rootfs/bin/busybox"
+    for applet in $("$rootfs/bin/busybox" --list); do
+        [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+    umoci --log error repack --image "$layout:busybox" "$work/bundle"
+    umoci --log error config --image "$layout:busybox" --architecture amd64 --os linux --config.cmd sh \
+        --config.env PATH=/usr/sbin:/usr/bin:/sbin:/bin
+    skopeo copy -q "oci:$layout:busybox" "docker-archive:$out:gantry/busybox:latest"
+}

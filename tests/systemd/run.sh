@@ -98,25 +98,8 @@ echo "== cargo build ($profile)"
 cargo build "${flags[@]}" -p gantryd -p gantry-shim -p gantry-cli -p gantry-tests --bins
 bins=$target/$profile
 
-# --- the busybox image, as a docker-archive for `gantry load` ---------------
 echo "== building the busybox image"
-layout=$work/oci
-umoci --log error init --layout "$layout"
-umoci --log error new --image "$layout:busybox"
-umoci --log error unpack --image "$layout:busybox" "$work/bundle" >/dev/null
-rootfs=$work/bundle/rootfs
-mkdir -p "$rootfs"/{bin,etc,root,proc,sys,dev,tmp}
-chmod 1777 "$rootfs/tmp"
-cp -L /bin/busybox "$rootfs/bin/busybox"
-for applet in $("$rootfs/bin/busybox" --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
-umoci --log error repack --image "$layout:busybox" "$work/bundle"
-umoci --log error config --image "$layout:busybox" --architecture amd64 --os linux --config.cmd sh \
-    --config.env PATH=/usr/sbin:/usr/bin:/sbin:/bin
-skopeo copy -q "oci:$layout:busybox" "docker-archive:$work/busybox.tar:gantry/busybox:latest"
+node_busybox_archive "$work" "$work/busybox.tar"
 
 # --- the initramfs -----------------------------------------------------------
 echo "== packing the initramfs"
