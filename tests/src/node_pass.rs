@@ -6,9 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use gantry_proto::cri::v1::ListImagesRequest;
+use gantry_proto::cri::v1::{
+    ContainerState, ContainerStatus, ContainerStatusRequest, ExecSyncRequest, ListImagesRequest,
+    RemovePodSandboxRequest, StopPodSandboxRequest,
+};
 
 use crate::{Cri, Daemon};
 
@@ -124,4 +127,62 @@ impl Tally {
         eprintln!("{pass}: {} passed, {} failed in {:?}", self.passed, self.failed, started.elapsed());
         i32::from(self.failed > 0)
     }
+}
+
+/// ContainerStatus of `id`.
+pub async fn status(cri: &mut Cri, id: &str) -> Result<ContainerStatus, String> {
+    cri.runtime
+        .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
+        .await
+        .map_err(|e| format!("ContainerStatus: {}", e.message()))?
+        .into_inner()
+        .status
+        .ok_or_else(|| "ContainerStatus: no status".to_string())
+}
+
+/// ExecSync of `cmd` in `id`: exit code, stdout and stderr (trimmed).
+pub async fn exec(cri: &mut Cri, id: &str, cmd: &[&str]) -> Result<(i32, String, String), String> {
+    let r = cri
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 60,
+        })
+        .await
+        .map_err(|e| format!("ExecSync {cmd:?}: {}", e.message()))?
+        .into_inner();
+    Ok((
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).trim().to_string(),
+        String::from_utf8_lossy(&r.stderr).trim().to_string(),
+    ))
+}
+
+/// The status of `id` once it has exited, polled for at most `within`.
+pub async fn wait_exited(cri: &mut Cri, id: &str, within: Duration) -> Result<ContainerStatus, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = status(cri, id).await?;
+        if s.state == ContainerState::ContainerExited as i32 {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("container still {:?} after {within:?}", s.state));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// StopPodSandbox then RemovePodSandbox.
+pub async fn remove_pod(cri: &mut Cri, id: &str) -> Check {
+    cri.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.into() })
+        .await
+        .map_err(|e| format!("StopPodSandbox: {}", e.message()))?;
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.into() })
+        .await
+        .map_err(|e| format!("RemovePodSandbox: {}", e.message()))?;
+    Ok(())
 }

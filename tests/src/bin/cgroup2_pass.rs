@@ -13,13 +13,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gantry_proto::cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest, CreateContainerRequest, ExecSyncRequest,
-    HugepageLimit, ImageSpec, LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
-    ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatsRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    ContainerConfig, ContainerMetadata, ContainerStatsRequest, CreateContainerRequest, HugepageLimit, ImageSpec,
+    LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig, ListMetricDescriptorsRequest,
+    ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatsRequest, RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    UpdateContainerResourcesRequest,
 };
-use gantry_tests::node_pass::{cg, ensure, expect_file, read, Check, Tally, CGROUP_ROOT, HANDLERS};
+use gantry_tests::node_pass::{
+    cg, ensure, exec, expect_file, read, remove_pod, wait_exited, Check, Tally, CGROUP_ROOT, HANDLERS,
+};
 use gantry_tests::{Cri, Daemon};
 
 const MIB: i64 = 1 << 20;
@@ -183,50 +185,6 @@ impl Pass {
         Ok(id)
     }
 
-    async fn status(&mut self, id: &str) -> Result<gantry_proto::cri::v1::ContainerStatus, String> {
-        self.cri
-            .runtime
-            .container_status(gantry_proto::cri::v1::ContainerStatusRequest { container_id: id.into(), verbose: false })
-            .await
-            .map_err(|e| format!("ContainerStatus: {}", e.message()))?
-            .into_inner()
-            .status
-            .ok_or_else(|| "ContainerStatus: no status".to_string())
-    }
-
-    async fn exec(&mut self, id: &str, cmd: &[&str]) -> Result<(i32, String, String), String> {
-        let r = self
-            .cri
-            .runtime
-            .exec_sync(ExecSyncRequest {
-                container_id: id.into(),
-                cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                timeout: 60,
-            })
-            .await
-            .map_err(|e| format!("ExecSync {cmd:?}: {}", e.message()))?
-            .into_inner();
-        Ok((
-            r.exit_code,
-            String::from_utf8_lossy(&r.stdout).trim().to_string(),
-            String::from_utf8_lossy(&r.stderr).trim().to_string(),
-        ))
-    }
-
-    async fn remove_pod(&mut self, id: &str) -> Check {
-        self.cri
-            .runtime
-            .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.into() })
-            .await
-            .map_err(|e| format!("StopPodSandbox: {}", e.message()))?;
-        self.cri
-            .runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.into() })
-            .await
-            .map_err(|e| format!("RemovePodSandbox: {}", e.message()))?;
-        Ok(())
-    }
-
     /// Limits from CreateContainer, each file on its own line.
     async fn limits(&mut self) -> Result<(), String> {
         let parent = "/kubepods/burstable/pod-limits";
@@ -286,7 +244,7 @@ impl Pass {
         self.report("nested cgroup.subtree_control", r);
         // An exec joins the container's cgroup (seen whole, or as the root
         // of a cgroup namespace) and leaves no process in an inner node.
-        let exec = self.exec(&id, &["cat", "/proc/self/cgroup"]).await;
+        let exec = exec(&mut self.cri, &id, &["cat", "/proc/self/cgroup"]).await;
         self.report(
             "exec joins the container cgroup",
             exec.and_then(|(code, out, err)| {
@@ -323,7 +281,7 @@ impl Pass {
             expect_file(&dir, "pids.max", "32")
         });
         self.report("UpdateContainerResources", r);
-        self.remove_pod(&pod.0).await
+        remove_pod(&mut self.cri, &pod.0).await
     }
 
     async fn verbose_info(&mut self, id: &str) -> Result<serde_json::Value, String> {
@@ -337,24 +295,6 @@ impl Pass {
         serde_json::from_str(verbose.info.get("info").map_or("{}", |s| s.as_str())).map_err(|e| e.to_string())
     }
 
-    async fn wait_exited(
-        &mut self,
-        id: &str,
-        within: Duration,
-    ) -> Result<gantry_proto::cri::v1::ContainerStatus, String> {
-        let deadline = Instant::now() + within;
-        loop {
-            let s = self.status(id).await?;
-            if s.state == ContainerState::ContainerExited as i32 {
-                return Ok(s);
-            }
-            if Instant::now() > deadline {
-                return Err(format!("container still {:?} after {within:?}", s.state));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     async fn oom(&mut self) -> Check {
         let parent = "/kubepods/burstable/pod-oom";
         let pod = self.run_pod("oom", parent).await?;
@@ -366,7 +306,7 @@ impl Pass {
         // tail keeps the whole newline-free "line" in memory.
         let id = self.run(&pod, "hog", &["tail", "/dev/zero"], resources).await?;
         let dir = cg(&format!("{parent}/gantry-{id}"));
-        let r = self.wait_exited(&id, Duration::from_secs(60)).await;
+        let r = wait_exited(&mut self.cri, &id, Duration::from_secs(60)).await;
         let events = keyed(&dir.join("memory.events"));
         let r = r.and_then(|s| {
             let kills = events?.get("oom_kill").copied().unwrap_or(0);
@@ -375,7 +315,7 @@ impl Pass {
             })
         });
         self.report("OOM kill reported as OOMKilled", r);
-        self.remove_pod(&pod.0).await
+        remove_pod(&mut self.cri, &pod.0).await
     }
 
     /// ListMetricDescriptors and ListPodSandboxMetrics on a v2 host: no
@@ -567,14 +507,14 @@ impl Pass {
         self.report("pause/unpause via cgroup.freeze", r);
 
         // The device filter (eBPF): /dev/null works, another device does not.
-        let null = self.exec(&id, &["sh", "-c", "echo x >/dev/null && head -c 1 /dev/zero | wc -c"]).await;
+        let null = exec(&mut self.cri, &id, &["sh", "-c", "echo x >/dev/null && head -c 1 /dev/zero | wc -c"]).await;
         self.report(
             "device filter allows /dev/null",
             null.and_then(|(code, out, err)| {
                 ensure(code == 0 && out == "1", || format!("exit {code} {out:?} {err:?}"))
             }),
         );
-        let mem = self.exec(&id, &["sh", "-c", "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem"]).await;
+        let mem = exec(&mut self.cri, &id, &["sh", "-c", "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem"]).await;
         self.report(
             "device filter refuses /dev/mem (c 1:1)",
             mem.and_then(|(code, out, err)| {
@@ -583,7 +523,7 @@ impl Pass {
                 })
             }),
         );
-        let blk = self.exec(&id, &["sh", "-c", "mknod /tmp/blk b 7 0 && head -c 1 /tmp/blk"]).await;
+        let blk = exec(&mut self.cri, &id, &["sh", "-c", "mknod /tmp/blk b 7 0 && head -c 1 /tmp/blk"]).await;
         self.report(
             "device filter refuses a block device (b 7:0)",
             blk.and_then(|(code, out, err)| {
@@ -592,7 +532,7 @@ impl Pass {
                 })
             }),
         );
-        self.remove_pod(&pod.0).await
+        remove_pod(&mut self.cri, &pod.0).await
     }
 
     /// A parent where controllers cannot be enabled (it holds a process):
@@ -607,7 +547,7 @@ impl Pass {
             let pod = self.run_pod("busy", parent).await?;
             let resources = LinuxContainerResources { memory_limit_in_bytes: 64 * MIB, ..Default::default() };
             let created = self.create(&pod, "limited", &["sleep", "60"], resources).await;
-            let removed = self.remove_pod(&pod.0).await;
+            let removed = remove_pod(&mut self.cri, &pod.0).await;
             let r = match created {
                 Ok(id) => Err(format!("CreateContainer succeeded ({id}) without a memory controller")),
                 Err(e) => {
@@ -656,7 +596,7 @@ impl Pass {
             &format!("{handler}: the container is in its cgroup"),
             own.and_then(|own| ensure(own == want, || format!("/proc/{pid}/cgroup is {own:?}, want {want:?}"))),
         );
-        let r = self.exec(&id, &["echo", "hello"]).await;
+        let r = exec(&mut self.cri, &id, &["echo", "hello"]).await;
         self.report(
             &format!("{handler}: exec"),
             r.and_then(|(code, out, err)| {
@@ -664,12 +604,12 @@ impl Pass {
             }),
         );
         let hog = self.run(&pod, "hog", &["tail", "/dev/zero"], resources).await?;
-        let r = self.wait_exited(&hog, Duration::from_secs(60)).await;
+        let r = wait_exited(&mut self.cri, &hog, Duration::from_secs(60)).await;
         self.report(
             &format!("{handler}: OOM kill reported"),
             r.and_then(|s| ensure(s.reason == "OOMKilled", || format!("reason {:?}, exit {}", s.reason, s.exit_code))),
         );
-        self.remove_pod(&pod.0).await?;
+        remove_pod(&mut self.cri, &pod.0).await?;
         let root = self.d.dir.path().join("runtime-roots").join(handler);
         let left: Vec<PathBuf> = std::fs::read_dir(&root)
             .map(|r| r.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect())
@@ -683,7 +623,7 @@ impl Pass {
         let parent = "/kubepods/besteffort/pod-cycle";
         let pod = self.run_pod("cycle", parent).await?;
         let id = self.run(&pod, "app", &["sleep", "3600"], LinuxContainerResources::default()).await?;
-        let (code, out, err) = self.exec(&id, &["echo", "hello"]).await?;
+        let (code, out, err) = exec(&mut self.cri, &id, &["echo", "hello"]).await?;
         ensure(code == 0 && out == "hello", || format!("exec: exit {code} {out:?} {err:?}"))?;
         self.cri
             .runtime
@@ -697,7 +637,7 @@ impl Pass {
             .await
             .map_err(|e| format!("RemoveContainer: {}", e.message()))?;
         ensure(!dir.exists(), || format!("{} is left after RemoveContainer", dir.display()))?;
-        self.remove_pod(&pod.0).await?;
+        remove_pod(&mut self.cri, &pod.0).await?;
         let left = gantry_cgroups();
         ensure(left.is_empty(), || format!("cgroups left: {left:?}"))?;
         ensure(!cg(parent).exists(), || format!("{} (made by Gantry) is left", cg(parent).display()))

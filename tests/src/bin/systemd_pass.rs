@@ -16,14 +16,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gantry_proto::cri::v1::{
-    CgroupDriver, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig, LinuxContainerResources,
-    LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsRequest,
-    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    RuntimeConfigRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    CgroupDriver, ContainerConfig, ContainerMetadata, ContainerStatsRequest, ContainerStatusRequest,
+    CreateContainerRequest, ImageSpec, LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
+    ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatsRequest, PodSandboxStatusRequest,
+    RemoveContainerRequest, RunPodSandboxRequest, RuntimeConfigRequest, StartContainerRequest, StopContainerRequest,
     UpdateContainerResourcesRequest,
 };
-use gantry_tests::node_pass::{cg, ensure, expect_file, read, Check, Tally, CGROUP_ROOT, HANDLERS};
+use gantry_tests::node_pass::{
+    cg, ensure, exec, expect_file, read, remove_pod, wait_exited, Check, Tally, CGROUP_ROOT, HANDLERS,
+};
 use gantry_tests::{Cri, Daemon};
 use tonic::Code;
 
@@ -207,17 +208,6 @@ impl Pass {
         Ok(id)
     }
 
-    async fn status(&mut self, id: &str) -> Result<gantry_proto::cri::v1::ContainerStatus, String> {
-        self.cri
-            .runtime
-            .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
-            .await
-            .map_err(|e| format!("ContainerStatus: {}", e.message()))?
-            .into_inner()
-            .status
-            .ok_or_else(|| "ContainerStatus: no status".to_string())
-    }
-
     async fn container_pid(&mut self, id: &str) -> Result<u64, String> {
         let verbose = self
             .cri
@@ -244,46 +234,9 @@ impl Pass {
         info["pid"].as_u64().filter(|p| *p > 0).ok_or_else(|| format!("no pid in {info}"))
     }
 
-    async fn exec(&mut self, id: &str, cmd: &[&str]) -> Result<(i32, String, String), String> {
-        let r = self
-            .cri
-            .runtime
-            .exec_sync(ExecSyncRequest {
-                container_id: id.into(),
-                cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                timeout: 60,
-            })
-            .await
-            .map_err(|e| format!("ExecSync {cmd:?}: {}", e.message()))?
-            .into_inner();
-        Ok((
-            r.exit_code,
-            String::from_utf8_lossy(&r.stdout).trim().to_string(),
-            String::from_utf8_lossy(&r.stderr).trim().to_string(),
-        ))
-    }
-
     async fn exec_hello(&mut self, id: &str) -> Check {
-        let (code, out, err) = self.exec(id, &["echo", "hello"]).await?;
+        let (code, out, err) = exec(&mut self.cri, id, &["echo", "hello"]).await?;
         ensure(code == 0 && out == "hello", || format!("exec: exit {code} {out:?} {err:?}"))
-    }
-
-    async fn wait_exited(
-        &mut self,
-        id: &str,
-        within: Duration,
-    ) -> Result<gantry_proto::cri::v1::ContainerStatus, String> {
-        let deadline = Instant::now() + within;
-        loop {
-            let s = self.status(id).await?;
-            if s.state == ContainerState::ContainerExited as i32 {
-                return Ok(s);
-            }
-            if Instant::now() > deadline {
-                return Err(format!("container still {:?} after {within:?}", s.state));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     async fn remove_container(&mut self, id: &str) -> Check {
@@ -297,20 +250,6 @@ impl Pass {
             .remove_container(RemoveContainerRequest { container_id: id.into() })
             .await
             .map_err(|e| format!("RemoveContainer: {}", e.message()))?;
-        Ok(())
-    }
-
-    async fn remove_pod(&mut self, id: &str) -> Check {
-        self.cri
-            .runtime
-            .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.into() })
-            .await
-            .map_err(|e| format!("StopPodSandbox: {}", e.message()))?;
-        self.cri
-            .runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.into() })
-            .await
-            .map_err(|e| format!("RemovePodSandbox: {}", e.message()))?;
         Ok(())
     }
 
@@ -369,7 +308,7 @@ impl Pass {
         let id = match self.run(&pod, "limited", &["sleep", "3600"], resources).await {
             Ok(id) => id,
             Err(e) => {
-                let _ = self.remove_pod(&pod.0).await;
+                let _ = remove_pod(&mut self.cri, &pod.0).await;
                 return Err(e);
             }
         };
@@ -402,7 +341,7 @@ impl Pass {
 
         let r = self.exec_hello(&id).await;
         self.report("container: ExecSync", r);
-        let r = self.exec(&id, &["cat", "/proc/self/cgroup"]).await.and_then(|(code, out, err)| {
+        let r = exec(&mut self.cri, &id, &["cat", "/proc/self/cgroup"]).await.and_then(|(code, out, err)| {
             let whole = format!("0::{cgroup}");
             ensure(code == 0 && (out == whole || out == "0::/"), || format!("exit {code}, out {out:?}, err {err:?}"))
         });
@@ -463,7 +402,7 @@ impl Pass {
             ensure(!dir.exists(), || format!("{} is left", dir.display()))
         });
         self.report("RemoveContainer: its scope and cgroup are gone", r);
-        self.remove_pod(&pod.0).await?;
+        remove_pod(&mut self.cri, &pod.0).await?;
         let r = nothing_left().await;
         self.report("RemovePodSandbox: no gantry-* unit or cgroup left", r);
         Ok(())
@@ -505,7 +444,7 @@ impl Pass {
         let slice = pod_slice("besteffort", "0e1d2c3b-4a59-4687-a5b4-c3d2e1f00f1e");
         let pod = self.pod("oom", &slice, "").await?;
         let r = self.oom_kills(&pod).await;
-        let removed = self.remove_pod(&pod.0).await;
+        let removed = remove_pod(&mut self.cri, &pod.0).await;
         r.and(removed)?;
         let r = nothing_left().await;
         self.report("the OOM-killed containers' scopes are gone after removal", r);
@@ -522,7 +461,7 @@ impl Pass {
         }
         let mut wrong = vec![];
         for id in &hogs {
-            let s = self.wait_exited(id, Duration::from_secs(90)).await?;
+            let s = wait_exited(&mut self.cri, id, Duration::from_secs(90)).await?;
             if s.reason != "OOMKilled" {
                 wrong.push(format!("{}: reason {:?}, exit code {}", &id[..12], s.reason, s.exit_code));
             }
@@ -536,7 +475,7 @@ impl Pass {
             .stop_container(StopContainerRequest { container_id: calm.clone(), timeout: 0 })
             .await
             .map_err(|e| format!("StopContainer: {}", e.message()))?;
-        let s = self.wait_exited(&calm, Duration::from_secs(30)).await?;
+        let s = wait_exited(&mut self.cri, &calm, Duration::from_secs(30)).await?;
         self.report(
             "a SIGKILLed container beside them is not OOMKilled",
             ensure(s.reason != "OOMKilled" && s.exit_code == 137, || {
@@ -555,7 +494,7 @@ impl Pass {
         let slice = pod_slice("burstable", &format!("{handler}-0000-4000-8000-000000000001"));
         let pod = self.pod(&format!("with-{handler}"), &slice, handler).await?;
         let r = self.handler_container(handler, &pod, &slice).await;
-        let removed = self.remove_pod(&pod.0).await;
+        let removed = remove_pod(&mut self.cri, &pod.0).await;
         self.report(&format!("{handler}: the container"), r);
         removed?;
         let r = nothing_left().await;
@@ -588,7 +527,7 @@ impl Pass {
             .and_then(|()| expect_file(&cg(&want), "memory.max", &(48 * MIB).to_string()))
             .and_then(|()| expect_file(&cg(&want), "cpu.max", "20000 100000"));
         self.report(&format!("{handler}: the scope unit and the limits in its cgroup"), r);
-        let r = self.exec(&id, &["cat", "/proc/self/cgroup"]).await.and_then(|(code, out, err)| {
+        let r = exec(&mut self.cri, &id, &["cat", "/proc/self/cgroup"]).await.and_then(|(code, out, err)| {
             let whole = format!("0::{want}");
             ensure(code == 0 && (out == whole || out == "0::/"), || format!("exit {code}, out {out:?}, err {err:?}"))
         });
@@ -606,7 +545,7 @@ impl Pass {
             expect_props(&unit, &[("Slice", "system.slice".into()), ("Delegate", "yes".into())])
         }
         .await;
-        let removed = self.remove_pod(&pod.0).await;
+        let removed = remove_pod(&mut self.cri, &pod.0).await;
         r.and(removed)
     }
 
@@ -614,7 +553,7 @@ impl Pass {
         let r = self.run_pod("pathed", "/kubepods/burstable/pod1234", "").await;
         match r {
             Ok((id, _)) => {
-                let _ = self.remove_pod(&id).await;
+                let _ = remove_pod(&mut self.cri, &id).await;
                 Err("RunPodSandbox accepted a cgroupfs path under the systemd driver".into())
             }
             Err(e) => {
@@ -687,12 +626,12 @@ impl Pass {
                 self.exec_hello(&cid).await
             }
             .await;
-            let removed = self.remove_pod(&pod.0).await;
+            let removed = remove_pod(&mut self.cri, &pod.0).await;
             r.and(removed)
         }
         .await;
         self.report("bus back: gantryd reconnects, new pods and containers run", r);
-        self.remove_pod(&before.0).await?;
+        remove_pod(&mut self.cri, &before.0).await?;
         let r = nothing_left().await;
         self.report("bus back: nothing left after removal", r);
         Ok(())
