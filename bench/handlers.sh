@@ -64,24 +64,6 @@ for pass in $(seq "$passes"); do
     done
 done
 
-python3 - "$results" "$rounds" "$passes" "$("$runc_new" --version | head -1)" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-def pct(rt, op, q):
-    v = sorted(r["ms"] for r in rows if r["runtime"] == rt and r["op"] == op)
-    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
-rts = ("gantry", "gantry-runc", "containerd2-runc", "containerd16-runc")
-print(f"{sys.argv[4]}; {sys.argv[3]} passes of {sys.argv[2]} rounds per runtime")
-print()
-print("| p50 ms (p99) | " + " | ".join(rts) + " | gantry / containerd 2.x | gantry-runc / containerd 2.x |")
-print("|---|" + "---|" * (len(rts) + 2))
-for op, label in (("run_pod_sandbox", "RunPodSandbox"), ("create_start", "CreateContainer+StartContainer"),
-                  ("stop_remove", "Stop+Remove container and pod")):
-    cells = [f"{pct(rt, op, .5):.1f} ({pct(rt, op, .99):.1f})" for rt in rts]
-    c2 = pct("containerd2-runc", op, .5)
-    print(f"| {label} | " + " | ".join(cells) + f" | {pct('gantry', op, .5) / c2:.2f} | {pct('gantry-runc', op, .5) / c2:.2f} |")
-def to_running(rt):
-    return pct(rt, "run_pod_sandbox", .5) + pct(rt, "create_start", .5)
-print(f"| pod + container to running (sum of p50s) | " + " | ".join(f"{to_running(rt):.1f}" for rt in rts)
-      + f" | {to_running('gantry') / to_running('containerd2-runc'):.2f} | {to_running('gantry-runc') / to_running('containerd2-runc'):.2f} |")
-PY
+python3 "$(dirname "${BASH_SOURCE[0]}")/lifecycle-table.py" "$results" \
+    "$("$runc_new" --version | head -1); $passes passes of $rounds rounds per runtime" \
+    "$(IFS=,; echo "${runtimes[*]}")" gantry/containerd2-runc gantry-runc/containerd2-runc

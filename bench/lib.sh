@@ -28,6 +28,8 @@ unmount_below() {
     { grep -o "$1/[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
 bench_cleanup() {
+    # A test node booted by bench/cgroup2-node.sh (tests/node/host.sh).
+    [ -z "${qemu_pid:-}" ] || kill "$qemu_pid" 2>/dev/null || true
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     # Shims outlive their daemon by design: after a failed or interrupted
@@ -94,6 +96,18 @@ ensure_containerd2() {
     [ -x "$containerd2" ] && return
     mkdir -p "$bench_cache/containerd2"
     (cd "$bench_cache/containerd2" && apt-get download -q -t unstable containerd && dpkg-deb -x containerd_*.deb root)
+}
+# The newest crun (Debian unstable's) with the libraries it needs beyond
+# bookworm's (unstable's glibc and dynamic loader, libblake3), unpacked into
+# $bench_cache/crun-new/root and run through that loader: sets crun_new_root.
+crun_new_root="$bench_cache/crun-new/root"
+ensure_crun_new() {
+    [ -x "$crun_new_root/usr/bin/crun" ] && return
+    local deb
+    rm -rf "$bench_cache/crun-new"
+    mkdir -p "$bench_cache/crun-new"
+    (cd "$bench_cache/crun-new" && apt-get download -q -t unstable crun libc6 libblake3-0 &&
+        for deb in ./*.deb; do dpkg-deb -x "$deb" root.tmp; done && mv root.tmp root)
 }
 # runc needs a source tree of its newest release tag: GANTRY_BENCH_RUNC_SRC
 # (a checkout, e.g. `git clone -b v1.5.1 https://github.com/opencontainers/runc`),

@@ -2,9 +2,10 @@
 # PID 1 of the cgroup v2 test node (tests/cgroup2/run.sh packs it into the
 # initramfs as /init). Stage 1 moves the initramfs onto a tmpfs and
 # switch_roots into it (pivot_root, which the shim uses, refuses rootfs);
-# stage 2 mounts a pure cgroup v2 hierarchy, starts the pass in a leaf
-# cgroup as a service manager would, prints its results between markers on
-# the serial console and powers off.
+# stage 2 mounts a pure cgroup v2 hierarchy, starts the node's job
+# (/opt/node-job: the pass, or bench/cgroup2-node.sh's lifecycle runs) in a
+# leaf cgroup as a service manager would, prints its output between markers
+# on the serial console and powers off.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
 if [ ! -e /.stage2 ]; then
@@ -39,9 +40,9 @@ echo 16 >/proc/sys/vm/nr_hugepages
 
 echo "@@node $(uname -r) controllers: $(cat /sys/fs/cgroup/cgroup.controllers) psi: $(head -c 40 /proc/pressure/cpu 2>&1)"
 # As systemd does: every controller for the root's children, this shell in
-# init.scope, the pass (and the gantryd it starts) in a service's cgroup.
+# init.scope, the job (and the daemons it starts) in a service's cgroup.
 for c in $(cat /sys/fs/cgroup/cgroup.controllers); do echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control; done
-mkdir -p /sys/fs/cgroup/init.scope /sys/fs/cgroup/system.slice/cgroup2-pass.service
+mkdir -p /sys/fs/cgroup/init.scope /sys/fs/cgroup/system.slice/node-job.service
 echo $$ >/sys/fs/cgroup/init.scope/cgroup.procs
 for c in $(cat /sys/fs/cgroup/system.slice/cgroup.controllers); do
     echo "+$c" >/sys/fs/cgroup/system.slice/cgroup.subtree_control
@@ -49,7 +50,7 @@ done
 
 echo "@@begin"
 export GANTRY_BIN_DIR=/opt/gantry TMPDIR=/tmp RUST_BACKTRACE=1
-sh -c 'echo $$ >/sys/fs/cgroup/system.slice/cgroup2-pass.service/cgroup.procs && exec /opt/gantry/cgroup2_pass /opt/gantry/busybox.tar' 2>&1
+sh -c 'echo $$ >/sys/fs/cgroup/system.slice/node-job.service/cgroup.procs && exec /opt/node-job' 2>&1
 echo "@@end $?"
 sync
 poweroff -f

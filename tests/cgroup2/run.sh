@@ -61,7 +61,9 @@ mkdir -p "$ir"/{bin,opt/gantry,lib/modules,etc}
 cp -L /bin/busybox "$ir/bin/busybox"
 ln -s busybox "$ir/bin/sh"
 cp "$here/init.sh" "$ir/init"
-chmod 0755 "$ir/init"
+# What the node runs once it is up (init.sh runs /opt/node-job).
+printf '#!/bin/sh\nexec /opt/gantry/cgroup2_pass /opt/gantry/busybox.tar\n' >"$ir/opt/node-job"
+chmod 0755 "$ir/init" "$ir/opt/node-job"
 cp "$kmods/fs/overlayfs/overlay.ko" "$ir/lib/modules/"
 for b in gantryd gantry-shim gantry cgroup2_pass; do
     strip -o "$ir/opt/gantry/$b" "$bins/$b"
@@ -71,35 +73,15 @@ cp "$work/busybox.tar" "$ir/opt/gantry/"
 mkdir -p "$ir/usr/sbin" "$ir/usr/bin"
 cp -L /usr/sbin/runc "$ir/usr/sbin/runc"
 cp -L /usr/bin/crun "$ir/usr/bin/crun"
-# The binaries' shared libraries, at the paths the loader looks for them.
-for lib in $(ldd "$ir"/opt/gantry/{gantryd,gantry-shim,gantry,cgroup2_pass} "$ir"/usr/sbin/runc "$ir"/usr/bin/crun | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
-    mkdir -p "$ir$(dirname "$lib")"
-    cp -L "$lib" "$ir$lib"
-done
+node_copy_libs "$ir" "$ir"/opt/gantry/{gantryd,gantry-shim,gantry,cgroup2_pass} "$ir"/usr/sbin/runc "$ir"/usr/bin/crun
 (cd "$ir" && find . | busybox cpio -o -H newc 2>/dev/null) >"$work/initrd"
 
 # --- boot the node -----------------------------------------------------------
 echo "== booting $kpkg under QEMU (TCG), timeout ${timeout_s}s"
 console=$work/console.log
-qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -nographic -monitor none -serial stdio -nic none \
-    -no-reboot -kernel "$kcache/boot/vmlinuz-$kver" -initrd "$work/initrd" \
-    -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init" </dev/null >"$console" 2>&1 &
-qemu_pid=$!
-boot_at=$(date +%s)
-deadline=$((boot_at + timeout_s))
-finished=
-while kill -0 "$qemu_pid" 2>/dev/null; do
-    if grep -qa '^@@end' "$console"; then
-        finished=1
-        break
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-        break
-    fi
-    sleep 1
-done
-grep -qa '^@@end' "$console" && finished=1
-end_at=$(date +%s)
+node_boot "$console" "$timeout_s" -m 2048 -initrd "$work/initrd" \
+    -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init"
+finished=$node_finished
 # The whole console, for a look afterwards.
 mkdir -p "$target" && tr -d '\r' <"$console" >"$target/cgroup2-console.log"
 
@@ -115,6 +97,6 @@ elif [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
     echo "FAIL node: the pass reported nothing"
     failed=$((failed + 1))
 fi
-echo "== node: console in $target/cgroup2-console.log; $((end_at - boot_at))s in the node (boot to power-off or timeout); whole pass $((end_at - started_at))s"
+echo "== node: console in $target/cgroup2-console.log; ${node_seconds}s in the node (boot to power-off or timeout); whole pass $(($(date +%s) - started_at))s"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -81,3 +81,36 @@ node_busybox_archive() {
         --config.env PATH=/usr/sbin:/usr/bin:/sbin:/bin
     skopeo copy -q "oci:$layout:busybox" "docker-archive:$out:gantry/busybox:latest"
 }
+
+# node_copy_libs ROOT FILE...: the shared libraries FILEs load, copied into
+# ROOT at the paths the loader looks for them.
+node_copy_libs() {
+    local root=$1 lib
+    shift
+    for lib in $(ldd "$@" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+}
+
+# node_boot CONSOLE TIMEOUT QEMU_ARG...: boots Debian's kernel (node_kernel)
+# under QEMU with TCG and the serial console written to CONSOLE, and waits
+# until the node prints "@@end", powers off, or TIMEOUT seconds pass. Sets
+# qemu_pid (the caller's cleanup ends it), node_finished (1 if "@@end" came)
+# and node_seconds.
+node_boot() {
+    local console=$1 timeout_s=$2 boot_at deadline
+    shift 2
+    qemu-system-x86_64 -accel tcg -cpu max -smp 2 -nographic -monitor none -serial stdio -nic none -no-reboot \
+        -kernel "$kcache/boot/vmlinuz-$kver" "$@" </dev/null >"$console" 2>&1 &
+    qemu_pid=$!
+    boot_at=$(date +%s)
+    deadline=$((boot_at + timeout_s))
+    node_finished=
+    while kill -0 "$qemu_pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do
+        grep -qa '^@@end' <(tr -d '\r' <"$console") && break
+        sleep 1
+    done
+    grep -qa '^@@end' <(tr -d '\r' <"$console") && node_finished=1
+    node_seconds=$(($(date +%s) - boot_at))
+}

@@ -134,27 +134,10 @@ cp "$here/cri-pass.service" "$ir/payload/"
 echo "== booting $kpkg with systemd under QEMU (TCG), timeout ${timeout_s}s"
 console=$work/console.log
 # snapshot=on: the guest's writes go to a temp file in $TMPDIR (the work dir).
-TMPDIR=$work qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048 -nographic -monitor none -serial stdio -nic none \
-    -no-reboot -kernel "$kcache/boot/vmlinuz-$kver" -initrd "$work/initrd" \
+TMPDIR=$work node_boot "$console" "$timeout_s" -m 2048 -initrd "$work/initrd" \
     -drive "file=$rcache/rootfs.img,format=raw,if=virtio,snapshot=on" \
-    -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init systemd.unified_cgroup_hierarchy=1 systemd.show_status=0 systemd.log_target=journal" \
-    </dev/null >"$console" 2>&1 &
-qemu_pid=$!
-boot_at=$(date +%s)
-deadline=$((boot_at + timeout_s))
-finished=
-while kill -0 "$qemu_pid" 2>/dev/null; do
-    if grep -qa '^@@end' <(tr -d '\r' <"$console"); then
-        finished=1
-        break
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-        break
-    fi
-    sleep 1
-done
-grep -qa '^@@end' <(tr -d '\r' <"$console") && finished=1
-end_at=$(date +%s)
+    -append "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init systemd.unified_cgroup_hierarchy=1 systemd.show_status=0 systemd.log_target=journal"
+finished=$node_finished
 # The whole console, for a look afterwards.
 mkdir -p "$target" && tr -d '\r' <"$console" >"$target/systemd-console.log"
 
@@ -170,6 +153,6 @@ elif [ "$passed" -eq 0 ] && [ "$failed" -eq 0 ]; then
     echo "FAIL node: the pass reported nothing"
     failed=$((failed + 1))
 fi
-echo "== node: console in $target/systemd-console.log; $((end_at - boot_at))s in the node (boot to power-off or timeout); whole pass $((end_at - started_at))s"
+echo "== node: console in $target/systemd-console.log; ${node_seconds}s in the node (boot to power-off or timeout); whole pass $(($(date +%s) - started_at))s"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
