@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod buffer_pipe;
 pub mod commit;
 pub mod content;
 pub mod fsutil;

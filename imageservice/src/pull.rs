@@ -346,7 +346,7 @@ impl ImageStore {
             .map_err(err)?;
             return Ok(());
         }
-        let _permit = self.downloads.clone().acquire_owned().await.map_err(|e| err(LayerError::Join(e.to_string())))?;
+        let permit = self.downloads.clone().acquire_owned().await.map_err(|e| err(LayerError::Join(e.to_string())))?;
         tracing::debug!(layer = %digest, size = layer.blob.size, "downloading");
         let stream = session.fetch_blob(&digest).await?;
         let writer = self.content.writer().map_err(|e| err(e.into()))?;
@@ -393,6 +393,9 @@ impl ImageStore {
                 return Err(err(LayerError::DiffId { expected: layer.diff_id.clone(), actual: diff_id.clone() }));
             }
         }
+        // Downloaded and unpacked: the next layer may start while this one
+        // waits for the disk.
+        drop(permit);
         let chain_id = layer.chain_id.clone();
         let size = layer.blob.size;
         tokio::task::spawn_blocking(move || {
@@ -414,7 +417,7 @@ impl ImageStore {
     /// before anything becomes visible.
     pub(crate) fn process_layer(
         &self,
-        reader: impl Read,
+        reader: impl Read + Send,
         writer: Option<BlobWriter>,
         job: LayerJob,
     ) -> Result<(), LayerError> {
@@ -507,22 +510,53 @@ fn unpack_stream(
     Ok(diff_id)
 }
 
+/// Decompressed bytes in flight between a layer's decompression and its
+/// unpack: 16 buffers of 256 KiB.
+const DECODED_BUFFERS: usize = 16;
+const DECODED_BUFFER_SIZE: usize = 256 << 10;
+
 /// Decompresses `input` and applies the tar it holds into `root`, hashing
-/// the uncompressed bytes; returns their digest (the diff ID).
+/// the uncompressed bytes; returns their digest (the diff ID). Decompression
+/// and hashing run on a thread of their own, so that the unpack's thread
+/// only writes files: the layer takes about as long as the slower of the two.
 fn decode_and_apply(
-    input: impl BufRead,
+    input: impl BufRead + Send,
     compression: Compression,
     root: &std::path::Path,
 ) -> Result<Digest, LayerError> {
-    let mut hashing: HashingReader<Box<dyn Read + '_>> = match compression {
-        Compression::Gzip => HashingReader::new(Box::new(flate2::bufread::MultiGzDecoder::new(input))),
-        Compression::Zstd => HashingReader::new(Box::new(zstd::stream::read::Decoder::with_buffer(input)?)),
-        Compression::None => HashingReader::new(Box::new(input)),
-    };
-    apply_layer(&mut hashing, root)?;
-    // The tar may carry padding after its end marker; it counts for the diff ID.
-    io::copy(&mut hashing, &mut io::sink())?;
-    Ok(hashing.digest())
+    let (mut writer, mut reader) = crate::buffer_pipe::buffer_pipe(DECODED_BUFFERS, DECODED_BUFFER_SIZE);
+    std::thread::scope(|scope| {
+        let decoder = scope.spawn(move || -> io::Result<Option<Digest>> {
+            let mut decoded: Box<dyn Read> = match compression {
+                Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+                Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+                Compression::None => Box::new(input),
+            };
+            let mut hasher = Sha256::new();
+            loop {
+                match writer.fill_from(&mut decoded, |bytes| hasher.update(bytes))? {
+                    Some(0) => return Ok(Some(Digest::from_sha256(hasher))),
+                    Some(_) => {}
+                    // The unpack stopped: its error says why.
+                    None => return Ok(None),
+                }
+            }
+        });
+        let applied = apply_layer(&mut reader, root).map_err(LayerError::from).and_then(|_| {
+            // The tar may carry padding after its end marker; it counts for the diff ID.
+            io::copy(&mut reader, &mut io::sink()).map(drop).map_err(LayerError::from)
+        });
+        // Ends the decoder's sends if the unpack stopped early.
+        drop(reader);
+        let decoded = decoder.join().map_err(|_| LayerError::Join("the layer's decompression panicked".into()))?;
+        match (decoded, applied) {
+            // A broken stream is the cause of whatever the unpack made of it.
+            (Err(e), _) => Err(e.into()),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(Some(diff_id)), Ok(())) => Ok(diff_id),
+            (Ok(None), Ok(())) => Err(LayerError::UnpackStopped),
+        }
+    })
 }
 
 /// The unpack's end of the channel, read as one stream.
@@ -585,28 +619,6 @@ impl<R: Read> Read for TeeReader<R> {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, LayerError::TooLarge { expected: self.limit }));
             }
         }
-        Ok(n)
-    }
-}
-
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new() }
-    }
-    fn digest(self) -> Digest {
-        Digest::from_sha256(self.hasher)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 }

@@ -138,14 +138,23 @@ impl Snapshotter {
     /// first (one syncfs rather than an fsync per file) so that a committed
     /// layer is complete after a crash.
     pub fn commit(&self, mut unpacked: UnpackDir, chain_id: &Digest) -> Result<(), SnapshotError> {
-        // Inside the directory about to be renamed (and synced): the layer
-        // and its size appear together.
-        let size = crate::fsutil::disk_usage(&unpacked.fs()).0;
-        let size_file = unpacked.dir.join(SIZE_FILE);
-        fs::write(&size_file, size.to_string()).map_err(io_err(&size_file))?;
         let dir = fs::File::open(&unpacked.dir).map_err(io_err(&unpacked.dir))?;
-        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
-            .map_err(|e| SnapshotError::Io { path: unpacked.dir.clone(), source: e.into() })?;
+        // The size walk (CPU, cached metadata) runs while the syncfs waits
+        // for the disk.
+        let fs_dir = unpacked.fs();
+        let (size, synced) = std::thread::scope(|scope| {
+            let walk = scope.spawn(|| crate::fsutil::disk_usage(&fs_dir).0);
+            let synced = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir));
+            (walk.join(), synced)
+        });
+        synced.map_err(|e| SnapshotError::Io { path: unpacked.dir.clone(), source: e.into() })?;
+        // Inside the directory about to be renamed: the layer and its size
+        // appear together. Not synced on its own: a size file lost or torn
+        // by a crash reads as unrecorded, and `layer_size` walks again.
+        if let Ok(size) = size {
+            let size_file = unpacked.dir.join(SIZE_FILE);
+            fs::write(&size_file, size.to_string()).map_err(io_err(&size_file))?;
+        }
         let target = self.layers.join(chain_id.hex());
         match fs::rename(&unpacked.dir, &target) {
             Ok(()) => {}

@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::AtFlags;
 use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, linkat, Gid, Uid};
@@ -94,10 +94,11 @@ struct Layer<'a> {
     stats: ApplyStats,
     /// Directory mtimes, set last: creating children changes them.
     dir_times: HashMap<PathBuf, TimeSpec>,
-    /// The last parent resolved: (path in the tar, real path). Consecutive
-    /// entries mostly share a parent; only a removal can invalidate it, since
-    /// every component of a resolved path is an existing real directory.
-    parent_cache: Option<(PathBuf, PathBuf)>,
+    /// The last parent resolved: (path in the tar, real path, the directory
+    /// opened). Consecutive entries mostly share a parent; only a removal can
+    /// invalidate it, since every component of a resolved path is an
+    /// existing real directory.
+    parent_cache: Option<(PathBuf, PathBuf, OwnedFd)>,
     /// File contents go through this (grown on first use), in reads far
     /// larger than `io::copy`'s 8 KiB: fewer decompressor calls and writes.
     copy_buf: Vec<u8>,
@@ -167,7 +168,7 @@ impl Layer<'_> {
             self.dir_times.insert(root, meta.mtime);
             return Ok(());
         };
-        let target = self.resolve_parent(&name, parent_rel)?.join(file_name);
+        let target = self.resolve_parent(&name, parent_rel)?.join(&file_name);
 
         match kind {
             Kind::Dir => match fs::symlink_metadata(&target) {
@@ -183,10 +184,12 @@ impl Layer<'_> {
                 // hardlinked elsewhere in the layer. Whatever is in the way
                 // (a later entry overrides an earlier one) is cleared only
                 // when the create says so: one path lookup less per file.
-                let mut file = match create_file(&target) {
+                let mode = creation_mode(meta.mode);
+                let mut file = match self.create_file(&file_name, mode) {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         self.clear(&target).map_err(io_err(&name))?;
-                        create_file(&target)
+                        self.resolve_parent(&name, parent_rel)?;
+                        self.create_file(&file_name, mode)
                     }
                     other => other,
                 }
@@ -310,16 +313,34 @@ impl Layer<'_> {
         linkat(None, source.as_path(), None, target, AtFlags::empty()).map_err(nix_err(name))
     }
 
+    /// The file `name` in the cached parent (the last `resolve_parent`): new,
+    /// with `mode` (less the umask), never through a symlink.
+    fn create_file(&self, name: &OsStr, mode: u32) -> io::Result<fs::File> {
+        let (_, _, dir) = self.parent_cache.as_ref().ok_or_else(|| io::Error::other("no parent resolved"))?;
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))?.into())
+    }
+
     /// As `set_meta` and `set_times` for a regular file just written, through
-    /// its descriptor: ownership, xattrs, mode, then times.
+    /// its descriptor: ownership, xattrs, mode, then times. Ownership and
+    /// mode are changed only where the new file's differ (an fstat is far
+    /// cheaper than a chown or chmod, each a journalled inode update): most
+    /// files are born root's, with their final mode.
     fn set_file_meta(&self, name: &str, file: &fs::File, path: &Path, meta: &Meta) -> Result<(), ApplyError> {
         use std::os::fd::AsFd;
-        nix::unistd::fchown(file.as_fd().as_raw_fd(), Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
-            .map_err(nix_err(name))?;
+        use std::os::unix::fs::MetadataExt;
+        let born = file.metadata().map_err(io_err(name))?;
+        if born.uid() != meta.uid || born.gid() != meta.gid {
+            nix::unistd::fchown(file.as_fd().as_raw_fd(), Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
+                .map_err(nix_err(name))?;
+        }
         if !meta.xattrs.is_empty() {
             self.set_xattrs(name, path, Kind::File, meta)?;
         }
-        file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(io_err(name))?;
+        if born.mode() & 0o7777 != meta.mode & 0o7777 {
+            file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(io_err(name))?;
+        }
         nix::sys::stat::futimens(file.as_fd().as_raw_fd(), &meta.mtime, &meta.mtime).map_err(nix_err(name))
     }
 
@@ -362,13 +383,19 @@ impl Layer<'_> {
     }
 
     fn resolve_parent(&mut self, name: &str, parent_rel: &Path) -> Result<PathBuf, ApplyError> {
-        if let Some((rel, real)) = &self.parent_cache {
+        if let Some((rel, real, _)) = &self.parent_cache {
             if rel == parent_rel {
                 return Ok(real.clone());
             }
         }
         let real = resolve_dir(self.root, parent_rel, true, name)?;
-        self.parent_cache = Some((parent_rel.to_path_buf(), real.clone()));
+        // O_NOFOLLOW: every component was just checked to be a directory.
+        let flags = rustix::fs::OFlags::PATH
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC;
+        let dir = rustix::fs::open(&real, flags, rustix::fs::Mode::empty()).map_err(|e| io_err(name)(e.into()))?;
+        self.parent_cache = Some((parent_rel.to_path_buf(), real.clone(), dir));
         Ok(real)
     }
 
@@ -403,15 +430,15 @@ impl Layer<'_> {
     }
 }
 
-/// A new regular file, owner-only until its metadata is set; never through
-/// a symlink, never an existing file.
-fn create_file(path: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-        .mode(0o600)
-        .open(path)
+/// The mode a regular file is created with: its own permission bits, so
+/// that most need no chmod afterwards; owner-only if it is setuid, setgid
+/// or sticky, until its owner is set (a chown would clear those bits).
+fn creation_mode(mode: u32) -> u32 {
+    if mode & 0o7000 == 0 {
+        mode & 0o777
+    } else {
+        0o600
+    }
 }
 
 fn chown_nofollow(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
