@@ -20,23 +20,6 @@ ensure_runc_new
 start_registry
 prepare_pod_images
 
-# containerd 2.x with pods: start_containerd2's config plus the pause
-# stand-in as its sandbox image.
-start_containerd2_pods() {
-    start_containerd2 "$1"
-    kill "$daemon_pid"
-    wait "$daemon_pid" || true
-    {
-        echo '[plugins."io.containerd.cri.v1.images".pinned_images]'
-        echo "  sandbox = \"$pause\""
-    } >>"$1/config.toml"
-    PATH="$(dirname "$containerd2"):$PATH" "$containerd2" --config "$1/config.toml" --log-level "${GANTRY_BENCH_LOG:-warn}" 2>"$1/log" &
-    daemon_pid=$!
-    pids+=("$daemon_pid")
-    sock="$1/sock"
-    wait_socket "$sock"
-}
-
 results="$work/results.jsonl"
 runtimes=(gantry gantry-runc containerd2-runc containerd16-runc)
 for pass in $(seq "$passes"); do
@@ -54,7 +37,7 @@ for pass in $(seq "$passes"); do
             GANTRY_BENCH_CONFIG="$dir.toml" start_gantry "$dir"
             handler=runc
             ;;
-        containerd2-runc) start_containerd2_pods "$dir" ;;
+        containerd2-runc) start_containerd2 "$dir" "$pause" ;;
         containerd16-runc) start_containerd "$dir" "$pause" ;;
         esac
         "$bin/cri-bench" --endpoint "$sock" pull "$busybox" "$pause" >/dev/null

@@ -119,11 +119,11 @@ ensure_runc_new() {
         go build -trimpath -tags seccomp -o "$runc_new" .)
 }
 
-# start_containerd2 DIR: containerd 2.x (config version 3, registry through
-# a hosts.toml as 2.x wants it, runc from ensure_runc_new); sets $sock and
-# $daemon_pid.
+# start_containerd2 DIR [SANDBOX_IMAGE]: containerd 2.x (config version 3,
+# registry through a hosts.toml as 2.x wants it, runc from ensure_runc_new,
+# SANDBOX_IMAGE as its pause image); sets $sock and $daemon_pid.
 start_containerd2() {
-    local dir=$1
+    local dir=$1 sandbox_image=${2:-}
     mkdir -p "$dir/certs.d/$registry"
     printf 'server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' \
         "$registry" "$registry" >"$dir/certs.d/$registry/hosts.toml"
@@ -139,6 +139,10 @@ start_containerd2() {
         echo '  restrict_oom_score_adj = true'
         echo '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]'
         echo "  BinaryName = \"$runc_new\""
+        if [ -n "$sandbox_image" ]; then
+            echo '[plugins."io.containerd.cri.v1.images".pinned_images]'
+            echo "  sandbox = \"$sandbox_image\""
+        fi
     } >"$dir/config.toml"
     PATH="$(dirname "$containerd2"):$PATH" "$containerd2" --config "$dir/config.toml" --log-level "${GANTRY_BENCH_LOG:-warn}" 2>"$dir/log" &
     daemon_pid=$!

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Pod lifecycle benchmark: gantryd vs containerd + runc (Debian's packages),
-# same client (cri-bench), same machine, same run.
+# Pod lifecycle benchmark: gantryd vs containerd 2.x with the newest runc
+# (bench/lib.sh ensure_containerd2, ensure_runc_new) and Debian's containerd
+# 1.6 with Debian's runc, same client (cri-bench), same machine, same run.
 #
-#   sudo bash bench/pods.sh [ROUNDS]      (default 50)
+#   sudo GANTRY_BENCH_CACHE=DIR bash bench/pods.sh [ROUNDS]      (default 50)
 #
 # For each runtime, on a fresh root: ROUNDS times, one at a time,
 # RunPodSandbox, CreateContainer+StartContainer (busybox sleep), then
@@ -13,6 +14,8 @@
 # `sleep` image as its pause image, as no pause image can be pulled here.
 rounds=${1:-50}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ensure_containerd2
+ensure_runc_new
 start_registry
 prepare_pod_images
 
@@ -43,10 +46,15 @@ print(json.dumps({"runtime": runtime, "op": "memory", "daemon_rss_kib": field(da
 PY
 }
 
-for rt in gantry containerd; do
+runtimes=(gantry containerd2 containerd)
+for rt in "${runtimes[@]}"; do
     echo "$rt: $rounds pod lifecycles" >&2
     dir="$work/$rt"
-    if [ "$rt" = gantry ]; then start_gantry "$dir"; shim=gantry-shim; else start_containerd "$dir" "$pause"; shim=containerd-shim; fi
+    case $rt in
+    gantry) start_gantry "$dir" && shim=gantry-shim ;;
+    containerd2) start_containerd2 "$dir" "$pause" && shim=containerd-shim ;;
+    containerd) start_containerd "$dir" "$pause" && shim=containerd-shim ;;
+    esac
     "$bin/cri-bench" --endpoint "$sock" pull "$busybox" "$pause" >/dev/null
     "$bin/cri-bench" --endpoint "$sock" --label "$rt" lifecycle --image "$busybox" --rounds "$rounds" --log-dir "$work/logs-$rt" >>"$results"
     echo "$rt: 20 pods at once" >&2
@@ -77,28 +85,32 @@ done
 python3 - "$results" "$rounds" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+rts = ("gantry", "containerd2", "containerd")
+names = {"gantry": "gantry", "containerd2": "containerd 2.x", "containerd": "containerd 1.6"}
 def pct(rt, op, q):
     v = sorted(r["ms"] for r in rows if r["runtime"] == rt and r["op"] == op)
     return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
-print(f"| {sys.argv[2]} rounds, ms | gantry p50 | gantry p99 | containerd p50 | containerd p99 | p50 ratio |")
+print(f"| {sys.argv[2]} rounds, p50 ms (p99) | " + " | ".join(names[r] for r in rts) + " | gantry / 2.x | gantry / 1.6 |")
 print("|---|---|---|---|---|---|")
 for op, label in (("run_pod_sandbox", "RunPodSandbox"), ("create_start", "CreateContainer+StartContainer"),
                   ("stop_remove", "StopContainer+RemoveContainer+StopPodSandbox+RemovePodSandbox")):
-    g50, g99, c50, c99 = pct("gantry", op, .5), pct("gantry", op, .99), pct("containerd", op, .5), pct("containerd", op, .99)
-    print(f"| {label} | {g50:.1f} | {g99:.1f} | {c50:.1f} | {c99:.1f} | {g50 / c50:.2f} |")
+    cells = [f"{pct(rt, op, .5):.1f} ({pct(rt, op, .99):.1f})" for rt in rts]
+    g = pct("gantry", op, .5)
+    print(f"| {label} | " + " | ".join(cells) + f" | {g / pct('containerd2', op, .5):.2f} | {g / pct('containerd', op, .5):.2f} |")
 conc = {r["runtime"]: r["ms"] for r in rows if r["op"] == "concurrent_start"}
-print(f"| 20 pods started concurrently (wall) | {conc['gantry']:.0f} | | {conc['containerd']:.0f} | | {conc['gantry'] / conc['containerd']:.2f} |")
+print(f"| 20 pods started concurrently (wall) | " + " | ".join(f"{conc[rt]:.0f}" for rt in rts)
+      + f" | {conc['gantry'] / conc['containerd2']:.2f} | {conc['gantry'] / conc['containerd']:.2f} |")
 print()
 print("| at 20 running pods | daemon RSS (KiB) | daemon fds | shims | shim PSS total (KiB) | PSS per shim (KiB) |")
 print("|---|---|---|---|---|---|")
 for r in rows:
     if r["op"] == "memory":
         per = r["shim_pss_kib_total"] / max(1, r["shims"])
-        print(f"| {r['runtime']} | {r['daemon_rss_kib']} | {r['daemon_fds']} | {r['shims']} | {r['shim_pss_kib_total']} | {per:.0f} |")
+        print(f"| {names[r['runtime']]} | {r['daemon_rss_kib']} | {r['daemon_fds']} | {r['shims']} | {r['shim_pss_kib_total']} | {per:.0f} |")
 print()
 print("| RunPodSandbox p50, ms | idle | with 200 pods running | slowdown |")
 print("|---|---|---|---|")
-for rt in ("gantry", "containerd"):
+for rt in rts:
     idle, busy = pct(rt, "run_pod_sandbox", .5), pct(rt + "-busy", "run_pod_sandbox", .5)
-    print(f"| {rt} | {idle:.1f} | {busy:.1f} | x{busy / idle:.2f} |")
+    print(f"| {names[rt]} | {idle:.1f} | {busy:.1f} | x{busy / idle:.2f} |")
 PY
