@@ -369,8 +369,12 @@ impl ImageStore {
         };
         let handle = tokio::runtime::Handle::current();
         let blob = layer.blob.clone();
+        // The layer's syncfs at commit makes the blob durable too, when both
+        // are on one filesystem: then the blob is not fsynced on its own.
+        let seal = if tx.is_some() && self.blobs_synced_with_layers { Seal::ForSyncfs } else { Seal::Fsync };
         let downloaded =
-            tokio::task::spawn_blocking(move || download_blob(&handle, stream, writer, &blob, tx, progress)).await;
+            tokio::task::spawn_blocking(move || download_blob(&handle, stream, writer, &blob, tx, progress, seal))
+                .await;
         // Whatever the download's fate, the unpack ends (its channel closed)
         // and is waited for: a failed layer leaves nothing behind once this
         // returns.
@@ -400,11 +404,15 @@ impl ImageStore {
         let size = layer.blob.size;
         tokio::task::spawn_blocking(move || {
             // The blob first: a layer is never committed without its blob.
-            sealed.publish()?;
-            this.counters.pulled_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-            if let Some((unpack, _)) = unpacked {
-                this.snapshots.commit(unpack, &chain_id)?;
+            // With an unpack, the blob is published once the layer's syncfs
+            // made both durable, before the layer is renamed into place.
+            match unpacked {
+                Some((unpack, _)) => {
+                    this.snapshots.commit_with(unpack, &chain_id, || sealed.publish().map_err(LayerError::from))?
+                }
+                None => sealed.publish()?,
             }
+            this.counters.pulled_bytes.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
             Ok::<_, LayerError>(())
         })
         .await
@@ -451,10 +459,19 @@ impl ImageStore {
 /// mostly tens), which bounds the memory a layer holds.
 const CHUNKS_IN_FLIGHT: usize = 64;
 
+/// How a downloaded blob is sealed.
+#[derive(Clone, Copy)]
+enum Seal {
+    /// fsynced on its own.
+    Fsync,
+    /// Left to the syncfs that commits the layer unpacked from it.
+    ForSyncfs,
+}
+
 /// Runs on a blocking thread: reads the blob from `stream` into the content
 /// store (hashing it as it goes) and hands each chunk to the unpack, if any.
-/// Returns the sealed blob: digest and size checked, bytes on disk, not yet
-/// visible.
+/// Returns the sealed blob: digest and size checked, not yet visible, its
+/// bytes on disk (`Seal::Fsync`) or to be synced with the layer.
 fn download_blob<S>(
     handle: &tokio::runtime::Handle,
     mut stream: S,
@@ -462,6 +479,7 @@ fn download_blob<S>(
     blob: &BlobRef,
     tx: Option<SyncSender<Bytes>>,
     progress: Option<Progress>,
+    seal: Seal,
 ) -> Result<SealedBlob, LayerError>
 where
     S: futures::Stream<Item = io::Result<Bytes>> + Unpin,
@@ -493,7 +511,10 @@ where
     }
     // The end of the stream, for the unpack: it may now finish.
     drop(tx);
-    Ok(writer.seal(&blob.digest, blob.size)?)
+    Ok(match seal {
+        Seal::Fsync => writer.seal(&blob.digest, blob.size)?,
+        Seal::ForSyncfs => writer.seal_for_syncfs(&blob.digest, blob.size)?,
+    })
 }
 
 /// Runs on a blocking thread: decompresses, digests and unpacks the chunks

@@ -64,6 +64,9 @@ pub struct ImageStore {
     /// One download/unpack per layer at a time, whoever asks for it.
     pub(crate) inflight: KeyedLocks,
     pub(crate) downloads: Arc<Semaphore>,
+    /// Blobs and unpacked layers are on one filesystem: a layer's syncfs
+    /// makes its blob durable too (pull seals blobs without their own fsync).
+    pub(crate) blobs_synced_with_layers: bool,
     /// Layers held by something other than an image (containers' rootfs).
     held_layers: std::sync::Mutex<HashMap<String, Vec<Digest>>>,
     /// Last disk usage walk: when, and (bytes, inodes).
@@ -99,7 +102,9 @@ impl ImageStore {
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))??;
+        let blobs_synced_with_layers = content.device().is_some() && content.device() == snapshots.device();
         let store = Arc::new(ImageStore {
+            blobs_synced_with_layers,
             root,
             content,
             snapshots,

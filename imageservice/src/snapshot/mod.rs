@@ -134,20 +134,39 @@ impl Snapshotter {
         Ok(UnpackDir { dir, committed: false })
     }
 
+    /// The device of the filesystem layers are unpacked and committed on.
+    pub fn device(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&self.unpack).ok().map(|m| m.dev())
+    }
+
     /// Makes an unpacked layer visible under its chain ID. The data is flushed
     /// first (one syncfs rather than an fsync per file) so that a committed
     /// layer is complete after a crash.
-    pub fn commit(&self, mut unpacked: UnpackDir, chain_id: &Digest) -> Result<(), SnapshotError> {
+    pub fn commit(&self, unpacked: UnpackDir, chain_id: &Digest) -> Result<(), SnapshotError> {
+        self.commit_with(unpacked, chain_id, || Ok(()))
+    }
+
+    /// As [`Snapshotter::commit`], running `synced` after the syncfs and
+    /// before the layer becomes visible (a pull publishes the layer's blob
+    /// there, made durable by the same syncfs).
+    pub fn commit_with<E: From<SnapshotError>>(
+        &self,
+        mut unpacked: UnpackDir,
+        chain_id: &Digest,
+        synced: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
         let dir = fs::File::open(&unpacked.dir).map_err(io_err(&unpacked.dir))?;
         // The size walk (CPU, cached metadata) runs while the syncfs waits
         // for the disk.
         let fs_dir = unpacked.fs();
-        let (size, synced) = std::thread::scope(|scope| {
+        let (size, sync_result) = std::thread::scope(|scope| {
             let walk = scope.spawn(|| crate::fsutil::disk_usage(&fs_dir).0);
             let synced = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir));
             (walk.join(), synced)
         });
-        synced.map_err(|e| SnapshotError::Io { path: unpacked.dir.clone(), source: e.into() })?;
+        sync_result.map_err(|e| SnapshotError::Io { path: unpacked.dir.clone(), source: e.into() })?;
+        synced()?;
         // Inside the directory about to be renamed: the layer and its size
         // appear together. Not synced on its own: a size file lost or torn
         // by a crash reads as unrecorded, and `layer_size` walks again.
@@ -161,10 +180,10 @@ impl Snapshotter {
             // Someone committed the same layer first: theirs is as good as ours.
             // (rename fails with ENOTEMPTY; our copy is removed on drop).
             Err(_) if target.is_dir() => return Ok(()),
-            Err(e) => return Err(SnapshotError::Io { path: target, source: e }),
+            Err(e) => return Err(SnapshotError::Io { path: target, source: e }.into()),
         }
         unpacked.committed = true;
-        fsync_dir(&self.layers).map_err(io_err(&self.layers))
+        Ok(fsync_dir(&self.layers).map_err(io_err(&self.layers))?)
     }
 
     /// The bytes a committed layer's files take on disk; 0 if there is no
