@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gantry_proto::cri::v1::{
-    ContainerState, ExecSyncRequest, LinuxContainerConfig, LinuxContainerResources, ListPodSandboxRequest,
-    NamespaceMode, PodSandboxStatusRequest, RunPodSandboxRequest, StatusRequest, StopContainerRequest,
+    ContainerState, LinuxContainerConfig, LinuxContainerResources, ListPodSandboxRequest, NamespaceMode,
+    PodSandboxStatusRequest, RunPodSandboxRequest, StatusRequest, StopContainerRequest,
 };
 use gantry_tests::pods::*;
 use gantry_tests::{Cri, Daemon};
@@ -58,17 +58,8 @@ async fn run_pod_with(cri: &mut Cri, d: &Daemon, name: &str, handler: &str) -> R
 }
 
 async fn exec(cri: &mut Cri, id: &str, cmd: &[&str]) -> (i32, String) {
-    let r = cri
-        .runtime
-        .exec_sync(ExecSyncRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout: 10,
-        })
-        .await
-        .expect("exec_sync")
-        .into_inner();
-    (r.exit_code, String::from_utf8_lossy(&r.stdout).trim().to_string())
+    let (code, stdout, _) = gantry_tests::node_pass::exec(cri, id, cmd).await.expect("exec_sync");
+    (code, stdout)
 }
 
 /// The runtime's state directory holds no container (runc and crun keep
