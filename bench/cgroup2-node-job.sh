@@ -40,7 +40,7 @@ start() {
         : >"$dir/config.toml"
         case $rt in
         gantry-runc) printf '[runtimes.runc]\nbinary = "%s"\nroot = "%s"\n' "$b/runc" "$state/runc-root" >"$dir/config.toml" ;;
-        gantry-crun) printf '[runtimes.crun]\nbinary = "%s"\nroot = "%s"\n' "$b/crun" "$state/crun-root" >"$dir/config.toml" ;;
+        gantry-crun) printf '[runtimes.crun]\nbinary = "%s"\nroot = "%s"\n' "/usr/bin/crun" "$state/crun-root" >"$dir/config.toml" ;;
         esac
         handler=${rt#gantry}
         handler=${handler#-}
@@ -69,7 +69,7 @@ state = "$state"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.crun]
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.crun.options]
-  BinaryName = "$b/crun"
+  BinaryName = "/usr/bin/crun"
 TOML
         PATH="$b:$PATH" "$b/containerd" --config "$dir/config.toml" --log-level warn 2>"$dir/log" &
         ;;

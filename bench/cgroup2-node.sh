@@ -10,9 +10,9 @@
 #   sudo GANTRY_BENCH_CACHE=DIR bash bench/cgroup2-node.sh [ROUNDS] [PASSES]   (default 20, 3)
 #
 # DIR holds containerd 2.x and the newest runc, as for bench/handlers.sh,
-# and unstable's crun (bench/lib.sh `ensure_crun_new`: bookworm's crun 1.8
-# refuses the runtime-spec version containerd 2.x writes), which runs with
-# unstable's glibc through its loader: /opt/bench/crun in the node is that
+# Unstable's crun (tests/node/host.sh `node_crun_new`: bookworm's crun 1.8
+# refuses the runtime-spec version containerd 2.x writes) runs with
+# unstable's glibc through its loader: /usr/bin/crun in the node is that
 # command, the same for both runtimes.
 # Emulation makes every figure several times slower than on the host: read
 # the ratios, which are what this run is for. The images come from a
@@ -27,7 +27,6 @@ node_host_packages
 node_kernel
 ensure_containerd2
 ensure_runc_new
-ensure_crun_new
 start_registry
 prepare_pod_images
 
@@ -40,24 +39,14 @@ ln -s busybox "$ir/bin/sh"
 cp "$here/../tests/cgroup2/init.sh" "$ir/init"
 cp "$here/cgroup2-node-job.sh" "$ir/opt/node-job"
 chmod 0755 "$ir/init" "$ir/opt/node-job"
-cp "$kmods/fs/overlayfs/overlay.ko" "$ir/lib/modules/"
+node_modules "$ir/lib/modules" overlay
 for f in "$bin"/{gantryd,gantry-shim,cri-bench} "$(dirname "$containerd2")"/{containerd,containerd-shim-runc-v2} \
     /usr/bin/docker-registry; do
     strip -o "$b/$(basename "$f")" "$f"
 done
 cp "$runc_new" "$b/runc"
-crun_lib=$crun_new_root/usr/lib/x86_64-linux-gnu
-mkdir -p "$ir/opt/crun"
-cp -L "$crun_new_root/usr/bin/crun" "$crun_lib"/{ld-linux-x86-64.so.2,libc.so.6,libm.so.6,libblake3.so.0} "$ir/opt/crun/"
-printf '#!/bin/sh\nexec /opt/crun/ld-linux-x86-64.so.2 --library-path /opt/crun:/lib/x86_64-linux-gnu /opt/crun/crun "$@"\n' >"$b/crun"
-chmod 0755 "$b/crun"
+node_crun_new "$ir"
 node_copy_libs "$ir" "$b"/{gantryd,gantry-shim,cri-bench,containerd,containerd-shim-runc-v2,docker-registry,runc}
-# crun's other libraries are bookworm's (what ldd finds for them here).
-for lib in $("$crun_lib/ld-linux-x86-64.so.2" --library-path "$crun_lib:/lib/x86_64-linux-gnu" --list "$crun_new_root/usr/bin/crun" |
-    grep -oE ' /lib/x86_64-linux-gnu/[^ ]+' | sort -u); do
-    mkdir -p "$ir/lib/x86_64-linux-gnu"
-    cp -L "$lib" "$ir$lib"
-done
 cp -a "$work/registry" "$b/registry"
 printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage: { filesystem: { rootdirectory: /opt/bench/registry } }\nhttp: { addr: %s }\n' \
     "$registry" >"$b/registry.yml"
@@ -81,6 +70,6 @@ if [ -z "$node_finished" ] || ! [ -s "$work/results.jsonl" ]; then
 fi
 echo "== ${node_seconds}s in the node" >&2
 python3 "$here/lifecycle-table.py" "$work/results.jsonl" \
-    "pure cgroup v2 node ($kver, QEMU TCG, 2 vCPUs); $("$runc_new" --version | head -1); crun $("$crun_lib/ld-linux-x86-64.so.2" --library-path "$crun_lib" "$crun_new_root/usr/bin/crun" --version | head -1 | awk '{print $3}'); $passes passes of $rounds rounds per runtime" \
+    "pure cgroup v2 node ($kver, QEMU TCG, 2 vCPUs); $("$runc_new" --version | head -1); crun $crun_new_version; $passes passes of $rounds rounds per runtime" \
     gantry,gantry-runc,containerd2-runc,gantry-crun,containerd2-crun \
     gantry/containerd2-runc gantry-runc/containerd2-runc gantry-crun/containerd2-crun

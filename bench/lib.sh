@@ -97,18 +97,6 @@ ensure_containerd2() {
     mkdir -p "$bench_cache/containerd2"
     (cd "$bench_cache/containerd2" && apt-get download -q -t unstable containerd && dpkg-deb -x containerd_*.deb root)
 }
-# The newest crun (Debian unstable's) with the libraries it needs beyond
-# bookworm's (unstable's glibc and dynamic loader, libblake3), unpacked into
-# $bench_cache/crun-new/root and run through that loader: sets crun_new_root.
-crun_new_root="$bench_cache/crun-new/root"
-ensure_crun_new() {
-    [ -x "$crun_new_root/usr/bin/crun" ] && return
-    local deb
-    rm -rf "$bench_cache/crun-new"
-    mkdir -p "$bench_cache/crun-new"
-    (cd "$bench_cache/crun-new" && apt-get download -q -t unstable crun libc6 libblake3-0 &&
-        for deb in ./*.deb; do dpkg-deb -x "$deb" root.tmp; done && mv root.tmp root)
-}
 # runc needs a source tree of its newest release tag: GANTRY_BENCH_RUNC_SRC
 # (a checkout, e.g. `git clone -b v1.5.1 https://github.com/opencontainers/runc`),
 # built offline from its vendored modules with Go >= 1.25 and libseccomp-dev.

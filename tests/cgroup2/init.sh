@@ -35,7 +35,9 @@ mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 [ -e /etc/resolv.conf ] || : >/etc/resolv.conf
 hostname cgroup2-node
 ip link set lo up
-insmod /lib/modules/overlay.ko
+# The modules the host script packed (tests/node/host.sh node_modules), in
+# dependency order.
+for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m.ko"; done
 echo 16 >/proc/sys/vm/nr_hugepages
 
 echo "@@node $(uname -r) controllers: $(cat /sys/fs/cgroup/cgroup.controllers) psi: $(head -c 40 /proc/pressure/cpu 2>&1)"

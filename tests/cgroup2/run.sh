@@ -64,7 +64,7 @@ cp "$here/init.sh" "$ir/init"
 # What the node runs once it is up (init.sh runs /opt/node-job).
 printf '#!/bin/sh\nexec /opt/gantry/cgroup2_pass /opt/gantry/busybox.tar\n' >"$ir/opt/node-job"
 chmod 0755 "$ir/init" "$ir/opt/node-job"
-cp "$kmods/fs/overlayfs/overlay.ko" "$ir/lib/modules/"
+node_modules "$ir/lib/modules" overlay
 for b in gantryd gantry-shim gantry cgroup2_pass; do
     strip -o "$ir/opt/gantry/$b" "$bins/$b"
 done

@@ -114,3 +114,52 @@ node_boot() {
     grep -qa '^@@end' <(tr -d '\r' <"$console") && node_finished=1
     node_seconds=$(($(date +%s) - boot_at))
 }
+
+# node_modules DEST MODULE...: the kernel modules (node_kernel's) and what
+# they depend on (from each .modinfo), copied into DEST as NAME.ko, with
+# DEST/order listing them so that each comes after its dependencies.
+node_modules() {
+    local dest=$1 m
+    shift
+    mkdir -p "$dest"
+    node_ordered_modules=()
+    for m in "$@"; do node_add_module "$dest" "$m"; done
+    echo "${node_ordered_modules[*]}" >"$dest/order"
+}
+node_module_file() { find "$kmods" -name "$1.ko" -print -quit; }
+node_add_module() {
+    local dest=$1 m=$2 d
+    case " ${node_ordered_modules[*]} " in *" $m "*) return ;; esac
+    for d in $(objcopy -O binary --only-section=.modinfo "$(node_module_file "$m")" /dev/stdout |
+        tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '); do
+        node_add_module "$dest" "$d"
+    done
+    cp "$(node_module_file "$m")" "$dest/$m.ko"
+    node_ordered_modules+=("$m")
+}
+
+# node_crun_new ROOT: the newest crun (Debian unstable's; bookworm's crun 1.8
+# refuses the runtime-spec version containerd 2.x writes) into the node
+# tree ROOT as /usr/bin/crun: a two-line wrapper running it with unstable's
+# glibc through that glibc's loader, both in /opt/crun, with bookworm's
+# other libraries. Unpacked (never installed) into a cache in /var/tmp.
+node_crun_new() {
+    local root=$1 cache=/var/tmp/gantry-node-crun-new deb lib
+    if [ ! -x "$cache/root/usr/bin/crun" ]; then
+        echo "== fetching unstable's crun"
+        rm -rf "$cache" && mkdir -p "$cache"
+        (cd "$cache" && apt-get download -q -t unstable crun libc6 libblake3-0 2>&1 | grep -v unsandboxed || true)
+        for deb in "$cache"/*.deb; do dpkg-deb -x "$deb" "$cache/root.tmp"; done
+        mv "$cache/root.tmp" "$cache/root"
+    fi
+    crun_new_lib=$cache/root/usr/lib/x86_64-linux-gnu
+    crun_new_loader() { "$crun_new_lib/ld-linux-x86-64.so.2" --library-path "$crun_new_lib:/lib/x86_64-linux-gnu" "$@"; }
+    crun_new_version=$(crun_new_loader "$cache/root/usr/bin/crun" --version | awk 'NR == 1 {print $3}')
+    mkdir -p "$root/opt/crun" "$root/usr/bin" "$root/lib/x86_64-linux-gnu"
+    cp -L "$cache/root/usr/bin/crun" "$crun_new_lib"/{ld-linux-x86-64.so.2,libc.so.6,libm.so.6,libblake3.so.0} "$root/opt/crun/"
+    printf '#!/bin/sh\nexec /opt/crun/ld-linux-x86-64.so.2 --library-path /opt/crun:/lib/x86_64-linux-gnu /opt/crun/crun "$@"\n' >"$root/usr/bin/crun"
+    chmod 0755 "$root/usr/bin/crun"
+    for lib in $(crun_new_loader --list "$cache/root/usr/bin/crun" | grep -oE ' /lib/x86_64-linux-gnu/[^ ]+' | sort -u); do
+        cp -L "$lib" "$root$lib"
+    done
+}

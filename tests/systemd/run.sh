@@ -110,19 +110,8 @@ ln -s busybox "$ir/bin/sh"
 cp "$here/init.sh" "$ir/init"
 chmod 0755 "$ir/init"
 # The modules for the disk (virtio-pci, virtio-blk, ext4 with its crc32c)
-# and overlayfs, each after what it depends on (from its .modinfo).
-mod_file() { find "$kmods" -name "$1.ko" -print -quit; }
-mod_deps() { objcopy -O binary --only-section=.modinfo "$(mod_file "$1")" /dev/stdout | tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '; }
-ordered=()
-add_module() {
-    local m=$1 d
-    case " ${ordered[*]} " in *" $m "*) return ;; esac
-    for d in $(mod_deps "$m"); do add_module "$d"; done
-    cp "$(mod_file "$m")" "$ir/modules/$m.ko"
-    ordered+=("$m")
-}
-for m in virtio_pci virtio_blk crc32c_generic ext4 overlay; do add_module "$m"; done
-echo "${ordered[*]}" >"$ir/modules/order"
+# and overlayfs, each after what it depends on.
+node_modules "$ir/modules" virtio_pci virtio_blk crc32c_generic ext4 overlay
 for b in gantryd gantry-shim gantry systemd_pass; do
     strip -o "$ir/payload/gantry/$b" "$bins/$b"
 done
