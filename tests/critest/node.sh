@@ -11,9 +11,9 @@
 # registry (here on the host, its storage then packed into the node, where
 # a registry serves it on 127.0.0.1:5000), gantryd runs with
 # tests/critest/config.toml (CNI directory moved into the node). The node
-# has no network interface but loopback and the critest bridge; its
-# conflist drops the portmap plugin (no iptables in the node), so the
-# host-port specs fail there. Handlers: Debian's runc, and crun as
+# has no network interface but loopback and the critest bridge; the CNI
+# portmap plugin gets Debian's iptables (legacy backend) and the netfilter
+# modules it needs. Handlers: Debian's runc, and crun as
 # Debian unstable's (tests/node/host.sh node_crun_new). critest's output
 # comes back over the serial console; the console is kept in
 # target/critest-node-console.log.
@@ -26,7 +26,7 @@ kit=${CRITEST_IMAGES:-$repo/../shared/critest-images}
 timeout_s=${GANTRY_CRITEST_NODE_TIMEOUT:-2400}
 
 source "$repo/tests/node/host.sh"
-node_host_packages containernetworking-plugins docker-registry runc
+node_host_packages containernetworking-plugins docker-registry runc iptables
 node_kernel
 cargo build --release -q -p gantryd -p gantry-shim
 target=${CARGO_TARGET_DIR:-$repo/target}
@@ -63,21 +63,35 @@ echo "== packing the node's initramfs"
 cp -L /bin/busybox "$ir/bin/busybox"
 ln -s busybox "$ir/bin/sh"
 cp "$repo/tests/cgroup2/init.sh" "$ir/init"
-node_modules "$ir/lib/modules" overlay bridge veth
+# overlayfs; the critest bridge and its veths; what the CNI portmap plugin's
+# iptables rules use (nat table, DNAT/SNAT/MASQUERADE, comment, multiport,
+# mark, addrtype, conntrack matches; crc32c_generic first: conntrack's
+# libcrc32c needs it, a soft dependency its .modinfo does not list).
+node_modules "$ir/lib/modules" overlay bridge veth crc32c_generic ip_tables iptable_nat iptable_filter iptable_mangle \
+    xt_nat xt_comment xt_multiport xt_mark xt_addrtype xt_conntrack xt_MASQUERADE xt_tcpudp
 for b in gantryd gantry-shim; do strip -o "$ir/opt/gantry/$b" "$target/release/$b"; done
 cp "$critest" "$c/critest"
 strip -o "$c/docker-registry" /usr/bin/docker-registry
-cp /usr/lib/cni/{bridge,host-local,loopback} "$ir/usr/lib/cni/"
-mkdir -p "$ir/usr/sbin" && cp -L /usr/sbin/runc "$ir/usr/sbin/runc"
+cp /usr/lib/cni/{bridge,host-local,loopback,portmap} "$ir/usr/lib/cni/"
+# iptables (legacy backend: xtables-legacy-multi dispatches on its name)
+# and its extensions, for portmap.
+mkdir -p "$ir/usr/sbin" "$ir/usr/lib/x86_64-linux-gnu"
+cp -L /usr/sbin/xtables-legacy-multi "$ir/usr/sbin/"
+for n in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+    ln -s xtables-legacy-multi "$ir/usr/sbin/$n"
+done
+cp -a /usr/lib/x86_64-linux-gnu/xtables "$ir/usr/lib/x86_64-linux-gnu/"
+cp -L /usr/sbin/runc "$ir/usr/sbin/runc"
 # critest itself runs util-linux's ipcmk on the node (the host IPC specs).
 cp -L /usr/bin/ipcmk "$ir/usr/bin/ipcmk"
 node_crun_new "$ir"
-node_copy_libs "$ir" "$ir"/opt/gantry/* "$c/docker-registry" "$ir/usr/sbin/runc" "$ir/usr/bin/ipcmk"
+node_copy_libs "$ir" "$ir"/opt/gantry/* "$c/docker-registry" "$ir/usr/sbin/runc" "$ir/usr/bin/ipcmk" \
+    "$ir/usr/sbin/xtables-legacy-multi" "$ir"/usr/lib/x86_64-linux-gnu/xtables/*.so
 printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage: { filesystem: { rootdirectory: /opt/critest/registry } }\nhttp: { addr: 127.0.0.1:5000 }\n' \
     >"$c/registry.yml"
 sed 's|^conf_dir = .*|conf_dir = "/opt/critest/net.d"|' "$here/config.toml" >"$c/config.toml"
 mkdir -p "$c/net.d"
-jq '.plugins |= map(select(.type != "portmap"))' "$here/net.d/10-critest.conflist" >"$c/net.d/10-critest.conflist"
+cp "$here/net.d/10-critest.conflist" "$c/net.d/"
 printf '%s\n' "$@" >"$c/flags"
 cat >"$ir/opt/node-job" <<'JOB'
 #!/bin/sh

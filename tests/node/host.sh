@@ -87,7 +87,8 @@ node_busybox_archive() {
 node_copy_libs() {
     local root=$1 lib
     shift
-    for lib in $(ldd "$@" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+    # (ldd names each file on a line of its own, ending in ':', when given several.)
+    for lib in $(ldd "$@" 2>/dev/null | grep -v ':$' | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
         mkdir -p "$root$(dirname "$lib")"
         cp -L "$lib" "$root$lib"
     done
