@@ -22,13 +22,9 @@ passes=${2:-3}
 timeout_s=${GANTRY_BENCH_NODE_TIMEOUT:-2400}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/lib.sh"
-source "$here/../tests/node/host.sh"
 node_host_packages
 node_kernel
-ensure_containerd2
-ensure_runc_new
-start_registry
-prepare_pod_images
+pod_bench_setup
 
 echo "== packing the node's initramfs" >&2
 ir=$work/initramfs
@@ -48,8 +44,7 @@ cp "$runc_new" "$b/runc"
 node_crun_new "$ir"
 node_copy_libs "$ir" "$b"/{gantryd,gantry-shim,cri-bench,containerd,containerd-shim-runc-v2,docker-registry,runc}
 cp -a "$work/registry" "$b/registry"
-printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage: { filesystem: { rootdirectory: /opt/bench/registry } }\nhttp: { addr: %s }\n' \
-    "$registry" >"$b/registry.yml"
+registry_config /opt/bench/registry "$registry" >"$b/registry.yml"
 {
     echo "ROUNDS=$rounds PASSES=$passes"
     echo "REGISTRY=$registry BUSYBOX=$busybox PAUSE=$pause"

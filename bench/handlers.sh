@@ -15,10 +15,7 @@
 rounds=${1:-30}
 passes=${2:-3}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ensure_containerd2
-ensure_runc_new
-start_registry
-prepare_pod_images
+pod_bench_setup
 
 results="$work/results.jsonl"
 runtimes=(gantry gantry-runc containerd2-runc containerd16-runc)

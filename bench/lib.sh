@@ -4,6 +4,7 @@
 set -euo pipefail
 
 bench_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$bench_repo/tests/node/host.sh"
 bin="${CARGO_TARGET_DIR:-$bench_repo/target}/release"
 
 need=(containerd docker-registry skopeo umoci python3 curl busybox-static jq)
@@ -52,13 +53,10 @@ trap bench_cleanup EXIT
 # start_registry: a plain-HTTP registry on a free 127.0.0.1 port, its blobs
 # in $registry_storage (default $work/registry); sets $registry.
 start_registry() {
-    local port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    registry="127.0.0.1:$port"
+    registry="127.0.0.1:$(free_port)"
     local storage=${registry_storage:-$work/registry}
     mkdir -p "$storage"
-    printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp: { addr: %s }\n' \
-        "$storage" "$registry" >"$work/registry.yml"
+    registry_config "$storage" "$registry" >"$work/registry.yml"
     /usr/bin/docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
     pids+=($!)
     until curl -s -o /dev/null "http://$registry/v2/"; do sleep 0.1; done
@@ -184,6 +182,15 @@ prepare_pod_images() {
     umoci config --image "$work/pause:pause" --config.entrypoint /bin/sleep --config.cmd 2147483647
     skopeo copy -q --dest-tls-verify=false "oci:$work/pause:pause" "docker://$registry/bench/pause:1"
     pause="$registry/bench/pause:1"
+}
+
+# pod_bench_setup: what the pod benchmarks against containerd 2.x start
+# with: containerd 2.x and the newest runc at hand, the registry, the images.
+pod_bench_setup() {
+    ensure_containerd2
+    ensure_runc_new
+    start_registry
+    prepare_pod_images
 }
 
 # hold_start NAME READY OUT ERR CMD...: runs CMD in the background with its

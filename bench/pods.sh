@@ -14,10 +14,7 @@
 # `sleep` image as its pause image, as no pause image can be pulled here.
 rounds=${1:-50}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ensure_containerd2
-ensure_runc_new
-start_registry
-prepare_pod_images
+pod_bench_setup
 
 results="$work/results.jsonl"
 memory() { # RUNTIME DIR SHIM_NAME

@@ -120,7 +120,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$here/node/host.sh" # free_port
 
 # start_registry NAME [htpasswd-file] [tls-dir]: sets $started to HOST:PORT.
 # Not run in a subshell, so that its pid reaches the cleanup trap.

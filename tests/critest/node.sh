@@ -44,12 +44,11 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== critest's images (${kit##*/})"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 ir=$work/initramfs
 c=$ir/opt/critest
 mkdir -p "$ir"/{bin,etc,opt/gantry,usr/bin,usr/lib/cni} "$c"
-printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp: { addr: 127.0.0.1:%s }\n' \
-    "$c/registry" "$port" >"$work/registry.yml"
+registry_config "$c/registry" "127.0.0.1:$port" >"$work/registry.yml"
 /usr/bin/docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 registry_pid=$!
 until curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; do sleep 0.1; done
@@ -87,8 +86,7 @@ cp -L /usr/bin/ipcmk "$ir/usr/bin/ipcmk"
 node_crun_new "$ir"
 node_copy_libs "$ir" "$ir"/opt/gantry/* "$c/docker-registry" "$ir/usr/sbin/runc" "$ir/usr/bin/ipcmk" \
     "$ir/usr/sbin/xtables-legacy-multi" "$ir"/usr/lib/x86_64-linux-gnu/xtables/*.so
-printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage: { filesystem: { rootdirectory: /opt/critest/registry } }\nhttp: { addr: 127.0.0.1:5000 }\n' \
-    >"$c/registry.yml"
+registry_config /opt/critest/registry 127.0.0.1:5000 >"$c/registry.yml"
 sed 's|^conf_dir = .*|conf_dir = "/opt/critest/net.d"|' "$here/config.toml" >"$c/config.toml"
 mkdir -p "$c/net.d"
 cp "$here/net.d/10-critest.conflist" "$c/net.d/"

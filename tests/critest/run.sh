@@ -12,6 +12,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
+source "$repo/tests/node/host.sh" # registry_config
 critest=${CRITEST:?set CRITEST to a critest binary}
 kit=${CRITEST_IMAGES:-$repo/../shared/critest-images}
 work="$(mktemp -d /tmp/gantry-critest.XXXXXX)"
@@ -39,8 +40,7 @@ trap cleanup EXIT
 
 cargo build --release -q -p gantryd -p gantry-shim
 mkdir -p "$work/registry"
-printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp: { addr: 127.0.0.1:5000 }\n' \
-    "$work/registry" >"$work/registry.yml"
+registry_config "$work/registry" 127.0.0.1:5000 >"$work/registry.yml"
 /usr/bin/docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 pids+=($!)
 until curl -s -o /dev/null http://127.0.0.1:5000/v2/; do sleep 0.1; done

@@ -1,6 +1,17 @@
 # Sourced by the scripts that boot a test node under QEMU (tests/cgroup2,
-# tests/systemd): the host packages they need and Debian's kernel, unpacked
-# (never installed) into a cache in /var/tmp shared by both.
+# tests/systemd, tests/critest/node.sh, bench/cgroup2-node.sh): the host
+# packages they need and Debian's kernel, unpacked (never installed) into a
+# cache in /var/tmp shared by all; and by the scripts that run a local
+# registry (bench/lib.sh, tests/critest): its config and a free port.
+
+# registry_config STORAGE ADDR: a docker-registry config serving STORAGE on
+# ADDR (HOST:PORT) over plain HTTP, logging only warnings; on stdout.
+registry_config() {
+    printf 'version: 0.1\nlog: { level: warn, accesslog: { disabled: true } }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp: { addr: %s }\n' "$1" "$2"
+}
+
+# free_port: a TCP port free on 127.0.0.1 right now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
